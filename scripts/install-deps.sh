@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Prewarm needs to build and test. Idempotent: installs only
+# what is missing, so a second run on a ready machine does no network I/O.
+set -euo pipefail
+
+pkgs=(
+  build-essential cmake pkg-config git ca-certificates curl procps iproute2
+  libuv1-dev libnng-dev libpq-dev libcjson-dev libxgboost-dev libcmocka-dev
+  node-llhttp postgresql-15 postgresql-client-15
+  clang-14 libclang-rt-14-dev python3
+)
+
+missing=()
+for p in "${pkgs[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#pkgs[@]} packages present"
+  exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}"
+SUDO=
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "install-deps: done"
