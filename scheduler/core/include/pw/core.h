@@ -178,11 +178,11 @@ struct pw_lease_info {
     int64_t expires_at; /* core time */
 };
 
-/* An action. Pointers inside are owned by the core and valid until the next call into it. */
+/* An action: a self-contained copy, owned by whoever popped it. */
 struct pw_action {
     enum pw_act_type type;
-    const char *host;     /* AGENT_CMD, STORE_HOST: the agent */
-    const char *function; /* ACQUIRE_ANSWER, STORE_INVOCATION, METRIC (may be NULL) */
+    char host[PW_NAME_MAX];     /* AGENT_CMD, STORE_HOST: the agent */
+    char function[PW_NAME_MAX]; /* ACQUIRE_ANSWER, STORE_INVOCATION, METRIC ("" if none) */
     union {
         struct pw_cmd cmd;  /* AGENT_CMD (a copy) */
         struct {
@@ -210,7 +210,7 @@ int pw_core_next_action(struct pw_core *c, struct pw_action *out);
 /* ---- views (read-only snapshots for the API, metrics and tests) ---- */
 
 /* Scheduler-side VM states. Legal transitions (checked by one set_state):
- *   restoring -> idle | failed | gone
+ *   restoring -> idle | failed | stopping | gone
  *   idle      -> leased | stopping | gone
  *   leased    -> idle | stopping | gone
  *   stopping  -> gone
