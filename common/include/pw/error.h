@@ -5,29 +5,29 @@
 #ifndef PW_ERROR_H
 #define PW_ERROR_H
 
-/* X(name, http status, string) — one table so names, statuses and strings cannot drift. */
+/* X(name, http status, code for APIs, string) — one table so names, statuses and strings cannot drift. */
 #define PW_ERR_MAP(X)                                                        \
-    X(OK, 200, "ok")                                                         \
-    X(NOMEM, 500, "out of memory")                                           \
-    X(INVAL, 400, "invalid argument")                                        \
-    X(PARSE, 400, "malformed input")                                         \
-    X(TOOBIG, 413, "too large")                                              \
-    X(NOTFOUND, 404, "not found")                                            \
-    X(EXISTS, 409, "already exists")                                         \
-    X(CONFLICT, 409, "conflict")                                             \
-    X(LIMIT, 429, "limit reached")                                           \
-    X(NOCAP, 503, "no capacity")                                             \
-    X(TIMEOUT, 503, "timed out")                                             \
-    X(UNAVAIL, 503, "unavailable")                                           \
-    X(IO, 500, "i/o error")                                                  \
-    X(STORE, 503, "store error")                                             \
-    X(PROTO, 400, "protocol error")                                          \
-    X(STATE, 409, "wrong state")                                             \
-    X(STALE, 409, "stale epoch")                                             \
-    X(INTERNAL, 500, "internal error")
+    X(OK, 200, "ok", "ok")                                                         \
+    X(NOMEM, 500, "out_of_memory", "out of memory")                                           \
+    X(INVAL, 400, "invalid", "invalid argument")                                        \
+    X(PARSE, 400, "malformed", "malformed input")                                         \
+    X(TOOBIG, 413, "too_large", "too large")                                              \
+    X(NOTFOUND, 404, "not_found", "not found")                                            \
+    X(EXISTS, 409, "exists", "already exists")                                         \
+    X(CONFLICT, 409, "conflict", "conflict")                                             \
+    X(LIMIT, 429, "limit_reached", "limit reached")                                           \
+    X(NOCAP, 503, "no_capacity", "no capacity")                                             \
+    X(TIMEOUT, 503, "timed_out", "timed out")                                             \
+    X(UNAVAIL, 503, "unavailable", "unavailable")                                           \
+    X(IO, 500, "io_error", "i/o error")                                                  \
+    X(STORE, 503, "store_unavailable", "store error")                                             \
+    X(PROTO, 400, "protocol_error", "protocol error")                                          \
+    X(STATE, 409, "wrong_state", "wrong state")                                             \
+    X(STALE, 409, "stale_epoch", "stale epoch")                                             \
+    X(INTERNAL, 500, "internal", "internal error")
 
 enum pw_err {
-#define PW_ERR_ENUM(name, status, str) PW_ERR_##name,
+#define PW_ERR_ENUM(name, status, code, str) PW_ERR_##name,
     PW_ERR_MAP(PW_ERR_ENUM)
 #undef PW_ERR_ENUM
     PW_ERR__COUNT
@@ -36,7 +36,7 @@ enum pw_err {
 
 /* pw_strerror returns a static string for err; never NULL. Any thread. */
 const char *pw_strerror(enum pw_err err);
-/* pw_err_name returns the static lower-case code of err ("not_found"); never NULL. Any thread. */
+/* pw_err_name returns the static API code of err ("not_found"); never NULL. Any thread. */
 const char *pw_err_name(enum pw_err err);
 /* pw_err_http_status returns the HTTP status an API error of this kind answers with. */
 int pw_err_http_status(enum pw_err err);

@@ -1,0 +1,702 @@
+/* api.c — prewarmd's HTTP API: the gateway's acquire/release, operators' functions and pools,
+ * hosts, VMs, health and metrics. Every error is {"error":{"code","message"}} with its status;
+ * a request that fails changes nothing. */
+#include "daemon.h"
+
+#include "pw/error.h"
+#include "pw/log.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ROUTE_PARTS 6
+
+enum { ERR_NOTFOUND, ERR_LIMIT, ERR_BAD, ERR_STORE };
+enum { WRITE_PUT, WRITE_DELETE };
+
+/* ---- responses ---- */
+
+static void respond_buf(struct pw_http_req *r, int status, struct pw_buf *b, const char *extra)
+{
+    pw_http_respond(r, status, NULL, b->data ? b->data : "{}", b->len, extra);
+    pw_buf_fini(b);
+}
+
+static void respond_err(struct pw_http_req *r, enum pw_err err, const char *message)
+{
+    pw_http_respond_error(r, pw_err_http_status(err), pw_err_name(err), message, NULL);
+}
+
+static void function_json(struct pw_buf *b, const struct pw_function_spec *s)
+{
+    pw_buf_adds(b, "{\"name\":");
+    pw_buf_add_json_str(b, s->name);
+    pw_buf_adds(b, ",\"image\":");
+    pw_buf_add_json_str(b, s->image);
+    pw_buf_printf(b, ",\"memory_mb\":%u,\"vcpus\":%u,\"pool\":{\"policy\":\"%s\",\"min\":%u,\"max\":%u,"
+                     "\"keepalive_ms\":%" PRId64 "}}",
+                  s->memory_mb, s->vcpus, pw_policy_str(s->pool.kind), s->pool.min, s->pool.max, s->pool.keepalive_ms);
+}
+
+static void pool_json(struct pw_buf *b, const struct pw_pool_view *v)
+{
+    pw_buf_adds(b, "{\"function\":");
+    pw_buf_add_json_str(b, v->spec.name);
+    pw_buf_printf(b,
+                  ",\"policy\":\"%s\",\"min\":%u,\"max\":%u,\"keepalive_ms\":%" PRId64 ",\"target_idle\":%u,"
+                  "\"restoring\":%u,\"idle\":%u,\"leased\":%u,\"stopping\":%u,\"failed\":%u,\"waiters\":%u,"
+                  "\"acquires\":%" PRIu64 ",\"warm\":%" PRIu64 ",\"cold\":%" PRIu64 ",\"timeouts\":%" PRIu64 "}",
+                  pw_policy_str(v->spec.pool.kind), v->spec.pool.min, v->spec.pool.max, v->spec.pool.keepalive_ms,
+                  v->target_idle, v->restoring, v->idle, v->leased, v->stopping, v->failed, v->waiters, v->acquires,
+                  v->warm, v->cold, v->timeouts);
+}
+
+/* ---- body parsing ---- */
+
+/* parse_body returns the JSON object of the body (an empty body is {}), or NULL after
+ * answering 400. */
+static cJSON *parse_body(struct pw_http_req *r)
+{
+    size_t len;
+    const char *body = pw_http_req_body(r, &len);
+    if (len == 0)
+        return cJSON_CreateObject();
+    cJSON *j = cJSON_ParseWithLength(body, len);
+    if (j == NULL || !cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        respond_err(r, PW_ERR_PARSE, "request body must be a JSON object");
+        return NULL;
+    }
+    return j;
+}
+
+/* get_int reads an optional integer field into *out within [min, max]. Returns 0 after
+ * answering 400 when present but wrong. */
+static int get_int(struct pw_http_req *r, const cJSON *obj, const char *key, int64_t min, int64_t max, int64_t *out)
+{
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (it == NULL)
+        return 1;
+    double v = cJSON_IsNumber(it) ? it->valuedouble : NAN;
+    if (!cJSON_IsNumber(it) || v != floor(v) || v < (double)min || v > (double)max) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "\"%s\" must be an integer in %" PRId64 "..%" PRId64, key, min, max);
+        respond_err(r, PW_ERR_INVAL, msg);
+        return 0;
+    }
+    *out = (int64_t)v;
+    return 1;
+}
+
+static int get_str(struct pw_http_req *r, const cJSON *obj, const char *key, char *out, size_t size)
+{
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (it == NULL)
+        return 1;
+    if (!cJSON_IsString(it) || strlen(it->valuestring) >= size) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "\"%s\" must be a string of at most %zu bytes", key, size - 1);
+        respond_err(r, PW_ERR_INVAL, msg);
+        return 0;
+    }
+    pw_strlcpy(out, it->valuestring, size);
+    return 1;
+}
+
+/* apply_pool merges a pool object's fields into p. Returns 0 after answering 400. */
+static int apply_pool(struct pw_http_req *r, const cJSON *obj, struct pw_pool_policy *p)
+{
+    char policy[32] = "";
+    if (!get_str(r, obj, "policy", policy, sizeof(policy)))
+        return 0;
+    if (policy[0] != '\0') {
+        int k = pw_policy_parse(policy);
+        if (k < 0) {
+            respond_err(r, PW_ERR_INVAL, "\"policy\" must be \"fixed\" or \"keepalive\"");
+            return 0;
+        }
+        p->kind = (enum pw_policy_kind)k;
+    }
+    int64_t min = p->min, max = p->max, ka = p->keepalive_ms;
+    if (!get_int(r, obj, "min", 0, PW_POOL_HARD_MAX, &min) || !get_int(r, obj, "max", 0, PW_POOL_HARD_MAX, &max) ||
+        !get_int(r, obj, "keepalive_ms", 0, 7 * 24 * 3600 * 1000LL, &ka))
+        return 0;
+    p->min = (uint32_t)min;
+    p->max = (uint32_t)max;
+    p->keepalive_ms = ka;
+    return 1;
+}
+
+/* ---- config writes: store first, then the core ---- */
+
+static void on_written(void *arg, int err, const char *msg)
+{
+    struct pending_write *w = arg;
+    struct pw_daemon *d = w->d;
+    if (err != PW_OK) {
+        pw_log_warn("api", "store write for %s failed: %s", w->spec.name, msg ? msg : "");
+        d->acquire_errors[ERR_STORE]++;
+        respond_err(w->http, PW_ERR_STORE, "the store is unavailable; nothing was changed");
+        free(w);
+        return;
+    }
+    int64_t now = pw_daemon_now(d);
+    struct pw_buf b;
+    pw_buf_init(&b, 1 << 16);
+    if (w->kind == WRITE_PUT) {
+        pw_core_function_put(d->core, now, &w->spec);
+        function_json(&b, &w->spec);
+        pw_log_info("api", "function %s: policy %s min %u max %u keepalive %" PRId64 " ms", w->spec.name,
+                    pw_policy_str(w->spec.pool.kind), w->spec.pool.min, w->spec.pool.max, w->spec.pool.keepalive_ms);
+    } else {
+        pw_core_function_delete(d->core, now, w->spec.name);
+        pw_buf_adds(&b, "{\"deleted\":");
+        pw_buf_add_json_str(&b, w->spec.name);
+        pw_buf_adds(&b, "}");
+        pw_log_info("api", "function %s deleted", w->spec.name);
+    }
+    pw_daemon_drain(d);
+    respond_buf(w->http, 200, &b, NULL);
+    free(w);
+}
+
+static void write_spec(struct pw_daemon *d, struct pw_http_req *r, const struct pw_function_spec *spec)
+{
+    char why[160];
+    if (pw_function_spec_validate(spec, why, sizeof(why)) != PW_OK) {
+        respond_err(r, PW_ERR_INVAL, why);
+        return;
+    }
+    struct pending_write *w = pw_xcalloc(1, sizeof(*w));
+    w->d = d;
+    w->http = r;
+    w->kind = WRITE_PUT;
+    w->spec = *spec;
+    pw_store_put_function(d->store, spec, "api", on_written, w);
+}
+
+static void put_function(struct pw_daemon *d, struct pw_http_req *r, const char *name)
+{
+    cJSON *j = parse_body(r);
+    if (j == NULL)
+        return;
+    struct pw_function_spec s;
+    if (pw_core_function_get(d->core, name, &s) != PW_OK) {
+        memset(&s, 0, sizeof(s));
+        pw_strlcpy(s.name, name, sizeof(s.name));
+        s.memory_mb = 128;
+        s.vcpus = 1;
+        pw_pool_policy_default(&s.pool);
+    }
+    int64_t mem = s.memory_mb, vcpus = s.vcpus;
+    int ok = get_str(r, j, "image", s.image, sizeof(s.image)) && get_int(r, j, "memory_mb", 1, 1048576, &mem) &&
+             get_int(r, j, "vcpus", 1, 256, &vcpus);
+    if (ok) {
+        const cJSON *pool = cJSON_GetObjectItemCaseSensitive(j, "pool");
+        if (pool != NULL && !cJSON_IsObject(pool)) {
+            respond_err(r, PW_ERR_INVAL, "\"pool\" must be an object");
+            ok = 0;
+        } else if (pool != NULL) {
+            ok = apply_pool(r, pool, &s.pool);
+        }
+    }
+    cJSON_Delete(j);
+    if (!ok)
+        return;
+    s.memory_mb = (uint32_t)mem;
+    s.vcpus = (uint32_t)vcpus;
+    if (s.image[0] == '\0')
+        pw_strlcpy(s.image, s.name, sizeof(s.image)); /* the image defaults to the function's name */
+    write_spec(d, r, &s);
+}
+
+static void put_pool(struct pw_daemon *d, struct pw_http_req *r, const char *name)
+{
+    struct pw_function_spec s;
+    if (pw_core_function_get(d->core, name, &s) != PW_OK) {
+        respond_err(r, PW_ERR_NOTFOUND, "no such function");
+        return;
+    }
+    cJSON *j = parse_body(r);
+    if (j == NULL)
+        return;
+    int ok = apply_pool(r, j, &s.pool);
+    cJSON_Delete(j);
+    if (ok)
+        write_spec(d, r, &s);
+}
+
+static void delete_function(struct pw_daemon *d, struct pw_http_req *r, const char *name)
+{
+    struct pw_function_spec s;
+    if (pw_core_function_get(d->core, name, &s) != PW_OK) {
+        respond_err(r, PW_ERR_NOTFOUND, "no such function");
+        return;
+    }
+    struct pending_write *w = pw_xcalloc(1, sizeof(*w));
+    w->d = d;
+    w->http = r;
+    w->kind = WRITE_DELETE;
+    w->spec = s;
+    pw_store_delete_function(d->store, name, "api", on_written, w);
+}
+
+/* ---- acquire and release ---- */
+
+static int parked_eq(const struct pw_hnode *n, const void *key)
+{
+    return pw_container_of(n, struct parked, hnode)->req_id == *(const uint64_t *)key;
+}
+
+static void acquire(struct pw_daemon *d, struct pw_http_req *r, const char *name)
+{
+    cJSON *j = parse_body(r);
+    if (j == NULL)
+        return;
+    int64_t timeout = d->cfg.acquire_timeout_ms;
+    int ok = get_int(r, j, "timeout_ms", 1, d->cfg.acquire_timeout_max_ms, &timeout);
+    cJSON_Delete(j);
+    if (!ok)
+        return;
+    int64_t now = pw_daemon_now(d);
+    uint64_t req_id = ++d->next_req_id;
+    /* Park first: the answer may be queued by the core right away. */
+    struct parked *p = pw_xcalloc(1, sizeof(*p));
+    p->req_id = req_id;
+    p->http = r;
+    pw_htab_insert(&d->parked, &p->hnode, pw_hash_u64(req_id));
+    int rv = pw_core_acquire(d->core, now, name, req_id, now + timeout);
+    if (rv != PW_OK) {
+        pw_htab_remove(&d->parked, &p->hnode);
+        free(p);
+        d->acquire_errors[rv == PW_ERR_NOTFOUND ? ERR_NOTFOUND : ERR_LIMIT]++;
+        respond_err(r, (enum pw_err)rv,
+                    rv == PW_ERR_NOTFOUND ? "no such function" : "too many acquires waiting for this function");
+        return;
+    }
+    pw_daemon_drain(d);
+}
+
+void pw_api_answer(struct pw_daemon *d, const struct pw_action *a)
+{
+    uint64_t req_id = a->u.answer.req_id;
+    struct pw_hnode *n = pw_htab_find(&d->parked, pw_hash_u64(req_id), &req_id, parked_eq);
+    if (n == NULL) {
+        /* Nobody waits (the client left and the request was swept): give the VM back. */
+        if (a->u.answer.err == PW_OK)
+            pw_core_release(d->core, pw_daemon_now(d), a->u.answer.lease.lease_id, 0, PW_RELEASE_OK);
+        return;
+    }
+    struct parked *p = pw_container_of(n, struct parked, hnode);
+    pw_htab_remove(&d->parked, &p->hnode);
+    struct pw_http_req *r = p->http;
+    free(p);
+    if (pw_http_req_gone(r)) {
+        if (a->u.answer.err == PW_OK)
+            pw_core_release(d->core, pw_daemon_now(d), a->u.answer.lease.lease_id, 0, PW_RELEASE_OK);
+        pw_http_respond(r, 499, NULL, "{}", 2, NULL);
+        return;
+    }
+    if (a->u.answer.err == PW_ERR_TIMEOUT) {
+        pw_http_respond_error(r, 503, pw_err_name(PW_ERR_TIMEOUT), "no warm VM became ready before the deadline",
+                              "Retry-After: 1\r\n");
+        return;
+    }
+    if (a->u.answer.err != PW_OK) {
+        respond_err(r, (enum pw_err)a->u.answer.err, pw_strerror((enum pw_err)a->u.answer.err));
+        return;
+    }
+    const struct pw_lease_info *l = &a->u.answer.lease;
+    struct pw_buf b;
+    pw_buf_init(&b, 4096);
+    pw_buf_printf(&b, "{\"lease_id\":\"%016" PRIx64 "\",\"vm_id\":\"%016" PRIx64 "\",\"function\":", l->lease_id,
+                  l->vm_id);
+    pw_buf_add_json_str(&b, a->function);
+    pw_buf_adds(&b, ",\"host\":");
+    pw_buf_add_json_str(&b, l->host);
+    pw_buf_adds(&b, ",\"address\":");
+    pw_buf_add_json_str(&b, l->address);
+    pw_buf_printf(&b, ",\"start\":\"%s\",\"wait_ms\":%" PRId64 ",\"expires_in_ms\":%" PRId64 "}", l->cold ? "cold" : "warm",
+                  l->wait_ms, l->expires_at - pw_daemon_now(d));
+    respond_buf(r, 200, &b, NULL);
+}
+
+void pw_api_sweep(struct pw_daemon *d)
+{
+    size_t b = 0;
+    struct pw_hnode *n = NULL, *e;
+    while ((e = pw_htab_next(&d->parked, &b, &n)) != NULL) {
+        struct parked *p = pw_container_of(e, struct parked, hnode);
+        if (!pw_http_req_gone(p->http) && !d->stopping)
+            continue;
+        pw_core_acquire_cancel(d->core, pw_daemon_now(d), p->req_id);
+        pw_htab_remove(&d->parked, &p->hnode);
+        if (d->stopping && !pw_http_req_gone(p->http))
+            respond_err(p->http, PW_ERR_UNAVAIL, "the scheduler is shutting down");
+        else
+            pw_http_respond(p->http, 499, NULL, "{}", 2, NULL);
+        free(p);
+    }
+}
+
+static int parse_hex_id(const char *s, uint64_t *out)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 16)
+        return 0;
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        int x = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        if (x < 0)
+            return 0;
+        v = v << 4 | (uint64_t)x;
+    }
+    *out = v;
+    return 1;
+}
+
+static void release(struct pw_daemon *d, struct pw_http_req *r, const char *id)
+{
+    uint64_t lease_id;
+    if (!parse_hex_id(id, &lease_id)) {
+        respond_err(r, PW_ERR_INVAL, "lease id must be 1-16 hex digits");
+        return;
+    }
+    cJSON *j = parse_body(r);
+    if (j == NULL)
+        return;
+    int64_t duration = 0;
+    char outcome[16] = "ok";
+    int ok = get_int(r, j, "duration_ms", 0, INT64_C(1) << 40, &duration) && get_str(r, j, "outcome", outcome, sizeof(outcome));
+    cJSON_Delete(j);
+    if (!ok)
+        return;
+    enum pw_release_outcome oc;
+    if (strcmp(outcome, "ok") == 0)
+        oc = PW_RELEASE_OK;
+    else if (strcmp(outcome, "error") == 0)
+        oc = PW_RELEASE_ERROR;
+    else {
+        respond_err(r, PW_ERR_INVAL, "\"outcome\" must be \"ok\" or \"error\"");
+        return;
+    }
+    int rv = pw_core_release(d->core, pw_daemon_now(d), lease_id, duration, oc);
+    if (rv != PW_OK) {
+        respond_err(r, PW_ERR_NOTFOUND, "no such lease (released already, expired, or its VM is gone)");
+        return;
+    }
+    pw_daemon_drain(d);
+    pw_http_respond(r, 200, NULL, "{\"released\":true}", 17, NULL);
+}
+
+/* ---- reads ---- */
+
+static void list_functions(struct pw_daemon *d, struct pw_http_req *r)
+{
+    struct pw_buf b;
+    pw_buf_init(&b, 64 << 20);
+    pw_buf_adds(&b, "{\"functions\":[");
+    struct pw_function_spec s;
+    for (size_t i = 0; pw_core_function_at(d->core, i, &s); i++) {
+        if (i > 0)
+            pw_buf_adds(&b, ",");
+        function_json(&b, &s);
+    }
+    pw_buf_adds(&b, "]}");
+    respond_buf(r, 200, &b, NULL);
+}
+
+static void host_json(struct pw_buf *b, const struct pw_host_view *h, int64_t now)
+{
+    pw_buf_adds(b, "{\"id\":");
+    pw_buf_add_json_str(b, h->id);
+    pw_buf_printf(b, ",\"state\":\"%s\",\"driver\":", pw_host_state_str(h->state));
+    pw_buf_add_json_str(b, h->driver);
+    pw_buf_printf(b, ",\"last_seen_ms_ago\":%" PRId64 ",\"load\":%.2f,\"vms\":%u,\"labels\":{", now - h->last_seen,
+                  h->load, h->vms);
+    for (size_t i = 0; i < h->nlabels; i++) {
+        if (i > 0)
+            pw_buf_adds(b, ",");
+        pw_buf_add_json_str(b, h->labels[i].key);
+        pw_buf_adds(b, ":");
+        pw_buf_add_json_str(b, h->labels[i].value);
+    }
+    pw_buf_adds(b, "},\"numa\":[");
+    for (size_t i = 0; i < h->nnuma; i++) {
+        const struct pw_numa_node *nd = &h->numa[i];
+        pw_buf_printf(b, "%s{\"id\":%d,\"cpus\":", i ? "," : "", nd->id);
+        pw_buf_add_json_str(b, nd->cpulist);
+        pw_buf_printf(b,
+                      ",\"mem_total_mb\":%" PRIu64 ",\"mem_free_mb\":%" PRIu64 ",\"vcpu_total\":%d,\"vcpu_free\":%d}",
+                      nd->mem_total_mb, nd->mem_free_mb, nd->vcpu_total, nd->vcpu_free);
+    }
+    pw_buf_adds(b, "]}");
+}
+
+static void list_hosts(struct pw_daemon *d, struct pw_http_req *r)
+{
+    struct pw_buf b;
+    pw_buf_init(&b, 64 << 20);
+    pw_buf_adds(&b, "{\"hosts\":[");
+    struct pw_host_view *h = pw_xmalloc(sizeof(*h));
+    int64_t now = pw_daemon_now(d);
+    for (size_t i = 0; pw_core_host_view(d->core, i, h); i++) {
+        if (i > 0)
+            pw_buf_adds(&b, ",");
+        host_json(&b, h, now);
+    }
+    free(h);
+    pw_buf_adds(&b, "]}");
+    respond_buf(r, 200, &b, NULL);
+}
+
+static void list_vms(struct pw_daemon *d, struct pw_http_req *r)
+{
+    struct pw_buf b;
+    pw_buf_init(&b, 256 << 20);
+    pw_buf_adds(&b, "{\"vms\":[");
+    struct pw_vm_view v;
+    for (size_t i = 0; pw_core_vm_at(d->core, i, &v); i++) {
+        pw_buf_printf(&b, "%s{\"vm_id\":\"%016" PRIx64 "\",\"function\":", i ? "," : "", v.vm_id);
+        pw_buf_add_json_str(&b, v.function);
+        pw_buf_adds(&b, ",\"host\":");
+        pw_buf_add_json_str(&b, v.host);
+        pw_buf_printf(&b, ",\"numa_node\":%d,\"state\":\"%s\",\"lease_id\":", v.numa_node, pw_vm_state_str(v.state));
+        if (v.lease_id)
+            pw_buf_printf(&b, "\"%016" PRIx64 "\"}", v.lease_id);
+        else
+            pw_buf_adds(&b, "null}");
+    }
+    pw_buf_adds(&b, "]}");
+    respond_buf(r, 200, &b, NULL);
+}
+
+static void readyz(struct pw_daemon *d, struct pw_http_req *r)
+{
+    struct pw_store_stats st;
+    pw_store_stats(d->store, &st);
+    struct pw_core_stats cs;
+    pw_core_stats(d->core, &cs);
+    int ready = st.connected && st.migrations_ok && !d->stopping;
+    struct pw_buf b;
+    pw_buf_init(&b, 4096);
+    pw_buf_printf(&b,
+                  "{\"ready\":%s,\"store\":%s,\"migrations\":%s,\"leader\":true,\"epoch\":%" PRIu64
+                  ",\"adopting\":%s}",
+                  ready ? "true" : "false", st.connected ? "true" : "false", st.migrations_ok ? "true" : "false",
+                  d->epoch, cs.in_grace ? "true" : "false");
+    respond_buf(r, ready ? 200 : 503, &b, NULL);
+}
+
+static void metrics(struct pw_daemon *d, struct pw_http_req *r)
+{
+    struct pw_buf b;
+    pw_buf_init(&b, 16 << 20);
+    static const char *results[] = {"warm", "cold", "timeout"};
+    pw_buf_adds(&b, "# HELP prewarm_acquires_total Acquire requests answered, by result.\n"
+                    "# TYPE prewarm_acquires_total counter\n");
+    uint64_t by[] = {d->metrics[PW_METRIC_ACQUIRE_WARM], d->metrics[PW_METRIC_ACQUIRE_COLD],
+                     d->metrics[PW_METRIC_ACQUIRE_TIMEOUT]};
+    for (size_t i = 0; i < 3; i++)
+        pw_buf_printf(&b, "prewarm_acquires_total{result=\"%s\"} %" PRIu64 "\n", results[i], by[i]);
+    pw_buf_printf(&b,
+                  "# HELP prewarm_acquire_errors_total Acquire requests refused, by reason.\n"
+                  "# TYPE prewarm_acquire_errors_total counter\n"
+                  "prewarm_acquire_errors_total{reason=\"not_found\"} %" PRIu64 "\n"
+                  "prewarm_acquire_errors_total{reason=\"limit\"} %" PRIu64 "\n",
+                  d->acquire_errors[ERR_NOTFOUND], d->acquire_errors[ERR_LIMIT]);
+    struct {
+        enum pw_metric_id id;
+        const char *name, *help;
+    } counters[] = {
+        {PW_METRIC_COLD_START, "prewarm_cold_starts_total", "Restores placed for a waiting acquire."},
+        {PW_METRIC_RESTORE_DONE, "prewarm_restores_total", "Restores completed."},
+        {PW_METRIC_RESTORE_FAILED, "prewarm_restore_failures_total", "Restores that failed."},
+        {PW_METRIC_LEASE_EXPIRED, "prewarm_lease_expirations_total", "Leases reclaimed at their TTL."},
+        {PW_METRIC_VM_EXPIRED, "prewarm_vm_keepalive_expirations_total", "Idle VMs destroyed by keep-alive."},
+        {PW_METRIC_VM_LOST, "prewarm_vms_lost_total", "VMs that disappeared without being asked to."},
+        {PW_METRIC_AGENT_DEAD, "prewarm_agent_deaths_total", "Agents declared dead."},
+        {PW_METRIC_NO_CAPACITY, "prewarm_placement_no_capacity_total", "Placements that found no room."},
+    };
+    for (size_t i = 0; i < PW_ARRAY_LEN(counters); i++)
+        pw_buf_printf(&b, "# HELP %s %s\n# TYPE %s counter\n%s %" PRIu64 "\n", counters[i].name, counters[i].help,
+                      counters[i].name, counters[i].name, d->metrics[counters[i].id]);
+    struct pw_core_stats cs;
+    pw_core_stats(d->core, &cs);
+    pw_buf_printf(&b,
+                  "# HELP prewarm_agents Agents known, by state.\n# TYPE prewarm_agents gauge\n"
+                  "prewarm_agents{state=\"alive\"} %" PRIu64 "\nprewarm_agents{state=\"dead\"} %" PRIu64 "\n"
+                  "# HELP prewarm_functions Functions registered.\n# TYPE prewarm_functions gauge\n"
+                  "prewarm_functions %" PRIu64 "\n"
+                  "# HELP prewarm_vms VMs the scheduler tracks.\n# TYPE prewarm_vms gauge\nprewarm_vms %" PRIu64 "\n"
+                  "# HELP prewarm_leases Leases outstanding.\n# TYPE prewarm_leases gauge\nprewarm_leases %" PRIu64 "\n"
+                  "# HELP prewarm_acquires_waiting Acquires parked for a restore.\n"
+                  "# TYPE prewarm_acquires_waiting gauge\nprewarm_acquires_waiting %" PRIu64 "\n",
+                  cs.hosts_alive, cs.hosts_dead, cs.functions, cs.vms, cs.leases, cs.waiters);
+    struct pw_store_stats st;
+    pw_store_stats(d->store, &st);
+    pw_buf_printf(&b,
+                  "# HELP prewarm_store_up Whether the last store connection attempt succeeded.\n"
+                  "# TYPE prewarm_store_up gauge\nprewarm_store_up %d\n"
+                  "# HELP prewarm_store_queue_depth Config writes waiting for the store.\n"
+                  "# TYPE prewarm_store_queue_depth gauge\nprewarm_store_queue_depth %" PRIu64 "\n"
+                  "# HELP prewarm_store_buffered_rows Telemetry rows waiting to be written.\n"
+                  "# TYPE prewarm_store_buffered_rows gauge\nprewarm_store_buffered_rows %" PRIu64 "\n"
+                  "# HELP prewarm_store_dropped_rows_total Telemetry rows dropped at the buffer bound.\n"
+                  "# TYPE prewarm_store_dropped_rows_total counter\nprewarm_store_dropped_rows_total %" PRIu64 "\n"
+                  "# HELP prewarm_store_errors_total Failed store statements.\n"
+                  "# TYPE prewarm_store_errors_total counter\nprewarm_store_errors_total %" PRIu64 "\n",
+                  st.connected, st.queue_depth, st.buffered_rows, st.dropped_rows, st.errors);
+    struct pw_http_stats hs;
+    pw_http_server_stats(d->http, &hs);
+    struct pw_agentlink_stats as;
+    pw_agentlink_stats(d->link, &as);
+    pw_buf_printf(&b,
+                  "# HELP prewarm_http_connections Open HTTP connections.\n"
+                  "# TYPE prewarm_http_connections gauge\nprewarm_http_connections %" PRIu64 "\n"
+                  "# HELP prewarm_http_rejected_total HTTP requests refused by the server (parse, size, limits).\n"
+                  "# TYPE prewarm_http_rejected_total counter\nprewarm_http_rejected_total %" PRIu64 "\n"
+                  "# HELP prewarm_agent_messages_total Agent messages received.\n"
+                  "# TYPE prewarm_agent_messages_total counter\nprewarm_agent_messages_total %" PRIu64 "\n"
+                  "# HELP prewarm_agent_messages_malformed_total Agent messages rejected as malformed.\n"
+                  "# TYPE prewarm_agent_messages_malformed_total counter\n"
+                  "prewarm_agent_messages_malformed_total %" PRIu64 "\n"
+                  "# HELP prewarm_agent_polls_held Agent long polls held now.\n"
+                  "# TYPE prewarm_agent_polls_held gauge\nprewarm_agent_polls_held %" PRIu64 "\n"
+                  "# HELP prewarm_build_info Build information.\n# TYPE prewarm_build_info gauge\n"
+                  "prewarm_build_info{version=\"0.1.0\",epoch=\"%" PRIu64 "\"} 1\n",
+                  hs.connections, hs.rejected, as.received, as.malformed, as.held, d->epoch);
+    pw_http_respond(r, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len, NULL);
+    pw_buf_fini(&b);
+}
+
+/* ---- routing ---- */
+
+/* split_path splits "/a/b/c" into at most max parts; returns the count, or -1 when there are
+ * more parts or an empty one. */
+static int split_path(const char *path, char parts[][PW_NAME_MAX * 2], int max)
+{
+    int n = 0;
+    const char *p = path;
+    if (*p != '/')
+        return -1;
+    while (*p == '/') {
+        p++;
+        const char *end = strchr(p, '/');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len == 0 && end == NULL && n > 0)
+            break; /* trailing slash */
+        if (len == 0 || len >= PW_NAME_MAX * 2 || n == max)
+            return -1;
+        memcpy(parts[n], p, len);
+        parts[n][len] = '\0';
+        n++;
+        p += len;
+    }
+    return n;
+}
+
+static void method_not_allowed(struct pw_http_req *r)
+{
+    pw_http_respond_error(r, 405, "method_not_allowed", "method not allowed for this path", NULL);
+}
+
+void pw_api_handle(void *arg, struct pw_http_req *r)
+{
+    struct pw_daemon *d = arg;
+    const char *m = pw_http_req_method(r);
+    const char *path = pw_http_req_path(r);
+    int get = strcmp(m, "GET") == 0, put = strcmp(m, "PUT") == 0, post = strcmp(m, "POST") == 0,
+        del = strcmp(m, "DELETE") == 0;
+    if (d->stopping) {
+        respond_err(r, PW_ERR_UNAVAIL, "the scheduler is shutting down");
+        return;
+    }
+    if (strcmp(path, "/livez") == 0) {
+        get ? pw_http_respond(r, 200, NULL, "{\"status\":\"ok\"}", 15, NULL) : method_not_allowed(r);
+        return;
+    }
+    if (strcmp(path, "/readyz") == 0) {
+        get ? readyz(d, r) : method_not_allowed(r);
+        return;
+    }
+    if (strcmp(path, "/metrics") == 0) {
+        get ? metrics(d, r) : method_not_allowed(r);
+        return;
+    }
+    char parts[ROUTE_PARTS][PW_NAME_MAX * 2];
+    int n = split_path(path, parts, ROUTE_PARTS);
+    if (n < 2 || strcmp(parts[0], "v1") != 0) {
+        respond_err(r, PW_ERR_NOTFOUND, "no such endpoint");
+        return;
+    }
+    if (strcmp(parts[1], "functions") == 0) {
+        if (n == 2) {
+            get ? list_functions(d, r) : method_not_allowed(r);
+            return;
+        }
+        const char *fn = parts[2];
+        if (!pw_name_valid(fn)) {
+            respond_err(r, PW_ERR_INVAL, "function names are 1-63 characters of [A-Za-z0-9._-]");
+            return;
+        }
+        if (n == 3) {
+            if (get) {
+                struct pw_function_spec s;
+                if (pw_core_function_get(d->core, fn, &s) != PW_OK) {
+                    respond_err(r, PW_ERR_NOTFOUND, "no such function");
+                    return;
+                }
+                struct pw_buf b;
+                pw_buf_init(&b, 1 << 16);
+                function_json(&b, &s);
+                respond_buf(r, 200, &b, NULL);
+            } else if (put) {
+                put_function(d, r, fn);
+            } else if (del) {
+                delete_function(d, r, fn);
+            } else {
+                method_not_allowed(r);
+            }
+            return;
+        }
+        if (n == 4 && strcmp(parts[3], "pool") == 0) {
+            if (get) {
+                struct pw_pool_view v;
+                if (pw_core_pool_view(d->core, fn, &v) != PW_OK) {
+                    respond_err(r, PW_ERR_NOTFOUND, "no such function");
+                    return;
+                }
+                struct pw_buf b;
+                pw_buf_init(&b, 1 << 16);
+                pool_json(&b, &v);
+                respond_buf(r, 200, &b, NULL);
+            } else if (put) {
+                put_pool(d, r, fn);
+            } else {
+                method_not_allowed(r);
+            }
+            return;
+        }
+        if (n == 4 && strcmp(parts[3], "acquire") == 0) {
+            post ? acquire(d, r, fn) : method_not_allowed(r);
+            return;
+        }
+    } else if (strcmp(parts[1], "leases") == 0 && n == 4 && strcmp(parts[3], "release") == 0) {
+        post ? release(d, r, parts[2]) : method_not_allowed(r);
+        return;
+    } else if (strcmp(parts[1], "hosts") == 0 && n == 2) {
+        get ? list_hosts(d, r) : method_not_allowed(r);
+        return;
+    } else if (strcmp(parts[1], "vms") == 0 && n == 2) {
+        get ? list_vms(d, r) : method_not_allowed(r);
+        return;
+    }
+    respond_err(r, PW_ERR_NOTFOUND, "no such endpoint");
+}

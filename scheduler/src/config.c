@@ -1,0 +1,311 @@
+/* config.c — prewarmd configuration from a JSON file, PREWARM_* environment variables and
+ * flags, in increasing precedence. Every value is validated; a bad one is a clear error. */
+#include "config.h"
+
+#include "pw/error.h"
+#include "pw/log.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef PW_VERSION
+#define PW_VERSION "0.1.0"
+#endif
+
+void pw_sched_config_default(struct pw_sched_config *c)
+{
+    memset(c, 0, sizeof(*c));
+    pw_strlcpy(c->http_host, "127.0.0.1", sizeof(c->http_host));
+    c->http_port = 8080;
+    pw_strlcpy(c->agents_url, "tcp://127.0.0.1:7070", sizeof(c->agents_url));
+    c->heartbeat_ms = 1000;
+    c->lease_ttl_ms = 60000;
+    c->adopt_grace_ms = -1;
+    c->acquire_timeout_ms = 10000;
+    c->acquire_timeout_max_ms = 120000;
+    c->max_waiters_per_fn = 1000;
+    c->max_body_bytes = 1024 * 1024;
+    c->max_connections = 1024;
+    c->max_agents = 10000;
+    c->telemetry_max_rows = 100000;
+    c->log_level = PW_LOG_INFO;
+}
+
+/* One table of settings: key (JSON and flag name), environment variable, kind, where. */
+enum kind { K_STR, K_MS, K_COUNT, K_LEVEL, K_HOSTPORT };
+
+struct setting {
+    const char *key;
+    const char *env;
+    enum kind kind;
+    size_t off;
+    size_t size; /* for strings */
+    int64_t min, max;
+    const char *help;
+};
+
+#define OFF(f) offsetof(struct pw_sched_config, f)
+#define SZ(f) sizeof(((struct pw_sched_config *)0)->f)
+
+static const struct setting settings[] = {
+    {"http", "PREWARM_HTTP", K_HOSTPORT, 0, 0, 0, 0, "HTTP API listen address HOST:PORT (127.0.0.1:8080)"},
+    {"agents", "PREWARM_AGENTS", K_STR, OFF(agents_url), SZ(agents_url), 0, 0,
+     "NNG listen URL for agents (tcp://127.0.0.1:7070)"},
+    {"pg", "PREWARM_PG", K_STR, OFF(pg_conninfo), SZ(pg_conninfo), 0, 0,
+     "libpq connection string; empty uses the PG* environment"},
+    {"heartbeat-ms", "PREWARM_HEARTBEAT_MS", K_MS, OFF(heartbeat_ms), 0, 50, 600000,
+     "agents report at least this often; dead after 3 missed (1000)"},
+    {"lease-ttl-ms", "PREWARM_LEASE_TTL_MS", K_MS, OFF(lease_ttl_ms), 0, 100, 86400000,
+     "a lease not released within this is reclaimed (60000)"},
+    {"adopt-grace-ms", "PREWARM_ADOPT_GRACE_MS", K_MS, OFF(adopt_grace_ms), 0, -1, 600000,
+     "after a restart, wait this long for known agents before creating pool VMs (3 heartbeats)"},
+    {"acquire-timeout-ms", "PREWARM_ACQUIRE_TIMEOUT_MS", K_MS, OFF(acquire_timeout_ms), 0, 1, 600000,
+     "default deadline of an acquire (10000)"},
+    {"max-waiters", "PREWARM_MAX_WAITERS", K_COUNT, OFF(max_waiters_per_fn), sizeof(uint32_t), 1, 1000000,
+     "parked acquires per function (1000)"},
+    {"max-body-bytes", "PREWARM_MAX_BODY_BYTES", K_COUNT, OFF(max_body_bytes), sizeof(size_t), 1024, 64 << 20,
+     "HTTP request body cap (1048576)"},
+    {"max-connections", "PREWARM_MAX_CONNECTIONS", K_COUNT, OFF(max_connections), sizeof(size_t), 1, 1000000,
+     "HTTP connection cap (1024)"},
+    {"max-agents", "PREWARM_MAX_AGENTS", K_COUNT, OFF(max_agents), sizeof(size_t), 1, 1000000,
+     "agent sessions (10000)"},
+    {"telemetry-max-rows", "PREWARM_TELEMETRY_MAX_ROWS", K_COUNT, OFF(telemetry_max_rows), sizeof(size_t), 100,
+     100000000, "telemetry rows buffered while PostgreSQL is away (100000)"},
+    {"log-level", "PREWARM_LOG_LEVEL", K_LEVEL, OFF(log_level), 0, 0, 0, "debug|info|warn|error (info)"},
+};
+
+static int set_value(struct pw_sched_config *c, const struct setting *s, const char *val, const char *from,
+                     char *errbuf, size_t errlen)
+{
+    char *base = (char *)c;
+    switch (s->kind) {
+    case K_STR:
+        if (strlen(val) >= s->size) {
+            snprintf(errbuf, errlen, "%s: %s is too long (max %zu bytes)", from, s->key, s->size - 1);
+            return PW_ERR_INVAL;
+        }
+        pw_strlcpy(base + s->off, val, s->size);
+        return PW_OK;
+    case K_HOSTPORT: {
+        const char *colon = strrchr(val, ':');
+        char *end;
+        errno = 0;
+        long port = colon ? strtol(colon + 1, &end, 10) : -1;
+        if (colon == NULL || colon == val || (size_t)(colon - val) >= sizeof(c->http_host) || errno != 0 ||
+            *end != '\0' || port < 1 || port > 65535) {
+            snprintf(errbuf, errlen, "%s: %s must be HOST:PORT with a port in 1..65535, got \"%s\"", from, s->key, val);
+            return PW_ERR_INVAL;
+        }
+        const char *h = val;
+        size_t hl = (size_t)(colon - val);
+        if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
+            h++;
+            hl -= 2;
+        }
+        memcpy(c->http_host, h, hl);
+        c->http_host[hl] = '\0';
+        c->http_port = (int)port;
+        return PW_OK;
+    }
+    case K_MS:
+    case K_COUNT: {
+        int64_t v;
+        if (s->kind == K_MS) {
+            /* A bare integer means milliseconds, as the name says; "5s", "2m" also work. */
+            char *end;
+            errno = 0;
+            long long n = strtoll(val, &end, 10);
+            if (errno == 0 && *end == '\0' && end != val) {
+                v = n;
+            } else if (pw_parse_duration_ms(val, &v) != PW_OK) {
+                snprintf(errbuf, errlen, "%s: %s must be milliseconds or a duration like 5s, got \"%s\"", from,
+                         s->key, val);
+                return PW_ERR_INVAL;
+            }
+        } else {
+            char *end;
+            errno = 0;
+            long long n = strtoll(val, &end, 10);
+            if (errno != 0 || *end != '\0' || end == val) {
+                snprintf(errbuf, errlen, "%s: %s must be an integer, got \"%s\"", from, s->key, val);
+                return PW_ERR_INVAL;
+            }
+            v = n;
+        }
+        if (v < s->min || v > s->max) {
+            snprintf(errbuf, errlen, "%s: %s must be in %lld..%lld, got %lld", from, s->key, (long long)s->min,
+                     (long long)s->max, (long long)v);
+            return PW_ERR_INVAL;
+        }
+        if (s->kind == K_MS)
+            *(int64_t *)(void *)(base + s->off) = v;
+        else if (s->size == sizeof(uint32_t))
+            *(uint32_t *)(void *)(base + s->off) = (uint32_t)v;
+        else
+            *(size_t *)(void *)(base + s->off) = (size_t)v;
+        return PW_OK;
+    }
+    case K_LEVEL: {
+        int l = pw_log_parse_level(val);
+        if (l < 0) {
+            snprintf(errbuf, errlen, "%s: %s must be debug, info, warn or error, got \"%s\"", from, s->key, val);
+            return PW_ERR_INVAL;
+        }
+        c->log_level = l;
+        return PW_OK;
+    }
+    }
+    return PW_ERR_INVAL;
+}
+
+static int load_file(struct pw_sched_config *c, const char *path, char *errbuf, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        snprintf(errbuf, errlen, "config %s: %s", path, strerror(errno));
+        return PW_ERR_INVAL;
+    }
+    struct pw_buf b;
+    pw_buf_init(&b, 1 << 20);
+    char chunk[4096];
+    size_t n;
+    int rv = PW_OK;
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+        if (pw_buf_add(&b, chunk, n) != PW_OK) {
+            snprintf(errbuf, errlen, "config %s: larger than 1 MiB", path);
+            rv = PW_ERR_INVAL;
+            break;
+        }
+    }
+    fclose(f);
+    cJSON *root = NULL;
+    if (rv == PW_OK) {
+        root = cJSON_ParseWithLength(b.data ? b.data : "", b.len);
+        if (root == NULL || !cJSON_IsObject(root)) {
+            snprintf(errbuf, errlen, "config %s: not a JSON object", path);
+            rv = PW_ERR_INVAL;
+        }
+    }
+    for (cJSON *it = root ? root->child : NULL; rv == PW_OK && it != NULL; it = it->next) {
+        const struct setting *s = NULL;
+        for (size_t i = 0; i < PW_ARRAY_LEN(settings); i++) {
+            /* JSON keys use underscores where flags use dashes. */
+            char key[64];
+            pw_strlcpy(key, settings[i].key, sizeof(key));
+            for (char *p = key; *p; p++)
+                if (*p == '-')
+                    *p = '_';
+            if (strcmp(key, it->string) == 0)
+                s = &settings[i];
+        }
+        if (s == NULL) {
+            snprintf(errbuf, errlen, "config %s: unknown key \"%s\"", path, it->string);
+            rv = PW_ERR_INVAL;
+            break;
+        }
+        char val[1100];
+        if (cJSON_IsString(it))
+            pw_strlcpy(val, it->valuestring, sizeof(val));
+        else if (cJSON_IsNumber(it) && it->valuedouble == (double)(long long)it->valuedouble)
+            snprintf(val, sizeof(val), "%lld", (long long)it->valuedouble);
+        else {
+            snprintf(errbuf, errlen, "config %s: \"%s\" must be a string or an integer", path, it->string);
+            rv = PW_ERR_INVAL;
+            break;
+        }
+        char from[300];
+        snprintf(from, sizeof(from), "config %s", path);
+        rv = set_value(c, s, val, from, errbuf, errlen);
+    }
+    cJSON_Delete(root);
+    pw_buf_fini(&b);
+    return rv;
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: prewarmd [--config FILE] [options]\n\n"
+                 "Prewarm scheduler: keeps pools of snapshot-restored microVMs warm.\n"
+                 "Precedence: defaults < --config FILE (JSON, keys with underscores) < PREWARM_* env < flags.\n\n");
+    fprintf(out, "  %-22s %s\n", "--config FILE", "JSON configuration file (env PREWARM_CONFIG)");
+    for (size_t i = 0; i < PW_ARRAY_LEN(settings); i++) {
+        char flag[64];
+        snprintf(flag, sizeof(flag), "--%s V", settings[i].key);
+        fprintf(out, "  %-22s %s (env %s)\n", flag, settings[i].help, settings[i].env);
+    }
+    fprintf(out, "  %-22s %s\n", "--help", "this text");
+    fprintf(out, "  %-22s %s\n", "--version", "print the version");
+}
+
+int pw_sched_config_load(struct pw_sched_config *c, int argc, char **argv, char *errbuf, size_t errlen)
+{
+    pw_sched_config_default(c);
+    enum { N = PW_ARRAY_LEN(settings) };
+    struct option opts[N + 4];
+    for (size_t i = 0; i < N; i++)
+        opts[i] = (struct option){settings[i].key, required_argument, NULL, (int)(256 + i)};
+    opts[N] = (struct option){"config", required_argument, NULL, 'c'};
+    opts[N + 1] = (struct option){"help", no_argument, NULL, 'h'};
+    opts[N + 2] = (struct option){"version", no_argument, NULL, 'V'};
+    opts[N + 3] = (struct option){NULL, 0, NULL, 0};
+
+    /* Pass 1: find --config, --help, --version and reject unknown flags. */
+    const char *config_path = getenv("PREWARM_CONFIG");
+    opterr = 0;
+    optind = 1;
+    int ch;
+    while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (ch == 'c') {
+            config_path = optarg;
+        } else if (ch == 'h') {
+            usage(stdout);
+            return -1;
+        } else if (ch == 'V') {
+            printf("prewarmd %s\n", PW_VERSION);
+            return -1;
+        } else if (ch == '?' || ch == ':') {
+            if (optopt >= 256 || optopt == 'c')
+                snprintf(errbuf, errlen, "flag %s needs a value", argv[optind - 1]);
+            else
+                snprintf(errbuf, errlen, "unknown flag %s (see --help)", argv[optind - 1]);
+            return PW_ERR_INVAL;
+        }
+    }
+    if (optind < argc) {
+        snprintf(errbuf, errlen, "unexpected argument \"%s\" (see --help)", argv[optind]);
+        return PW_ERR_INVAL;
+    }
+    if (config_path != NULL && config_path[0] != '\0') {
+        int rv = load_file(c, config_path, errbuf, errlen);
+        if (rv != PW_OK)
+            return rv;
+    }
+    for (size_t i = 0; i < N; i++) {
+        const char *v = getenv(settings[i].env);
+        if (v != NULL) {
+            int rv = set_value(c, &settings[i], v, settings[i].env, errbuf, errlen);
+            if (rv != PW_OK)
+                return rv;
+        }
+    }
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (ch >= 256) {
+            const struct setting *s = &settings[ch - 256];
+            char from[80];
+            snprintf(from, sizeof(from), "flag --%s", s->key);
+            int rv = set_value(c, s, optarg, from, errbuf, errlen);
+            if (rv != PW_OK)
+                return rv;
+        }
+    }
+    if (c->adopt_grace_ms < 0)
+        c->adopt_grace_ms = 3 * c->heartbeat_ms;
+    if (c->acquire_timeout_ms > c->acquire_timeout_max_ms)
+        c->acquire_timeout_ms = c->acquire_timeout_max_ms;
+    return PW_OK;
+}

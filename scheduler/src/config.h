@@ -1,0 +1,37 @@
+/* config.h — prewarmd's configuration: defaults < JSON file < environment < flags. */
+#ifndef PW_SCHED_CONFIG_H
+#define PW_SCHED_CONFIG_H
+
+#include "pw/util.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct pw_sched_config {
+    char http_host[64];
+    int http_port;
+    char agents_url[256];
+    char pg_conninfo[1024];
+    int64_t heartbeat_ms;
+    int64_t lease_ttl_ms;
+    int64_t adopt_grace_ms;       /* -1 = 3 heartbeats */
+    int64_t acquire_timeout_ms;   /* default deadline of an acquire */
+    int64_t acquire_timeout_max_ms;
+    uint32_t max_waiters_per_fn;
+    size_t max_body_bytes;
+    size_t max_connections;
+    size_t max_agents;            /* held long polls and agent sessions */
+    size_t telemetry_max_rows;
+    int log_level;
+};
+
+/* pw_sched_config_default fills the defaults. */
+void pw_sched_config_default(struct pw_sched_config *c);
+
+/* pw_sched_config_load builds the configuration from argv (flags), the environment
+ * (PREWARM_*) and a JSON file given with --config or PREWARM_CONFIG. Returns PW_OK; PW_ERR_INVAL
+ * with a one-line reason in errbuf for bad input (exit 2); or -1 when --help/--version printed
+ * something and the program should exit 0. Not thread-safe (getopt). */
+int pw_sched_config_load(struct pw_sched_config *c, int argc, char **argv, char *errbuf, size_t errlen);
+
+#endif

@@ -1,0 +1,295 @@
+/* daemon.c — prewarmd's loop: startup, the agent long poll, action execution, the tick. */
+#include "daemon.h"
+
+#include "pw/error.h"
+#include "pw/log.h"
+
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TICK_MS 100
+
+static int held_eq(const struct pw_hnode *n, const void *key)
+{
+    return strcmp(pw_container_of(n, struct held_poll, hnode)->agent_id, key) == 0;
+}
+
+int64_t pw_daemon_now(const struct pw_daemon *d)
+{
+    return (int64_t)uv_now(d->loop);
+}
+
+static struct held_poll *held_find(struct pw_daemon *d, const char *agent_id)
+{
+    struct pw_hnode *n = pw_htab_find(&d->held, pw_hash_str(agent_id), agent_id, held_eq);
+    return n ? pw_container_of(n, struct held_poll, hnode) : NULL;
+}
+
+/* answer_held replies to an agent's held long poll with whatever the core has for it now. */
+static void answer_held(struct pw_daemon *d, struct held_poll *hp)
+{
+    struct pw_msg reply;
+    if (pw_core_agent_reply(d->core, hp->agent_id, &reply) != PW_OK) {
+        pw_msg_init(&reply, PW_MSG_ERROR);
+        pw_strlcpy(reply.u.error.code, "rehello", sizeof(reply.u.error.code));
+        pw_strlcpy(reply.u.error.message, "unknown agent session: send hello", sizeof(reply.u.error.message));
+    }
+    pw_agentlink_reply(hp->req, &reply);
+    pw_msg_fini(&reply);
+    pw_htab_remove(&d->held, &hp->hnode);
+    free(hp);
+}
+
+/* ---- actions ---- */
+
+static void wake_agent(struct pw_daemon *d, const char *host)
+{
+    struct held_poll *hp = held_find(d, host);
+    if (hp != NULL && pw_core_agent_has_cmds(d->core, host)) {
+        d->wakeups++;
+        answer_held(d, hp);
+    }
+}
+
+void pw_daemon_drain(struct pw_daemon *d)
+{
+    struct pw_action a;
+    /* Agents to wake, deduplicated: one reply carries every queued command. */
+    char wake[64][PW_NAME_MAX];
+    size_t nwake = 0;
+    int wake_overflow = 0;
+    while (pw_core_next_action(d->core, &a)) {
+        switch (a.type) {
+        case PW_ACT_AGENT_CMD: {
+            int dup = 0;
+            for (size_t i = 0; i < nwake; i++)
+                dup |= strcmp(wake[i], a.host) == 0;
+            if (!dup) {
+                if (nwake < PW_ARRAY_LEN(wake))
+                    pw_strlcpy(wake[nwake++], a.host, PW_NAME_MAX);
+                else
+                    wake_overflow = 1;
+            }
+            pw_log_debug("core", "command %s vm %016" PRIx64 " -> %s", pw_cmd_type_str(a.u.cmd.type), a.u.cmd.vm_id,
+                         a.host);
+            break;
+        }
+        case PW_ACT_ACQUIRE_ANSWER:
+            pw_api_answer(d, &a);
+            break;
+        case PW_ACT_STORE_HOST:
+            pw_store_put_host(d->store, a.host, a.u.host.alive, pw_now_wall_ms());
+            pw_log_info("core", "agent %s is %s", a.host, a.u.host.alive ? "alive" : "dead");
+            break;
+        case PW_ACT_STORE_INVOCATION:
+            pw_store_add_invocations(d->store, a.function, pw_now_wall_ms() / 60000, 1);
+            break;
+        case PW_ACT_METRIC:
+            d->metrics[a.u.metric.id]++;
+            break;
+        default:
+            break;
+        }
+    }
+    for (size_t i = 0; i < nwake; i++)
+        wake_agent(d, wake[i]);
+    if (wake_overflow) {
+        /* Many agents at once: check every held poll. */
+        size_t b = 0;
+        struct pw_hnode *n = NULL, *e;
+        while ((e = pw_htab_next(&d->held, &b, &n)) != NULL) {
+            struct held_poll *hp = pw_container_of(e, struct held_poll, hnode);
+            if (pw_core_agent_has_cmds(d->core, hp->agent_id))
+                answer_held(d, hp);
+        }
+    }
+}
+
+/* ---- agent messages ---- */
+
+static void on_agent_msg(void *arg, struct pw_agentlink_req *req, const struct pw_msg *msg)
+{
+    struct pw_daemon *d = arg;
+    int64_t now = pw_daemon_now(d);
+    const char *agent_id = msg->type == PW_MSG_HELLO ? msg->u.hello.agent_id : msg->u.report.agent_id;
+    /* One outstanding request per agent: a new one supersedes a held one (the agent gave up on
+     * it, e.g. to report new events at once). */
+    struct held_poll *old = held_find(d, agent_id);
+    if (old != NULL)
+        answer_held(d, old);
+
+    struct pw_msg reply;
+    memset(&reply, 0, sizeof(reply));
+    if (msg->type == PW_MSG_HELLO) {
+        pw_core_agent_hello(d->core, now, &msg->u.hello, &reply);
+        pw_log_info("agentlink", "hello from %s (%zu NUMA nodes, %zu VMs, driver %s)", agent_id, msg->u.hello.nnuma,
+                    msg->u.hello.nvms, msg->u.hello.driver);
+    } else {
+        pw_core_agent_report(d->core, now, &msg->u.report, &reply);
+    }
+    /* Hold a report with nothing to deliver: it is answered when commands come or at the
+     * heartbeat. Everything else is answered now. */
+    int hold = msg->type == PW_MSG_REPORT && reply.type == PW_MSG_REPLY && reply.u.reply.ncmds == 0 &&
+               !d->stopping;
+    if (hold) {
+        struct held_poll *hp = pw_xcalloc(1, sizeof(*hp));
+        pw_strlcpy(hp->agent_id, agent_id, sizeof(hp->agent_id));
+        hp->req = req;
+        hp->until = now + d->cfg.heartbeat_ms;
+        pw_htab_insert(&d->held, &hp->hnode, pw_hash_str(hp->agent_id));
+    } else {
+        pw_agentlink_reply(req, &reply);
+    }
+    pw_msg_fini(&reply);
+    pw_daemon_drain(d);
+}
+
+/* ---- tick ---- */
+
+static void on_tick(uv_timer_t *t)
+{
+    struct pw_daemon *d = t->data;
+    int64_t now = pw_daemon_now(d);
+    pw_core_tick(d->core, now);
+    pw_daemon_drain(d);
+    /* Held polls at their heartbeat. */
+    size_t b = 0;
+    struct pw_hnode *n = NULL, *e;
+    while ((e = pw_htab_next(&d->held, &b, &n)) != NULL) {
+        struct held_poll *hp = pw_container_of(e, struct held_poll, hnode);
+        if (hp->until <= now)
+            answer_held(d, hp);
+    }
+    pw_api_sweep(d);
+    pw_daemon_drain(d);
+}
+
+/* ---- startup and shutdown ---- */
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    struct pw_daemon *d = s->data;
+    if (d->stopping)
+        return;
+    pw_log_info("prewarmd", "signal %d: shutting down", signum);
+    d->stopping = 1;
+    uv_timer_stop(&d->tick);
+    /* Answer held polls so agents do not wait for a dead socket. */
+    size_t b = 0;
+    struct pw_hnode *n = NULL, *e;
+    while ((e = pw_htab_next(&d->held, &b, &n)) != NULL)
+        answer_held(d, pw_container_of(e, struct held_poll, hnode));
+    pw_api_sweep(d); /* parked acquires get 503 now, while their connections are open */
+    pw_http_server_close(d->http);
+    d->http = NULL;
+    pw_agentlink_close(d->link);
+    d->link = NULL;
+    pw_store_close(d->store);
+    d->store = NULL;
+    uv_close((uv_handle_t *)&d->tick, NULL);
+    uv_close((uv_handle_t *)&d->sigint, NULL);
+    uv_close((uv_handle_t *)&d->sigterm, NULL);
+}
+
+static void load_fn(void *arg, const struct pw_function_spec *spec)
+{
+    struct pw_daemon *d = arg;
+    if (pw_core_function_put(d->core, pw_daemon_now(d), spec) != PW_OK)
+        pw_log_warn("prewarmd", "stored function %s is invalid; skipped", spec->name);
+}
+
+static void load_host(void *arg, const char *host_id)
+{
+    struct pw_daemon *d = arg;
+    pw_core_expect_host(d->core, host_id);
+}
+
+int pw_daemon_run(const struct pw_sched_config *cfg)
+{
+    signal(SIGPIPE, SIG_IGN);
+    struct pw_daemon *d = pw_xcalloc(1, sizeof(*d));
+    d->cfg = *cfg;
+    d->loop = uv_default_loop();
+    d->started_wall_ms = pw_now_wall_ms();
+    pw_htab_init(&d->held);
+    pw_htab_init(&d->parked);
+    int code = 1;
+    char err[512] = "";
+
+    struct pw_store_options so;
+    pw_store_options_default(&so);
+    so.conninfo = cfg->pg_conninfo;
+    so.telemetry_max_rows = cfg->telemetry_max_rows;
+    if (pw_store_open(d->loop, &so, &d->store, &d->epoch, err, sizeof(err)) != PW_OK) {
+        pw_log_error("prewarmd", "cannot open the store: %s", err);
+        goto out;
+    }
+    pw_log_info("prewarmd", "store ready; leader epoch %" PRIu64, d->epoch);
+
+    struct pw_core_config cc;
+    pw_core_config_default(&cc);
+    cc.epoch = d->epoch;
+    cc.id_base = d->epoch << 40; /* ids of this run never collide with an earlier run's */
+    cc.heartbeat_ms = cfg->heartbeat_ms;
+    cc.lease_ttl_ms = cfg->lease_ttl_ms;
+    cc.adopt_grace_ms = cfg->adopt_grace_ms;
+    cc.max_waiters_per_fn = cfg->max_waiters_per_fn;
+    uv_update_time(d->loop);
+    d->core = pw_core_new(&cc, pw_daemon_now(d));
+    /* Hosts first, so functions loaded next wait for their VMs to be adopted. */
+    if (pw_store_load_hosts(d->store, load_host, d) != PW_OK ||
+        pw_store_load_functions(d->store, load_fn, d) != PW_OK) {
+        pw_log_error("prewarmd", "cannot load state from the store");
+        goto out_store;
+    }
+    pw_daemon_drain(d);
+    pw_log_info("prewarmd", "loaded %zu functions", pw_core_function_count(d->core));
+
+    if (pw_agentlink_new(d->loop, cfg->agents_url, cfg->max_agents, on_agent_msg, d, &d->link, err, sizeof(err)) !=
+        PW_OK) {
+        pw_log_error("prewarmd", "%s", err);
+        goto out_store;
+    }
+    struct pw_http_limits lim;
+    pw_http_limits_default(&lim);
+    lim.max_body_bytes = cfg->max_body_bytes;
+    lim.max_connections = cfg->max_connections;
+    if (pw_http_server_new(d->loop, cfg->http_host, cfg->http_port, &lim, pw_api_handle, d, &d->http) != PW_OK) {
+        pw_log_error("prewarmd", "cannot listen for HTTP on %s:%d", cfg->http_host, cfg->http_port);
+        pw_agentlink_close(d->link);
+        goto out_store;
+    }
+    uv_timer_init(d->loop, &d->tick);
+    d->tick.data = d;
+    uv_timer_start(&d->tick, on_tick, TICK_MS, TICK_MS);
+    uv_signal_init(d->loop, &d->sigint);
+    uv_signal_init(d->loop, &d->sigterm);
+    d->sigint.data = d->sigterm.data = d;
+    uv_signal_start(&d->sigint, on_signal, SIGINT);
+    uv_signal_start(&d->sigterm, on_signal, SIGTERM);
+    pw_log_info("prewarmd", "serving HTTP on %s:%d, agents on %s", cfg->http_host, pw_http_server_port(d->http),
+                cfg->agents_url);
+    uv_run(d->loop, UV_RUN_DEFAULT);
+    code = 0;
+    goto out;
+
+out_store:
+    pw_store_close(d->store);
+    uv_run(d->loop, UV_RUN_DEFAULT);
+out:
+    pw_core_free(d->core);
+    /* Parked acquires and held polls are owned by the HTTP server and link, closed above. */
+    size_t b = 0;
+    struct pw_hnode *n = NULL, *e;
+    while ((e = pw_htab_next(&d->parked, &b, &n)) != NULL)
+        free(pw_container_of(e, struct parked, hnode));
+    pw_htab_fini(&d->held);
+    pw_htab_fini(&d->parked);
+    uv_loop_close(d->loop);
+    free(d);
+    pw_log_info("prewarmd", "stopped");
+    return code;
+}

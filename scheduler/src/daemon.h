@@ -1,0 +1,80 @@
+/* daemon.h — prewarmd: the shell around the pure core.
+ *
+ * One libuv loop thread owns the core and all mutable state. It feeds the core events (HTTP
+ * API calls, agent messages, a 100 ms tick) with uv_now() as the time, and executes the actions
+ * the core queues: answers to parked acquires, commands to agents (answering their held long
+ * poll at once), telemetry rows to the store, metric counters. */
+#ifndef PW_DAEMON_H
+#define PW_DAEMON_H
+
+#include "agentlink.h"
+#include "config.h"
+#include "store.h"
+
+#include "pw/core.h"
+#include "pw/http.h"
+#include "pw/util.h"
+
+#include <uv.h>
+
+/* A long poll held for an agent until it has commands or the heartbeat passes. */
+struct held_poll {
+    struct pw_hnode hnode; /* d->held by agent id */
+    char agent_id[PW_NAME_MAX];
+    struct pw_agentlink_req *req;
+    int64_t until;
+};
+
+/* An acquire waiting for the core's answer. */
+struct parked {
+    struct pw_hnode hnode; /* d->parked by req_id */
+    uint64_t req_id;
+    struct pw_http_req *http;
+};
+
+/* A config write waiting for the store. */
+struct pending_write {
+    struct pw_daemon *d;
+    struct pw_http_req *http;
+    int kind; /* WRITE_PUT, WRITE_DELETE */
+    struct pw_function_spec spec;
+    int existed;
+};
+
+struct pw_daemon {
+    uv_loop_t *loop;
+    struct pw_sched_config cfg;
+    struct pw_core *core;
+    struct pw_store *store;
+    struct pw_http_server *http;
+    struct pw_agentlink *link;
+    uv_timer_t tick;
+    uv_signal_t sigint, sigterm;
+    uint64_t epoch;
+    struct pw_htab held;
+    struct pw_htab parked;
+    uint64_t next_req_id;
+    int stopping;
+    /* Metrics the shell counts from actions. */
+    uint64_t metrics[PW_METRIC__COUNT];
+    uint64_t acquire_errors[4]; /* not found, limit, bad request, store */
+    uint64_t wakeups;           /* held polls answered early with commands */
+    int64_t started_wall_ms;
+};
+
+/* pw_daemon_run builds everything from cfg, runs the loop until SIGINT/SIGTERM, tears down.
+ * Returns the process exit code. */
+int pw_daemon_run(const struct pw_sched_config *cfg);
+
+/* Executes every action the core has queued (called after each core entry point). */
+void pw_daemon_drain(struct pw_daemon *d);
+int64_t pw_daemon_now(const struct pw_daemon *d);
+
+/* api.c: the HTTP handler. */
+void pw_api_handle(void *arg, struct pw_http_req *req);
+/* api.c: answer a parked acquire from a core action. */
+void pw_api_answer(struct pw_daemon *d, const struct pw_action *a);
+/* api.c: drop parked acquires whose client went away. */
+void pw_api_sweep(struct pw_daemon *d);
+
+#endif
