@@ -1,2 +1,0 @@
-# Empty dependencies file for pw_predictor.
-# This may be replaced when dependencies are built.

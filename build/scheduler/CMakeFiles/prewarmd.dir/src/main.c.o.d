@@ -1,2 +1,0 @@
-scheduler/CMakeFiles/prewarmd.dir/src/main.c.o: \
- /work/main/scheduler/src/main.c /usr/include/stdc-predef.h

@@ -1,9 +1,0 @@
-/* Generated from the migrations directory by cmake/EmbedMigrations.cmake. Do not edit. */
-#include <stddef.h>
-#include "store.h"
-
-const struct pw_migration pw_migrations[] = {
-  {"0001_init",
-    "\x2d\x2d\x20\x70\x6c\x61\x63\x65\x68\x6f\x6c\x64\x65\x72\x3b\x20\x72\x65\x70\x6c\x61\x63\x65\x64\x20\x62\x79\x20\x74\x68\x65\x20\x72\x65\x61\x6c\x20\x73\x63\x68\x65\x6d\x61\x0a"},
-};
-const size_t pw_migrations_count = 1;
