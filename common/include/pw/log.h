@@ -11,7 +11,7 @@ enum pw_log_level { PW_LOG_DEBUG, PW_LOG_INFO, PW_LOG_WARN, PW_LOG_ERROR };
 void pw_log_set_level(enum pw_log_level level);
 /* pw_log_parse_level maps "debug"/"info"/"warn"/"error"; returns -1 when unknown. */
 int pw_log_parse_level(const char *s);
-/* pw_log_set_component names the process ("prewarmd", "prewarm-agent") in every line. */
+/* pw_log_set_process names the process ("prewarmd", "prewarm-agent") in every line. */
 void pw_log_set_process(const char *name);
 
 /* pw_log formats msg with printf rules and writes it JSON-escaped. */

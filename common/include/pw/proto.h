@@ -13,7 +13,8 @@
  * So a lost, duplicated or reordered message changes nothing; only progress is delayed.
  *
  * Decoding never trusts input: sizes, counts and strings are bounded, unknown types and
- * missing fields are errors. The codec is pure (no I/O) and thread-safe. */
+ * missing fields are errors. The codec is pure (no I/O) and may be called from any thread
+ * (cJSON records its last parse error in a static, which nothing here reads). */
 #ifndef PW_PROTO_H
 #define PW_PROTO_H
 
@@ -203,8 +204,10 @@ void pw_msg_init(struct pw_msg *m, enum pw_msg_type type);
  * with pw_xmalloc'd arrays) and leaves m empty. Safe on a zeroed message. */
 void pw_msg_fini(struct pw_msg *m);
 
-/* pw_proto_encode appends m as JSON to out. Returns PW_OK, or PW_ERR_TOOBIG when out's cap is
- * reached (out is then left as it was). Does not take ownership of m. */
+/* pw_proto_encode appends m as JSON to out. Returns PW_OK; PW_ERR_TOOBIG when out's cap is
+ * reached or a count exceeds its PW_PROTO_MAX_*; PW_ERR_INVAL for anything the decoder would
+ * refuse (invalid name, out-of-range value, missing required field). On error out is left as
+ * it was. Does not take ownership of m. */
 int pw_proto_encode(const struct pw_msg *m, struct pw_buf *out);
 
 /* pw_proto_decode parses len bytes (need not be NUL-terminated) into m. On PW_OK the caller
