@@ -1,3 +1,1237 @@
-/* placeholder: replaced by the module's real source. */
-int pw_placeholder_scheduler_store(void);
-int pw_placeholder_scheduler_store(void) { return 0; }
+/* store.c — PostgreSQL behind a queue: migrations at open, then one store thread that owns the
+ * libpq connection and runs the config writes and telemetry flushes the loop thread hands it.
+ *
+ * Loop thread: submits jobs, buffers telemetry (a table keyed by row, bounded, oldest dropped),
+ * receives finished jobs through a uv_async and calls their callbacks. Store thread: waits on
+ * a condition variable, runs jobs one at a time, reconnects with backoff when the connection is
+ * gone and notices a dead idle connection by polling its socket. */
+#include "store.h"
+
+#include "pw/error.h"
+#include "pw/log.h"
+#include "pw/util.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define COMP "store"
+
+#define MIGRATION_LOCK_KEY "8104071868890509170" /* "pwrmstor" as a big-endian int64 */
+#define MSG_MAX 256
+#define FLUSH_CHUNK_ROWS 500     /* rows per multi-row INSERT */
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define HEALTH_CHECK_MS 1000     /* how often an idle connection is checked */
+#define CLOSE_WAIT_MS 2000       /* how long close waits for the final flush */
+#define STATEMENT_TIMEOUT "30s"  /* no single statement may hold the store thread longer */
+#define BYTEAOID 17
+
+/* ---- telemetry rows ---- */
+
+enum trow_kind {
+    TROW_INVOCATION, /* count invocations of name in minute */
+    TROW_HOST        /* host name seen alive or dead at at_ms */
+};
+
+struct trow {
+    enum trow_kind kind;
+    char name[PW_NAME_MAX];
+    int64_t minute; /* invocation; 0 for hosts */
+    uint64_t count; /* invocation */
+    int alive;      /* host */
+    int64_t at_ms;  /* host, wall clock */
+};
+
+/* A buffered row on the loop thread: in the table by key, on the age list oldest first. */
+struct tnode {
+    struct pw_hnode hnode;
+    struct pw_list age;
+    struct trow row;
+};
+
+/* ---- jobs ---- */
+
+enum job_kind {
+    JOB_PUT_FUNCTION,
+    JOB_DELETE_FUNCTION,
+    JOB_FLUSH,          /* telemetry batch; owned rows come back to the loop on failure */
+    JOB_LOAD_FUNCTIONS, /* synchronous: the submitter waits for finished */
+    JOB_LOAD_HOSTS      /* synchronous */
+};
+
+struct job {
+    struct pw_list link;
+    enum job_kind kind;
+    int err;
+    char msg[MSG_MAX];
+    /* put / delete (delete uses spec.name only) */
+    struct pw_function_spec spec;
+    char *actor;
+    pw_store_done_cb cb;
+    void *arg;
+    /* flush */
+    struct trow *rows;
+    size_t nrows;
+    /* loads */
+    struct pw_function_spec *fns;
+    size_t nfns;
+    char (*hosts)[PW_NAME_MAX];
+    size_t nhosts;
+    int finished; /* synchronous jobs, under mu */
+};
+
+struct pw_store {
+    uv_loop_t *loop;
+    uv_async_t async; /* store thread -> loop: the done list is not empty */
+    uv_timer_t timer; /* telemetry flush period */
+    int open_handles; /* s is freed when the last handle's close callback runs */
+    int closing;
+    unsigned outstanding; /* config jobs not yet answered; the async is referenced while > 0 */
+    int thread_started;
+
+    struct pw_store_options opt;
+    char *conninfo;
+
+    /* Shared between the threads, under mu. */
+    pthread_mutex_t mu;
+    pthread_cond_t wake;    /* store thread: a job was queued or stopping was set */
+    pthread_cond_t changed; /* submitters: a synchronous job finished or the thread exited */
+    pthread_t thread;
+    struct pw_list jobs;
+    struct pw_list done;
+    int stopping; /* finish the queued jobs, then exit */
+    int abandon;  /* exit now: close gave up waiting */
+    int exited;
+    PGcancel *cancel; /* of conn, so close can interrupt a running statement */
+
+    /* Store thread only (the opening thread until the thread starts, close after the join). */
+    PGconn *conn;
+    int64_t backoff_ms;
+    int64_t next_connect; /* monotonic ms */
+    int64_t next_check;   /* monotonic ms */
+    char last_err[MSG_MAX];
+
+    /* Loop thread only: the telemetry buffer. */
+    struct pw_htab rows;
+    struct pw_list age;
+    size_t nbuf;      /* rows in the table */
+    size_t ninflight; /* rows handed to the store thread, counted against the bound */
+    int flush_in_flight;
+
+    /* Statistics, read from any thread. */
+    atomic_int connected;
+    int migrations_ok;
+    _Atomic uint64_t queue_depth, buffered_rows, dropped_rows, errors, flushed_rows;
+};
+
+/* ---- libpq at the boundary ---- */
+
+/* msgf formats into a fixed buffer; truncating a long message is intended. */
+static void msgf(char *dst, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void msgf(char *dst, size_t n, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(dst, n, fmt, ap);
+    va_end(ap);
+}
+
+/* first_line copies the first line of src (without the newline) into dst. */
+static void first_line(char *dst, size_t n, const char *src)
+{
+    if (src == NULL)
+        src = "";
+    size_t len = strcspn(src, "\n");
+    if (len >= n)
+        len = n - 1;
+    memcpy(dst, src, len);
+    dst[len] = '\0';
+}
+
+static void notice_cb(void *arg, const char *message)
+{
+    char line[MSG_MAX];
+    first_line(line, sizeof(line), message);
+    pw_log_debug(COMP, "postgres: %s", line);
+}
+
+/* pq_connect opens a connection; returns NULL with the reason in err. */
+static PGconn *pq_connect(const char *conninfo, int64_t timeout_ms, char *err, size_t errlen)
+{
+    char tmo[32];
+    int64_t sec = (timeout_ms + 999) / 1000;
+    msgf(tmo, sizeof(tmo), "%" PRId64, sec < 1 ? (int64_t)1 : sec);
+    /* The connection string is expanded in place of dbname: it overrides the TCP keepalive
+     * defaults before it (which let a silent peer be noticed), and connect_timeout after it
+     * comes from the options. NULL values are skipped. */
+    const char *keys[] = {"keepalives_idle", "keepalives_interval", "keepalives_count", "dbname",
+                          "connect_timeout", "fallback_application_name", NULL};
+    const char *vals[] = {"10", "5", "3", conninfo[0] != '\0' ? conninfo : NULL, tmo, "prewarmd", NULL};
+    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    if (c == NULL) {
+        msgf(err, errlen, "out of memory");
+        return NULL;
+    }
+    if (PQstatus(c) != CONNECTION_OK) {
+        first_line(err, errlen, PQerrorMessage(c));
+        PQfinish(c);
+        return NULL;
+    }
+    PQsetNoticeProcessor(c, notice_cb, NULL);
+    return c;
+}
+
+/* exec runs one parameterised statement. It returns the result (the caller clears it) when its
+ * status is want; else NULL, with the libpq detail logged and a one-line reason in msg. */
+static PGresult *exec(struct pw_store *s, PGconn *c, const char *what, const char *sql, int n,
+                      const char *const *params, ExecStatusType want, char *msg, size_t msglen)
+{
+    PGresult *r = PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
+    if (r != NULL && PQresultStatus(r) == want)
+        return r;
+    char detail[MSG_MAX];
+    if (r != NULL && PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) != NULL)
+        first_line(detail, sizeof(detail), PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY));
+    else
+        first_line(detail, sizeof(detail), PQerrorMessage(c));
+    const char *state = r != NULL ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    pw_log_warn(COMP, "%s failed (sqlstate %s): %s", what, state != NULL ? state : "none",
+                r != NULL ? PQresultErrorMessage(r) : PQerrorMessage(c));
+    msgf(msg, msglen, "%s: %s", what, detail);
+    atomic_fetch_add(&s->errors, 1);
+    PQclear(r);
+    return NULL;
+}
+
+/* exec_cmd runs a statement that returns no rows; returns PW_OK or PW_ERR_STORE. */
+static int exec_cmd(struct pw_store *s, PGconn *c, const char *what, const char *sql, int n,
+                    const char *const *params, char *msg, size_t msglen)
+{
+    PGresult *r = exec(s, c, what, sql, n, params, PGRES_COMMAND_OK, msg, msglen);
+    if (r == NULL)
+        return PW_ERR_STORE;
+    PQclear(r);
+    return PW_OK;
+}
+
+/* session_setup prepares a fresh connection for the store thread. */
+static int session_setup(struct pw_store *s, PGconn *c, char *msg, size_t msglen)
+{
+    return exec_cmd(s, c, "set statement_timeout", "SET statement_timeout = '" STATEMENT_TIMEOUT "'",
+                    0, NULL, msg, msglen);
+}
+
+/* ---- migrations ---- */
+
+static int migration_checksum(struct pw_store *s, PGconn *c, const struct pw_migration *m, char *sum,
+                              size_t sumlen, char *errbuf, size_t errlen)
+{
+    /* The text goes in as bytea so the checksum covers its exact bytes, whatever the encoding. */
+    const char *params[1] = {m->sql};
+    const int lengths[1] = {(int)strlen(m->sql)};
+    const int formats[1] = {1};
+    const Oid types[1] = {BYTEAOID};
+    PGresult *r = PQexecParams(c, "SELECT md5($1)", 1, types, params, lengths, formats, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        char detail[MSG_MAX];
+        first_line(detail, sizeof(detail), r != NULL ? PQresultErrorMessage(r) : PQerrorMessage(c));
+        pw_log_warn(COMP, "md5 of migration %s failed: %s", m->name, detail);
+        msgf(errbuf, errlen, "migration %s: checksum: %s", m->name, detail);
+        atomic_fetch_add(&s->errors, 1);
+        PQclear(r);
+        return PW_ERR_STORE;
+    }
+    pw_strlcpy(sum, PQgetvalue(r, 0, 0), sumlen);
+    PQclear(r);
+    return PW_OK;
+}
+
+static int migration_apply(struct pw_store *s, PGconn *c, const struct pw_migration *m, const char *sum,
+                           char *errbuf, size_t errlen)
+{
+    char msg[MSG_MAX];
+    int rv = exec_cmd(s, c, "begin", "BEGIN", 0, NULL, msg, sizeof(msg));
+    if (rv != PW_OK)
+        goto fail;
+    /* A migration is several statements, so it goes through the simple query protocol; it is
+     * our own embedded text, never a value. */
+    PGresult *r = PQexec(c, m->sql);
+    ExecStatusType st = PQresultStatus(r);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+        first_line(msg, sizeof(msg), r != NULL ? PQresultErrorMessage(r) : PQerrorMessage(c));
+        pw_log_warn(COMP, "migration %s failed: %s", m->name,
+                    r != NULL ? PQresultErrorMessage(r) : PQerrorMessage(c));
+        atomic_fetch_add(&s->errors, 1);
+        PQclear(r);
+        rv = PW_ERR_STORE;
+        goto fail;
+    }
+    PQclear(r);
+    const char *params[2] = {m->name, sum};
+    rv = exec_cmd(s, c, "record migration",
+                  "INSERT INTO schema_migrations (name, checksum) VALUES ($1, $2)", 2, params, msg,
+                  sizeof(msg));
+    if (rv != PW_OK)
+        goto fail;
+    rv = exec_cmd(s, c, "commit", "COMMIT", 0, NULL, msg, sizeof(msg));
+    if (rv != PW_OK)
+        goto fail;
+    pw_log_info(COMP, "applied migration %s (md5 %s)", m->name, sum);
+    return PW_OK;
+
+fail:
+    PQclear(PQexec(c, "ROLLBACK"));
+    msgf(errbuf, errlen, "migration %s failed: %s", m->name, msg);
+    return rv;
+}
+
+/* migrate applies the embedded migrations not yet recorded, under the advisory lock, and checks
+ * the checksums of those recorded. On error the connection may hold the lock: close it. */
+static int migrate(struct pw_store *s, PGconn *c, char *errbuf, size_t errlen)
+{
+    char msg[MSG_MAX];
+    const char *key[1] = {MIGRATION_LOCK_KEY};
+    PGresult *r = exec(s, c, "migration lock", "SELECT pg_advisory_lock($1::bigint)", 1, key,
+                       PGRES_TUPLES_OK, msg, sizeof(msg));
+    if (r == NULL)
+        goto fail;
+    PQclear(r);
+    if (exec_cmd(s, c, "create schema_migrations",
+                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                 "name text PRIMARY KEY, checksum text NOT NULL, "
+                 "applied_at timestamptz NOT NULL DEFAULT now())",
+                 0, NULL, msg, sizeof(msg)) != PW_OK)
+        goto fail;
+
+    for (size_t i = 0; i < pw_migrations_count; i++) {
+        const struct pw_migration *m = &pw_migrations[i];
+        char sum[64];
+        int rv = migration_checksum(s, c, m, sum, sizeof(sum), errbuf, errlen);
+        if (rv != PW_OK)
+            return rv;
+        const char *name[1] = {m->name};
+        r = exec(s, c, "read schema_migrations", "SELECT checksum FROM schema_migrations WHERE name = $1",
+                 1, name, PGRES_TUPLES_OK, msg, sizeof(msg));
+        if (r == NULL)
+            goto fail;
+        if (PQntuples(r) == 1) {
+            if (strcmp(PQgetvalue(r, 0, 0), sum) != 0) {
+                msgf(errbuf, errlen,
+                         "migration %s was changed after it was applied: recorded checksum %s, "
+                         "embedded %s (add a new migration instead of editing one)",
+                         m->name, PQgetvalue(r, 0, 0), sum);
+                pw_log_error(COMP, "%s", errbuf);
+                PQclear(r);
+                return PW_ERR_STORE;
+            }
+            PQclear(r);
+            continue;
+        }
+        PQclear(r);
+        rv = migration_apply(s, c, m, sum, errbuf, errlen);
+        if (rv != PW_OK)
+            return rv;
+    }
+
+    r = exec(s, c, "migration unlock", "SELECT pg_advisory_unlock($1::bigint)", 1, key,
+             PGRES_TUPLES_OK, msg, sizeof(msg));
+    if (r == NULL)
+        goto fail;
+    PQclear(r);
+    return PW_OK;
+
+fail:
+    msgf(errbuf, errlen, "migrations: %s", msg);
+    return PW_ERR_STORE;
+}
+
+/* ---- store thread ---- */
+
+static void set_cancel(struct pw_store *s, PGcancel *cancel)
+{
+    pthread_mutex_lock(&s->mu);
+    PGcancel *old = s->cancel;
+    s->cancel = cancel;
+    pthread_mutex_unlock(&s->mu);
+    if (old != NULL)
+        PQfreeCancel(old);
+}
+
+static void conn_lost(struct pw_store *s, const char *why)
+{
+    pw_log_warn(COMP, "PostgreSQL connection lost: %s", why);
+    pw_strlcpy(s->last_err, why, sizeof(s->last_err));
+    set_cancel(s, NULL);
+    PQfinish(s->conn);
+    s->conn = NULL;
+    atomic_store(&s->connected, 0);
+    s->next_connect = pw_now_mono_ms() + BACKOFF_MIN_MS;
+    s->backoff_ms = 2 * BACKOFF_MIN_MS;
+}
+
+/* check_bad drops the connection if a failed statement left it broken. */
+static void check_bad(struct pw_store *s, const char *msg)
+{
+    if (s->conn != NULL && PQstatus(s->conn) == CONNECTION_BAD)
+        conn_lost(s, msg);
+}
+
+static void try_connect(struct pw_store *s)
+{
+    char err[MSG_MAX];
+    PGconn *c = pq_connect(s->conninfo, s->opt.connect_timeout_ms, err, sizeof(err));
+    if (c != NULL && session_setup(s, c, err, sizeof(err)) != PW_OK) {
+        PQfinish(c);
+        c = NULL;
+    }
+    int64_t now = pw_now_mono_ms();
+    if (c == NULL) {
+        /* Warn once per outage; every attempt at debug. */
+        if (s->backoff_ms <= 2 * BACKOFF_MIN_MS)
+            pw_log_warn(COMP, "cannot connect to PostgreSQL (retrying with backoff): %s", err);
+        else
+            pw_log_debug(COMP, "cannot connect to PostgreSQL (retry in %" PRId64 " ms): %s",
+                         s->backoff_ms, err);
+        pw_strlcpy(s->last_err, err, sizeof(s->last_err));
+        s->next_connect = now + s->backoff_ms;
+        s->backoff_ms = PW_MIN(s->backoff_ms * 2, (int64_t)BACKOFF_MAX_MS);
+        return;
+    }
+    s->conn = c;
+    set_cancel(s, PQgetCancel(c));
+    s->backoff_ms = BACKOFF_MIN_MS;
+    s->next_check = now + HEALTH_CHECK_MS;
+    atomic_store(&s->connected, 1);
+    pw_log_info(COMP, "connected to PostgreSQL");
+}
+
+/* health_check notices an idle connection the server closed: its socket turns readable. */
+static void health_check(struct pw_store *s)
+{
+    s->next_check = pw_now_mono_ms() + HEALTH_CHECK_MS;
+    for (int i = 0; i < 4 && s->conn != NULL; i++) {
+        struct pollfd p = {.fd = PQsocket(s->conn), .events = POLLIN};
+        if (p.fd < 0 || poll(&p, 1, 0) <= 0)
+            break;
+        if (!PQconsumeInput(s->conn) || PQstatus(s->conn) == CONNECTION_BAD) {
+            char why[MSG_MAX];
+            first_line(why, sizeof(why), PQerrorMessage(s->conn));
+            conn_lost(s, why);
+            return;
+        }
+        /* Parse what arrived (an error before the server closes), so notices are reported. */
+        while (!PQisBusy(s->conn)) {
+            PGresult *r = PQgetResult(s->conn);
+            if (r == NULL)
+                break;
+            PQclear(r);
+        }
+    }
+}
+
+/* not_connected fails a job at once while PostgreSQL is unreachable. */
+static int not_connected(struct pw_store *s, struct job *j)
+{
+    if (s->conn != NULL)
+        return 0;
+    j->err = PW_ERR_STORE;
+    msgf(j->msg, sizeof(j->msg), "PostgreSQL unavailable: %s",
+             s->last_err[0] != '\0' ? s->last_err : "not connected");
+    return 1;
+}
+
+/* tx_end commits when rv is PW_OK, else rolls back; returns the final result. */
+static int tx_end(struct pw_store *s, int rv, char *msg, size_t msglen)
+{
+    if (rv == PW_OK)
+        rv = exec_cmd(s, s->conn, "commit", "COMMIT", 0, NULL, msg, msglen);
+    if (rv != PW_OK) {
+        if (PQstatus(s->conn) != CONNECTION_BAD)
+            PQclear(PQexec(s->conn, "ROLLBACK"));
+        check_bad(s, msg);
+    }
+    return rv;
+}
+
+static const char SQL_PUT_FUNCTION[] =
+    "INSERT INTO functions (name, image, memory_mb, vcpus) VALUES ($1, $2, $3, $4) "
+    "ON CONFLICT (name) DO UPDATE SET image = EXCLUDED.image, memory_mb = EXCLUDED.memory_mb, "
+    "vcpus = EXCLUDED.vcpus, updated_at = now()";
+static const char SQL_PUT_POLICY[] =
+    "INSERT INTO pool_policies (function, policy, min, max, keepalive_ms) "
+    "VALUES ($1, $2, $3, $4, $5) "
+    "ON CONFLICT (function) DO UPDATE SET policy = EXCLUDED.policy, min = EXCLUDED.min, "
+    "max = EXCLUDED.max, keepalive_ms = EXCLUDED.keepalive_ms, updated_at = now()";
+static const char SQL_AUDIT_PUT[] =
+    "INSERT INTO audit_log (actor, action, subject, detail) VALUES ($1, 'function.put', $2, "
+    "jsonb_build_object('image', $3::text, 'memory_mb', $4::integer, 'vcpus', $5::integer, "
+    "'pool', jsonb_build_object('policy', $6::text, 'min', $7::integer, 'max', $8::integer, "
+    "'keepalive_ms', $9::bigint)))";
+static const char SQL_DELETE_FUNCTION[] = "DELETE FROM functions WHERE name = $1";
+static const char SQL_AUDIT_DELETE[] =
+    "INSERT INTO audit_log (actor, action, subject, detail) VALUES ($1, 'function.delete', $2, "
+    "jsonb_build_object('existed', $3::boolean))";
+
+static void run_put_function(struct pw_store *s, struct job *j)
+{
+    const struct pw_function_spec *f = &j->spec;
+    if ((unsigned)f->pool.kind >= PW_POLICY__COUNT) {
+        j->err = PW_ERR_STORE;
+        msgf(j->msg, sizeof(j->msg), "put function %s: unknown pool policy %d", f->name,
+                 (int)f->pool.kind);
+        return;
+    }
+    const char *policy = pw_policy_str(f->pool.kind);
+    char mem[16], vcpus[16], min[16], max[16], ka[24];
+    msgf(mem, sizeof(mem), "%" PRIu32, f->memory_mb);
+    msgf(vcpus, sizeof(vcpus), "%" PRIu32, f->vcpus);
+    msgf(min, sizeof(min), "%" PRIu32, f->pool.min);
+    msgf(max, sizeof(max), "%" PRIu32, f->pool.max);
+    msgf(ka, sizeof(ka), "%" PRId64, f->pool.keepalive_ms);
+    const char *pf[4] = {f->name, f->image, mem, vcpus};
+    const char *pp[5] = {f->name, policy, min, max, ka};
+    const char *pa[9] = {j->actor, f->name, f->image, mem, vcpus, policy, min, max, ka};
+
+    int rv = exec_cmd(s, s->conn, "begin", "BEGIN", 0, NULL, j->msg, sizeof(j->msg));
+    if (rv != PW_OK) {
+        check_bad(s, j->msg);
+        j->err = rv;
+        return;
+    }
+    rv = exec_cmd(s, s->conn, "put function", SQL_PUT_FUNCTION, 4, pf, j->msg, sizeof(j->msg));
+    if (rv == PW_OK)
+        rv = exec_cmd(s, s->conn, "put pool policy", SQL_PUT_POLICY, 5, pp, j->msg, sizeof(j->msg));
+    if (rv == PW_OK)
+        rv = exec_cmd(s, s->conn, "audit function.put", SQL_AUDIT_PUT, 9, pa, j->msg, sizeof(j->msg));
+    j->err = tx_end(s, rv, j->msg, sizeof(j->msg));
+}
+
+static void run_delete_function(struct pw_store *s, struct job *j)
+{
+    int rv = exec_cmd(s, s->conn, "begin", "BEGIN", 0, NULL, j->msg, sizeof(j->msg));
+    if (rv != PW_OK) {
+        check_bad(s, j->msg);
+        j->err = rv;
+        return;
+    }
+    const char *pd[1] = {j->spec.name};
+    PGresult *r = exec(s, s->conn, "delete function", SQL_DELETE_FUNCTION, 1, pd, PGRES_COMMAND_OK,
+                       j->msg, sizeof(j->msg));
+    if (r == NULL) {
+        rv = PW_ERR_STORE;
+    } else {
+        const char *existed = strcmp(PQcmdTuples(r), "0") != 0 ? "true" : "false";
+        PQclear(r);
+        const char *pa[3] = {j->actor, j->spec.name, existed};
+        rv = exec_cmd(s, s->conn, "audit function.delete", SQL_AUDIT_DELETE, 3, pa, j->msg,
+                      sizeof(j->msg));
+    }
+    j->err = tx_end(s, rv, j->msg, sizeof(j->msg));
+}
+
+/* flush_chunk writes rows[0..n) (all of one kind) with one multi-row upsert. */
+static int flush_chunk(struct pw_store *s, const struct trow *rows, size_t n, char *msg, size_t msglen)
+{
+    assert(n > 0 && n <= FLUSH_CHUNK_ROWS);
+    char(*nums)[2][24] = pw_xmalloc(sizeof(*nums) * n);
+    const char **params = pw_xmalloc(sizeof(*params) * 3 * n);
+    struct pw_buf sql;
+    pw_buf_init(&sql, 1 << 20);
+    int host = rows[0].kind == TROW_HOST;
+    pw_buf_adds(&sql, host ? "INSERT INTO hosts (id, alive, last_seen) VALUES "
+                           : "INSERT INTO invocation_minutes (function, minute, count) VALUES ");
+    for (size_t i = 0; i < n; i++) {
+        const struct trow *t = &rows[i];
+        size_t p = 3 * i + 1;
+        if (host) {
+            pw_buf_printf(&sql, "%s($%zu, $%zu::boolean, to_timestamp($%zu::double precision / 1000))",
+                          i ? ", " : "", p, p + 1, p + 2);
+            msgf(nums[i][0], sizeof(nums[i][0]), "%s", t->alive ? "true" : "false");
+            msgf(nums[i][1], sizeof(nums[i][1]), "%" PRId64, t->at_ms);
+        } else {
+            pw_buf_printf(&sql, "%s($%zu, $%zu::bigint, $%zu::bigint)", i ? ", " : "", p, p + 1, p + 2);
+            msgf(nums[i][0], sizeof(nums[i][0]), "%" PRId64, t->minute);
+            msgf(nums[i][1], sizeof(nums[i][1]), "%" PRIu64, t->count);
+        }
+        params[3 * i] = t->name;
+        params[3 * i + 1] = nums[i][0];
+        params[3 * i + 2] = nums[i][1];
+    }
+    pw_buf_adds(&sql, host ? " ON CONFLICT (id) DO UPDATE SET alive = EXCLUDED.alive, "
+                             "last_seen = EXCLUDED.last_seen, updated_at = now() "
+                             "WHERE hosts.last_seen <= EXCLUDED.last_seen"
+                           : " ON CONFLICT (function, minute) DO UPDATE "
+                             "SET count = invocation_minutes.count + EXCLUDED.count");
+    int rv = exec_cmd(s, s->conn, host ? "flush hosts" : "flush invocations", sql.data, (int)(3 * n),
+                      params, msg, msglen);
+    pw_buf_fini(&sql);
+    free(params);
+    free(nums);
+    return rv;
+}
+
+/* run_flush writes a telemetry batch in one transaction at synchronous_commit=off: a lost
+ * commit costs a second of telemetry, never config. All or nothing, so a failed batch can be
+ * buffered again without double counting. */
+static void run_flush(struct pw_store *s, struct job *j)
+{
+    int rv = exec_cmd(s, s->conn, "begin", "BEGIN", 0, NULL, j->msg, sizeof(j->msg));
+    if (rv != PW_OK) {
+        check_bad(s, j->msg);
+        j->err = rv;
+        return;
+    }
+    rv = exec_cmd(s, s->conn, "set synchronous_commit", "SET LOCAL synchronous_commit = off", 0, NULL,
+                  j->msg, sizeof(j->msg));
+    /* The batch comes from a table keyed by row, so no key repeats within a statement (which
+     * ON CONFLICT DO UPDATE would refuse). Rows of one kind are grouped per chunk. */
+    for (int kind = TROW_INVOCATION; kind <= TROW_HOST && rv == PW_OK; kind++) {
+        struct trow *chunk = pw_xmalloc(sizeof(*chunk) * FLUSH_CHUNK_ROWS);
+        size_t n = 0;
+        for (size_t i = 0; i < j->nrows && rv == PW_OK; i++) {
+            if ((int)j->rows[i].kind != kind)
+                continue;
+            chunk[n++] = j->rows[i];
+            if (n == FLUSH_CHUNK_ROWS) {
+                rv = flush_chunk(s, chunk, n, j->msg, sizeof(j->msg));
+                n = 0;
+            }
+        }
+        if (rv == PW_OK && n > 0)
+            rv = flush_chunk(s, chunk, n, j->msg, sizeof(j->msg));
+        free(chunk);
+    }
+    j->err = tx_end(s, rv, j->msg, sizeof(j->msg));
+}
+
+static int parse_u32(const char *v, uint32_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (errno != 0 || end == v || *end != '\0' || x > UINT32_MAX)
+        return -1;
+    *out = (uint32_t)x;
+    return 0;
+}
+
+static int parse_i64(const char *v, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (errno != 0 || end == v || *end != '\0')
+        return -1;
+    *out = x;
+    return 0;
+}
+
+/* row_to_spec fills f from a row of the load query; returns -1 for a row that does not fit. */
+static int row_to_spec(PGresult *r, int i, struct pw_function_spec *f)
+{
+    memset(f, 0, sizeof(*f));
+    if (pw_strlcpy(f->name, PQgetvalue(r, i, 0), sizeof(f->name)) >= sizeof(f->name) ||
+        pw_strlcpy(f->image, PQgetvalue(r, i, 1), sizeof(f->image)) >= sizeof(f->image) ||
+        parse_u32(PQgetvalue(r, i, 2), &f->memory_mb) != 0 || parse_u32(PQgetvalue(r, i, 3), &f->vcpus) != 0)
+        return -1;
+    if (PQgetisnull(r, i, 4)) {
+        pw_pool_policy_default(&f->pool);
+        return 0;
+    }
+    int kind = pw_policy_parse(PQgetvalue(r, i, 4));
+    if (kind < 0 || parse_u32(PQgetvalue(r, i, 5), &f->pool.min) != 0 ||
+        parse_u32(PQgetvalue(r, i, 6), &f->pool.max) != 0 ||
+        parse_i64(PQgetvalue(r, i, 7), &f->pool.keepalive_ms) != 0)
+        return -1;
+    f->pool.kind = (enum pw_policy_kind)kind;
+    return 0;
+}
+
+static void run_load_functions(struct pw_store *s, struct job *j)
+{
+    PGresult *r = exec(s, s->conn, "load functions",
+                       "SELECT f.name, f.image, f.memory_mb, f.vcpus, p.policy, p.min, p.max, "
+                       "p.keepalive_ms FROM functions f LEFT JOIN pool_policies p ON p.function = f.name "
+                       "ORDER BY f.name",
+                       0, NULL, PGRES_TUPLES_OK, j->msg, sizeof(j->msg));
+    if (r == NULL) {
+        j->err = PW_ERR_STORE;
+        check_bad(s, j->msg);
+        return;
+    }
+    int n = PQntuples(r);
+    j->fns = pw_xcalloc(n > 0 ? (size_t)n : 1, sizeof(*j->fns));
+    for (int i = 0; i < n; i++) {
+        if (row_to_spec(r, i, &j->fns[j->nfns]) != 0) {
+            pw_log_warn(COMP, "skipping function row %s: a value does not fit", PQgetvalue(r, i, 0));
+            continue;
+        }
+        j->nfns++;
+    }
+    PQclear(r);
+}
+
+static void run_load_hosts(struct pw_store *s, struct job *j)
+{
+    PGresult *r = exec(s, s->conn, "load hosts", "SELECT id FROM hosts WHERE alive ORDER BY id", 0,
+                       NULL, PGRES_TUPLES_OK, j->msg, sizeof(j->msg));
+    if (r == NULL) {
+        j->err = PW_ERR_STORE;
+        check_bad(s, j->msg);
+        return;
+    }
+    int n = PQntuples(r);
+    j->hosts = pw_xcalloc(n > 0 ? (size_t)n : 1, sizeof(*j->hosts));
+    for (int i = 0; i < n; i++) {
+        if (pw_strlcpy(j->hosts[j->nhosts], PQgetvalue(r, i, 0), PW_NAME_MAX) >= PW_NAME_MAX) {
+            pw_log_warn(COMP, "skipping host row %s: id too long", PQgetvalue(r, i, 0));
+            continue;
+        }
+        j->nhosts++;
+    }
+    PQclear(r);
+}
+
+static void run_job(struct pw_store *s, struct job *j)
+{
+    j->err = PW_OK;
+    j->msg[0] = '\0';
+    if (not_connected(s, j))
+        return;
+    switch (j->kind) {
+    case JOB_PUT_FUNCTION:
+        run_put_function(s, j);
+        break;
+    case JOB_DELETE_FUNCTION:
+        run_delete_function(s, j);
+        break;
+    case JOB_FLUSH:
+        run_flush(s, j);
+        break;
+    case JOB_LOAD_FUNCTIONS:
+        run_load_functions(s, j);
+        break;
+    case JOB_LOAD_HOSTS:
+        run_load_hosts(s, j);
+        break;
+    }
+    if (s->conn != NULL)
+        s->next_check = pw_now_mono_ms() + HEALTH_CHECK_MS;
+}
+
+static int job_is_config(const struct job *j)
+{
+    return j->kind == JOB_PUT_FUNCTION || j->kind == JOB_DELETE_FUNCTION;
+}
+
+static int job_is_sync(const struct job *j)
+{
+    return j->kind == JOB_LOAD_FUNCTIONS || j->kind == JOB_LOAD_HOSTS;
+}
+
+static struct timespec mono_deadline(int64_t at_ms)
+{
+    struct timespec ts = {.tv_sec = at_ms / 1000, .tv_nsec = (long)(at_ms % 1000) * 1000000L};
+    return ts;
+}
+
+static void *store_thread(void *arg)
+{
+    struct pw_store *s = arg;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        if (s->abandon)
+            break;
+        struct job *j = NULL;
+        struct pw_list *e = pw_list_head(&s->jobs);
+        if (e != NULL) {
+            pw_list_remove(e);
+            j = pw_container_of(e, struct job, link);
+            if (job_is_config(j))
+                atomic_fetch_sub(&s->queue_depth, 1);
+        } else if (s->stopping) {
+            break;
+        } else {
+            int64_t due = s->conn != NULL ? s->next_check : s->next_connect;
+            if (due > pw_now_mono_ms()) {
+                struct timespec ts = mono_deadline(due);
+                pthread_cond_timedwait(&s->wake, &s->mu, &ts);
+                continue;
+            }
+        }
+        pthread_mutex_unlock(&s->mu);
+
+        int64_t now = pw_now_mono_ms();
+        if (s->conn == NULL && now >= s->next_connect)
+            try_connect(s);
+        else if (j == NULL && s->conn != NULL)
+            health_check(s);
+        if (j != NULL)
+            run_job(s, j);
+
+        pthread_mutex_lock(&s->mu);
+        if (j != NULL && job_is_sync(j)) {
+            j->finished = 1;
+            pthread_cond_broadcast(&s->changed);
+        } else if (j != NULL) {
+            pw_list_push_tail(&s->done, &j->link);
+            uv_async_send(&s->async);
+        }
+    }
+    s->exited = 1;
+    pthread_cond_broadcast(&s->changed);
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+/* ---- loop thread: jobs ---- */
+
+static void submit(struct pw_store *s, struct job *j)
+{
+    if (job_is_config(j))
+        atomic_fetch_add(&s->queue_depth, 1);
+    pthread_mutex_lock(&s->mu);
+    pw_list_push_tail(&s->jobs, &j->link);
+    pthread_cond_signal(&s->wake);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void job_free(struct job *j)
+{
+    free(j->actor);
+    free(j->rows);
+    free(j->fns);
+    free(j->hosts);
+    free(j);
+}
+
+static void buffer_add(struct pw_store *s, const struct trow *row, int oldest);
+
+/* deliver finishes a job on the loop thread: answers a config job, or accounts for a flush. */
+static void deliver(struct pw_store *s, struct job *j)
+{
+    if (j->kind == JOB_FLUSH) {
+        s->ninflight -= j->nrows;
+        s->flush_in_flight = 0;
+        if (j->err == PW_OK) {
+            atomic_fetch_add(&s->flushed_rows, j->nrows);
+        } else if (!s->closing) {
+            pw_log_debug(COMP, "telemetry flush failed, %zu rows buffered again: %s", j->nrows, j->msg);
+            for (size_t i = 0; i < j->nrows; i++)
+                buffer_add(s, &j->rows[i], 1);
+        } else {
+            pw_log_warn(COMP, "telemetry flush at close failed, %zu rows lost: %s", j->nrows, j->msg);
+        }
+        atomic_store(&s->buffered_rows, s->nbuf + s->ninflight);
+    } else {
+        if (j->cb != NULL)
+            j->cb(j->arg, j->err, j->msg);
+        if (--s->outstanding == 0 && !s->closing)
+            uv_unref((uv_handle_t *)&s->async);
+    }
+    job_free(j);
+}
+
+static void deliver_all(struct pw_store *s)
+{
+    struct pw_list local;
+    pw_list_init(&local);
+    pthread_mutex_lock(&s->mu);
+    while (!pw_list_empty(&s->done)) {
+        struct pw_list *e = pw_list_head(&s->done);
+        pw_list_remove(e);
+        pw_list_push_tail(&local, e);
+    }
+    pthread_mutex_unlock(&s->mu);
+    /* Callbacks run without the lock: they may submit more jobs. */
+    while (!pw_list_empty(&local)) {
+        struct pw_list *e = pw_list_head(&local);
+        pw_list_remove(e);
+        deliver(s, pw_container_of(e, struct job, link));
+    }
+}
+
+static void on_async(uv_async_t *h)
+{
+    deliver_all(pw_container_of(h, struct pw_store, async));
+}
+
+static struct job *config_job(struct pw_store *s, enum job_kind kind, const char *actor,
+                              pw_store_done_cb cb, void *arg)
+{
+    assert(!s->closing);
+    struct job *j = pw_xcalloc(1, sizeof(*j));
+    j->kind = kind;
+    j->actor = pw_xstrdup(actor != NULL && actor[0] != '\0' ? actor : "unknown");
+    j->cb = cb;
+    j->arg = arg;
+    if (s->outstanding++ == 0)
+        uv_ref((uv_handle_t *)&s->async);
+    return j;
+}
+
+void pw_store_put_function(struct pw_store *s, const struct pw_function_spec *spec, const char *actor,
+                           pw_store_done_cb cb, void *arg)
+{
+    struct job *j = config_job(s, JOB_PUT_FUNCTION, actor, cb, arg);
+    j->spec = *spec;
+    j->spec.name[sizeof(j->spec.name) - 1] = '\0';
+    j->spec.image[sizeof(j->spec.image) - 1] = '\0';
+    submit(s, j);
+}
+
+void pw_store_delete_function(struct pw_store *s, const char *name, const char *actor,
+                              pw_store_done_cb cb, void *arg)
+{
+    struct job *j = config_job(s, JOB_DELETE_FUNCTION, actor, cb, arg);
+    pw_strlcpy(j->spec.name, name, sizeof(j->spec.name));
+    submit(s, j);
+}
+
+/* run_sync submits a synchronous job and waits for the store thread to finish it. */
+static void run_sync(struct pw_store *s, struct job *j)
+{
+    submit(s, j);
+    pthread_mutex_lock(&s->mu);
+    while (!j->finished && !s->exited)
+        pthread_cond_wait(&s->changed, &s->mu);
+    pthread_mutex_unlock(&s->mu);
+}
+
+int pw_store_load_functions(struct pw_store *s, pw_store_function_cb cb, void *arg)
+{
+    struct job *j = pw_xcalloc(1, sizeof(*j));
+    j->kind = JOB_LOAD_FUNCTIONS;
+    run_sync(s, j);
+    int rv = j->err;
+    if (rv != PW_OK)
+        pw_log_warn(COMP, "loading functions failed: %s", j->msg);
+    for (size_t i = 0; rv == PW_OK && i < j->nfns; i++)
+        cb(arg, &j->fns[i]);
+    job_free(j);
+    return rv;
+}
+
+int pw_store_load_hosts(struct pw_store *s, pw_store_host_cb cb, void *arg)
+{
+    struct job *j = pw_xcalloc(1, sizeof(*j));
+    j->kind = JOB_LOAD_HOSTS;
+    run_sync(s, j);
+    int rv = j->err;
+    if (rv != PW_OK)
+        pw_log_warn(COMP, "loading hosts failed: %s", j->msg);
+    for (size_t i = 0; rv == PW_OK && i < j->nhosts; i++)
+        cb(arg, j->hosts[i]);
+    job_free(j);
+    return rv;
+}
+
+/* ---- loop thread: telemetry buffer ---- */
+
+static uint64_t trow_hash(const struct trow *t)
+{
+    return pw_hash_u64(pw_hash_str(t->name) ^ ((uint64_t)t->minute * 2 + (uint64_t)t->kind));
+}
+
+static int trow_eq(const struct pw_hnode *n, const void *key)
+{
+    const struct tnode *a = pw_container_of(n, struct tnode, hnode);
+    const struct trow *b = key;
+    return a->row.kind == b->kind && a->row.minute == b->minute && strcmp(a->row.name, b->name) == 0;
+}
+
+static void buffer_unlink(struct pw_store *s, struct tnode *n)
+{
+    pw_htab_remove(&s->rows, &n->hnode);
+    pw_list_remove(&n->age);
+    s->nbuf--;
+}
+
+/* buffer_add merges row into the buffer. A new key beyond the bound drops the oldest row; oldest
+ * says row is older than everything buffered (a failed batch coming back), so it is the one
+ * dropped. */
+static void buffer_add(struct pw_store *s, const struct trow *row, int oldest)
+{
+    uint64_t h = trow_hash(row);
+    struct pw_hnode *hn = pw_htab_find(&s->rows, h, row, trow_eq);
+    if (hn != NULL) {
+        struct tnode *n = pw_container_of(hn, struct tnode, hnode);
+        if (row->kind == TROW_INVOCATION) {
+            n->row.count += row->count;
+        } else if (row->at_ms >= n->row.at_ms) {
+            n->row.alive = row->alive;
+            n->row.at_ms = row->at_ms;
+        }
+        return;
+    }
+    if (s->nbuf + s->ninflight >= s->opt.telemetry_max_rows) {
+        atomic_fetch_add(&s->dropped_rows, 1);
+        struct pw_list *e = pw_list_head(&s->age);
+        if (oldest || e == NULL)
+            return;
+        struct tnode *victim = pw_container_of(e, struct tnode, age);
+        buffer_unlink(s, victim);
+        free(victim);
+    }
+    struct tnode *n = pw_xmalloc(sizeof(*n));
+    n->row = *row;
+    pw_htab_insert(&s->rows, &n->hnode, h);
+    if (oldest)
+        pw_list_push_head(&s->age, &n->age);
+    else
+        pw_list_push_tail(&s->age, &n->age);
+    s->nbuf++;
+    atomic_store(&s->buffered_rows, s->nbuf + s->ninflight);
+}
+
+void pw_store_add_invocations(struct pw_store *s, const char *fn, int64_t minute, uint32_t count)
+{
+    assert(!s->closing);
+    struct trow t = {.kind = TROW_INVOCATION, .minute = minute, .count = count};
+    if (pw_strlcpy(t.name, fn, sizeof(t.name)) >= sizeof(t.name)) {
+        atomic_fetch_add(&s->dropped_rows, 1);
+        return;
+    }
+    buffer_add(s, &t, 0);
+}
+
+void pw_store_put_host(struct pw_store *s, const char *host_id, int alive, int64_t at_ms)
+{
+    assert(!s->closing);
+    struct trow t = {.kind = TROW_HOST, .alive = alive != 0, .at_ms = at_ms};
+    if (pw_strlcpy(t.name, host_id, sizeof(t.name)) >= sizeof(t.name)) {
+        atomic_fetch_add(&s->dropped_rows, 1);
+        return;
+    }
+    buffer_add(s, &t, 0);
+}
+
+/* flush_start hands every buffered row, oldest first, to the store thread as one batch. */
+static void flush_start(struct pw_store *s)
+{
+    if (s->nbuf == 0)
+        return;
+    struct job *j = pw_xcalloc(1, sizeof(*j));
+    j->kind = JOB_FLUSH;
+    j->rows = pw_xmalloc(sizeof(*j->rows) * s->nbuf);
+    while (!pw_list_empty(&s->age)) {
+        struct tnode *n = pw_container_of(pw_list_head(&s->age), struct tnode, age);
+        j->rows[j->nrows++] = n->row;
+        buffer_unlink(s, n);
+        free(n);
+    }
+    s->ninflight += j->nrows;
+    s->flush_in_flight = 1;
+    submit(s, j);
+}
+
+static void on_flush_timer(uv_timer_t *t)
+{
+    struct pw_store *s = pw_container_of(t, struct pw_store, timer);
+    /* One batch at a time, and none while disconnected: it would only come back. */
+    if (s->closing || s->flush_in_flight || !atomic_load(&s->connected))
+        return;
+    flush_start(s);
+}
+
+/* ---- lifecycle ---- */
+
+void pw_store_options_default(struct pw_store_options *o)
+{
+    o->conninfo = "";
+    o->telemetry_max_rows = 100000;
+    o->flush_interval_ms = 1000;
+    o->connect_timeout_ms = 3000;
+}
+
+static void store_free(struct pw_store *s)
+{
+    struct pw_list *e;
+    while ((e = pw_list_head(&s->age)) != NULL) {
+        struct tnode *n = pw_container_of(e, struct tnode, age);
+        buffer_unlink(s, n);
+        free(n);
+    }
+    pw_htab_fini(&s->rows);
+    if (s->cancel != NULL)
+        PQfreeCancel(s->cancel);
+    if (s->conn != NULL)
+        PQfinish(s->conn);
+    pthread_cond_destroy(&s->wake);
+    pthread_cond_destroy(&s->changed);
+    pthread_mutex_destroy(&s->mu);
+    free(s->conninfo);
+    free(s);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    struct pw_store *s = h->data;
+    if (--s->open_handles == 0)
+        store_free(s);
+}
+
+static void close_handles(struct pw_store *s)
+{
+    uv_close((uv_handle_t *)&s->async, on_handle_closed);
+    uv_close((uv_handle_t *)&s->timer, on_handle_closed);
+}
+
+static struct pw_store *store_new(uv_loop_t *loop, const struct pw_store_options *opt)
+{
+    struct pw_store *s = pw_xcalloc(1, sizeof(*s));
+    s->loop = loop;
+    pw_store_options_default(&s->opt);
+    if (opt != NULL) {
+        if (opt->telemetry_max_rows > 0)
+            s->opt.telemetry_max_rows = opt->telemetry_max_rows;
+        if (opt->flush_interval_ms > 0)
+            s->opt.flush_interval_ms = opt->flush_interval_ms;
+        if (opt->connect_timeout_ms > 0)
+            s->opt.connect_timeout_ms = opt->connect_timeout_ms;
+    }
+    s->conninfo = pw_xstrdup(opt != NULL && opt->conninfo != NULL ? opt->conninfo : "");
+    s->opt.conninfo = s->conninfo;
+
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->wake, &ca);
+    pthread_cond_init(&s->changed, &ca);
+    pthread_condattr_destroy(&ca);
+    pw_list_init(&s->jobs);
+    pw_list_init(&s->done);
+    pw_list_init(&s->age);
+    pw_htab_init(&s->rows);
+    s->backoff_ms = BACKOFF_MIN_MS;
+    return s;
+}
+
+int pw_store_open(uv_loop_t *loop, const struct pw_store_options *opt, struct pw_store **out,
+                  uint64_t *epoch, char *errbuf, size_t errlen)
+{
+    char msg[MSG_MAX];
+    struct pw_store *s = store_new(loop, opt);
+    int rv = PW_ERR_STORE;
+
+    s->conn = pq_connect(s->conninfo, s->opt.connect_timeout_ms, msg, sizeof(msg));
+    if (s->conn == NULL) {
+        pw_log_warn(COMP, "cannot connect to PostgreSQL: %s", msg);
+        msgf(errbuf, errlen, "cannot connect to PostgreSQL: %s", msg);
+        goto fail;
+    }
+    rv = migrate(s, s->conn, errbuf, errlen);
+    if (rv != PW_OK)
+        goto fail;
+    s->migrations_ok = 1;
+
+    PGresult *r = exec(s, s->conn, "take epoch", "SELECT nextval('pw_epoch_seq')", 0, NULL,
+                       PGRES_TUPLES_OK, msg, sizeof(msg));
+    if (r == NULL) {
+        msgf(errbuf, errlen, "%s", msg);
+        rv = PW_ERR_STORE;
+        goto fail;
+    }
+    *epoch = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    rv = session_setup(s, s->conn, msg, sizeof(msg));
+    if (rv != PW_OK) {
+        msgf(errbuf, errlen, "%s", msg);
+        goto fail;
+    }
+    s->cancel = PQgetCancel(s->conn);
+    s->next_check = pw_now_mono_ms() + HEALTH_CHECK_MS;
+    atomic_store(&s->connected, 1);
+
+    /* The handles keep the loop alive only while a config job is outstanding. */
+    uv_async_init(loop, &s->async, on_async);
+    uv_timer_init(loop, &s->timer);
+    s->async.data = s->timer.data = s;
+    s->open_handles = 2;
+    uv_unref((uv_handle_t *)&s->async);
+    uv_unref((uv_handle_t *)&s->timer);
+    uv_timer_start(&s->timer, on_flush_timer, (uint64_t)s->opt.flush_interval_ms,
+                   (uint64_t)s->opt.flush_interval_ms);
+
+    int e = pthread_create(&s->thread, NULL, store_thread, s);
+    if (e != 0) {
+        msgf(errbuf, errlen, "cannot start the store thread: %s", strerror(e));
+        s->closing = 1;
+        close_handles(s); /* frees s once the loop runs */
+        return PW_ERR_STORE;
+    }
+    s->thread_started = 1;
+    pw_log_info(COMP, "store open, epoch %" PRIu64, *epoch);
+    *out = s;
+    return PW_OK;
+
+fail:
+    store_free(s);
+    return rv;
+}
+
+void pw_store_close(struct pw_store *s)
+{
+    assert(!s->closing);
+    s->closing = 1;
+    uv_timer_stop(&s->timer);
+    flush_start(s);
+
+    pthread_mutex_lock(&s->mu);
+    s->stopping = 1;
+    pthread_cond_signal(&s->wake);
+    int64_t deadline = pw_now_mono_ms() + CLOSE_WAIT_MS;
+    while (!s->exited) {
+        struct timespec ts = mono_deadline(deadline);
+        if (pthread_cond_timedwait(&s->changed, &s->mu, &ts) == ETIMEDOUT && !s->exited) {
+            /* PostgreSQL is too slow: stop after the current statement, which we interrupt. */
+            s->abandon = 1;
+            if (s->cancel != NULL) {
+                char err[MSG_MAX];
+                PQcancel(s->cancel, err, sizeof(err));
+            }
+            pw_log_warn(COMP, "close: the final flush did not finish within %d ms", CLOSE_WAIT_MS);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->thread, NULL);
+
+    /* Alone now: answer what finished, then fail what never ran. */
+    deliver_all(s);
+    struct pw_list *e;
+    while ((e = pw_list_head(&s->jobs)) != NULL) {
+        pw_list_remove(e);
+        struct job *j = pw_container_of(e, struct job, link);
+        if (job_is_config(j))
+            atomic_fetch_sub(&s->queue_depth, 1);
+        j->err = PW_ERR_STORE;
+        msgf(j->msg, sizeof(j->msg), "store closed before the write ran");
+        deliver(s, j);
+    }
+    if (s->nbuf > 0)
+        pw_log_warn(COMP, "close: %zu telemetry rows not written", s->nbuf);
+    close_handles(s);
+}
+
+void pw_store_stats(const struct pw_store *s, struct pw_store_stats *out)
+{
+    out->connected = atomic_load(&s->connected);
+    out->migrations_ok = s->migrations_ok;
+    out->queue_depth = atomic_load(&s->queue_depth);
+    out->buffered_rows = atomic_load(&s->buffered_rows);
+    out->dropped_rows = atomic_load(&s->dropped_rows);
+    out->errors = atomic_load(&s->errors);
+    out->flushed_rows = atomic_load(&s->flushed_rows);
+}

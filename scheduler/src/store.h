@@ -60,8 +60,10 @@ int pw_store_load_functions(struct pw_store *s, pw_store_function_cb cb, void *a
 typedef void (*pw_store_host_cb)(void *arg, const char *host_id);
 int pw_store_load_hosts(struct pw_store *s, pw_store_host_cb cb, void *arg);
 
-/* Completion of a config write, called on the loop thread: err is PW_OK or PW_ERR_STORE (with
- * a one-line reason in msg, owned by the store, valid during the call). */
+/* Completion of a config write, called on the loop thread: err is PW_OK (msg "") or
+ * PW_ERR_STORE (a one-line reason in msg). msg is owned by the store, valid during the call.
+ * Jobs still pending at pw_store_close complete (with PW_ERR_STORE) inside it; their callbacks
+ * must not call the store again. */
 typedef void (*pw_store_done_cb)(void *arg, int err, const char *msg);
 
 /* pw_store_put_function upserts a function and its pool policy and appends an audit row

@@ -1,0 +1,677 @@
+/* test_store.c — the PostgreSQL store against a real, throwaway PostgreSQL started by the test
+ * (scripts/pgtmp.sh): migrations, config writes, telemetry flushes, and an outage. Each test
+ * works in its own database. */
+#include "store.h"
+
+#include "pw/error.h"
+#include "pw/util.h"
+
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <uv.h>
+
+#include <setjmp.h>
+#include <cmocka.h>
+
+#define WAIT_MS 15000 /* upper bound on any wait for the store */
+
+static char pg_dir[512]; /* the cluster's directory: its unix socket lives there */
+
+/* ---- the cluster ---- */
+
+/* pgtmp runs scripts/pgtmp.sh with args; its stdout goes to out. Returns 0 on exit status 0. */
+static int pgtmp(const char *args, char *out, size_t outlen)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "'%s/scripts/pgtmp.sh' %s", PW_SOURCE_DIR, args);
+    FILE *f = popen(cmd, "r");
+    if (f == NULL)
+        return -1;
+    char buf[512];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = '\0';
+    buf[strcspn(buf, "\n")] = '\0';
+    if (out != NULL)
+        snprintf(out, outlen, "%s", buf);
+    int st = pclose(f);
+    return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+}
+
+static int pg_action(const char *verb)
+{
+    char args[700];
+    snprintf(args, sizeof(args), "%s '%s'", verb, pg_dir);
+    return pgtmp(args, NULL, 0);
+}
+
+static int group_setup(void **state)
+{
+    if (pgtmp("start", pg_dir, sizeof(pg_dir)) != 0 || pg_dir[0] != '/') {
+        fprintf(stderr, "test_store: FAILED: cannot start PostgreSQL with %s/scripts/pgtmp.sh start "
+                        "(needs postgresql-15: scripts/install-deps.sh); its messages are above\n",
+                PW_SOURCE_DIR);
+        pg_dir[0] = '\0';
+        return -1;
+    }
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    if (pg_dir[0] != '\0' && pg_action("stop") != 0)
+        fprintf(stderr, "test_store: could not remove %s\n", pg_dir);
+    return 0;
+}
+
+static void quiet_notice(void *arg, const char *message)
+{
+}
+
+/* new_db creates (or recreates) database name and writes a connection string for it. */
+static void new_db(const char *name, char *conninfo, size_t n)
+{
+    char admin[700];
+    snprintf(admin, sizeof(admin), "host='%s' user=postgres dbname=postgres", pg_dir);
+    PGconn *c = PQconnectdb(admin);
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    PQsetNoticeProcessor(c, quiet_notice, NULL);
+    char *id = PQescapeIdentifier(c, name, strlen(name));
+    char sql[256];
+    snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s", id);
+    PQclear(PQexec(c, sql));
+    snprintf(sql, sizeof(sql), "CREATE DATABASE %s", id);
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        fail_msg("create database %s: %s", name, PQresultErrorMessage(r));
+    PQclear(r);
+    PQfreemem(id);
+    PQfinish(c);
+    snprintf(conninfo, n, "host='%s' user=postgres dbname=%s", pg_dir, name);
+}
+
+/* query runs sql with text params on a fresh connection and returns row 0 column 0 in out
+ * ("" when there is no row, "<null>" for NULL). */
+static void query(const char *conninfo, char *out, size_t outlen, const char *sql, int n, ...)
+{
+    const char *params[8];
+    va_list ap;
+    va_start(ap, n);
+    for (int i = 0; i < n && i < 8; i++)
+        params[i] = va_arg(ap, const char *);
+    va_end(ap);
+    PGconn *c = PQconnectdb(conninfo);
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    PGresult *r = PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(r);
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK)
+        fail_msg("%s: %s", sql, PQresultErrorMessage(r));
+    if (st == PGRES_TUPLES_OK && PQntuples(r) > 0)
+        snprintf(out, outlen, "%s", PQgetisnull(r, 0, 0) ? "<null>" : PQgetvalue(r, 0, 0));
+    else
+        snprintf(out, outlen, "%s", "");
+    PQclear(r);
+    PQfinish(c);
+}
+
+static long long query_ll(const char *conninfo, const char *sql, int n, const char *p1, const char *p2)
+{
+    char v[128];
+    query(conninfo, v, sizeof(v), sql, n, p1, p2);
+    return v[0] == '\0' ? -1 : strtoll(v, NULL, 10);
+}
+
+/* ---- running the loop until something holds ---- */
+
+struct waiter {
+    uv_timer_t timer;
+    int (*pred)(void *arg);
+    void *arg;
+    int64_t deadline;
+    int ok;
+};
+
+static void on_wait_tick(uv_timer_t *t)
+{
+    struct waiter *w = pw_container_of(t, struct waiter, timer);
+    if (w->pred(w->arg))
+        w->ok = 1;
+    if (w->ok || pw_now_mono_ms() > w->deadline)
+        uv_stop(t->loop);
+}
+
+/* wait_for runs loop until pred(arg) holds or timeout_ms pass; returns whether it held. */
+static int wait_for(uv_loop_t *loop, int (*pred)(void *), void *arg, int64_t timeout_ms)
+{
+    struct waiter w = {.pred = pred, .arg = arg, .deadline = pw_now_mono_ms() + timeout_ms};
+    uv_timer_init(loop, &w.timer);
+    uv_timer_start(&w.timer, on_wait_tick, 0, 10);
+    uv_run(loop, UV_RUN_DEFAULT);
+    uv_close((uv_handle_t *)&w.timer, NULL);
+    uv_run(loop, UV_RUN_NOWAIT);
+    return w.ok;
+}
+
+static int always_false(void *arg)
+{
+    return 0;
+}
+
+static void run_for(uv_loop_t *loop, int64_t ms)
+{
+    wait_for(loop, always_false, NULL, ms);
+}
+
+struct done {
+    int called;
+    int err;
+    char msg[256];
+};
+
+static void on_done(void *arg, int err, const char *msg)
+{
+    struct done *d = arg;
+    d->called++;
+    d->err = err;
+    snprintf(d->msg, sizeof(d->msg), "%s", msg != NULL ? msg : "");
+}
+
+static int done_called(void *arg)
+{
+    return ((struct done *)arg)->called > 0;
+}
+
+struct stats_wait {
+    struct pw_store *s;
+    uint64_t flushed_at_least;
+    int connected; /* -1: any */
+};
+
+static int stats_reached(void *arg)
+{
+    struct stats_wait *w = arg;
+    struct pw_store_stats st;
+    pw_store_stats(w->s, &st);
+    return st.flushed_rows >= w->flushed_at_least && (w->connected < 0 || st.connected == w->connected);
+}
+
+static void wait_stats(uv_loop_t *loop, struct pw_store *s, uint64_t flushed, int connected)
+{
+    struct stats_wait w = {.s = s, .flushed_at_least = flushed, .connected = connected};
+    if (!wait_for(loop, stats_reached, &w, WAIT_MS)) {
+        struct pw_store_stats st;
+        pw_store_stats(s, &st);
+        fail_msg("store did not reach flushed >= %llu, connected %d within %d ms (flushed %llu, "
+                 "connected %d, buffered %llu)",
+                 (unsigned long long)flushed, connected, WAIT_MS, (unsigned long long)st.flushed_rows,
+                 st.connected, (unsigned long long)st.buffered_rows);
+    }
+}
+
+/* ---- store helpers ---- */
+
+static struct pw_store *open_store(uv_loop_t *loop, const char *conninfo, struct pw_store_options *o,
+                                   uint64_t *epoch)
+{
+    struct pw_store_options def;
+    if (o == NULL) {
+        pw_store_options_default(&def);
+        o = &def;
+    }
+    o->conninfo = conninfo;
+    struct pw_store *s = NULL;
+    char err[512] = "";
+    uint64_t e = 0;
+    int rv = pw_store_open(loop, o, &s, &e, err, sizeof(err));
+    if (rv != PW_OK)
+        fail_msg("pw_store_open: %s: %s", pw_strerror(rv), err);
+    if (epoch != NULL)
+        *epoch = e;
+    return s;
+}
+
+static void close_store(uv_loop_t *loop, struct pw_store *s)
+{
+    pw_store_close(s);
+    uv_run(loop, UV_RUN_DEFAULT); /* runs the close callbacks, which free s */
+}
+
+static void put_sync(uv_loop_t *loop, struct pw_store *s, const struct pw_function_spec *spec,
+                     const char *actor, struct done *d)
+{
+    memset(d, 0, sizeof(*d));
+    pw_store_put_function(s, spec, actor, on_done, d);
+    assert_true(wait_for(loop, done_called, d, WAIT_MS));
+    assert_int_equal(d->called, 1);
+}
+
+static void delete_sync(uv_loop_t *loop, struct pw_store *s, const char *name, const char *actor,
+                        struct done *d)
+{
+    memset(d, 0, sizeof(*d));
+    pw_store_delete_function(s, name, actor, on_done, d);
+    assert_true(wait_for(loop, done_called, d, WAIT_MS));
+    assert_int_equal(d->called, 1);
+}
+
+struct loaded {
+    struct pw_function_spec fns[8];
+    size_t n;
+    char hosts[8][PW_NAME_MAX];
+    size_t nhosts;
+};
+
+static void on_function(void *arg, const struct pw_function_spec *spec)
+{
+    struct loaded *l = arg;
+    assert_true(l->n < PW_ARRAY_LEN(l->fns));
+    l->fns[l->n++] = *spec;
+}
+
+static void on_host(void *arg, const char *id)
+{
+    struct loaded *l = arg;
+    assert_true(l->nhosts < PW_ARRAY_LEN(l->hosts));
+    snprintf(l->hosts[l->nhosts++], PW_NAME_MAX, "%s", id);
+}
+
+static void make_spec(struct pw_function_spec *f, const char *name, const char *image, uint32_t mem,
+                      enum pw_policy_kind kind, uint32_t min, uint32_t max, int64_t keepalive_ms)
+{
+    memset(f, 0, sizeof(*f));
+    snprintf(f->name, sizeof(f->name), "%s", name);
+    snprintf(f->image, sizeof(f->image), "%s", image);
+    f->memory_mb = mem;
+    f->vcpus = 2;
+    f->pool.kind = kind;
+    f->pool.min = min;
+    f->pool.max = max;
+    f->pool.keepalive_ms = keepalive_ms;
+}
+
+static void assert_spec_equal(const struct pw_function_spec *a, const struct pw_function_spec *b)
+{
+    assert_string_equal(a->name, b->name);
+    assert_string_equal(a->image, b->image);
+    assert_int_equal(a->memory_mb, b->memory_mb);
+    assert_int_equal(a->vcpus, b->vcpus);
+    assert_int_equal(a->pool.kind, b->pool.kind);
+    assert_int_equal(a->pool.min, b->pool.min);
+    assert_int_equal(a->pool.max, b->pool.max);
+    assert_int_equal(a->pool.keepalive_ms, b->pool.keepalive_ms);
+}
+
+/* ---- tests ---- */
+
+static void test_open_unreachable(void **state)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    char conninfo[700];
+    snprintf(conninfo, sizeof(conninfo), "host='%s/nonexistent' user=postgres dbname=postgres", pg_dir);
+    struct pw_store_options o;
+    pw_store_options_default(&o);
+    o.conninfo = conninfo;
+    struct pw_store *s = NULL;
+    uint64_t epoch = 0;
+    char err[512] = "";
+    assert_int_equal(pw_store_open(&loop, &o, &s, &epoch, err, sizeof(err)), PW_ERR_STORE);
+    assert_null(s);
+    assert_non_null(strstr(err, "connect"));
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static void test_migrations_idempotent(void **state)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    char ci[700], applied[64], v[64];
+    new_db("t_migrations", ci, sizeof(ci));
+
+    uint64_t e1 = 0, e2 = 0;
+    struct pw_store *s = open_store(&loop, ci, NULL, &e1);
+    struct pw_store_stats st;
+    pw_store_stats(s, &st);
+    assert_int_equal(st.migrations_ok, 1);
+    assert_int_equal(st.connected, 1);
+    assert_true(e1 >= 1);
+    close_store(&loop, s);
+
+    assert_int_equal(query_ll(ci, "SELECT count(*) FROM schema_migrations", 0, NULL, NULL),
+                     (long long)pw_migrations_count);
+    assert_int_equal(query_ll(ci,
+                              "SELECT count(*) FROM information_schema.tables WHERE table_schema = "
+                              "'public' AND table_name IN ('functions', 'pool_policies', 'hosts', "
+                              "'invocation_minutes', 'forecasts', 'models', 'audit_log', "
+                              "'schema_migrations')",
+                              0, NULL, NULL),
+                     8);
+    char want[64];
+    query(ci, want, sizeof(want), "SELECT md5($1)", 1, pw_migrations[0].sql);
+    query(ci, v, sizeof(v), "SELECT checksum FROM schema_migrations WHERE name = $1", 1,
+          pw_migrations[0].name);
+    assert_string_equal(v, want);
+    query(ci, applied, sizeof(applied), "SELECT applied_at::text FROM schema_migrations WHERE name = $1",
+          1, pw_migrations[0].name);
+
+    /* Second start: nothing applied again, a new epoch. */
+    s = open_store(&loop, ci, NULL, &e2);
+    close_store(&loop, s);
+    assert_true(e2 > e1);
+    assert_int_equal(query_ll(ci, "SELECT count(*) FROM schema_migrations", 0, NULL, NULL),
+                     (long long)pw_migrations_count);
+    query(ci, v, sizeof(v), "SELECT applied_at::text FROM schema_migrations WHERE name = $1", 1,
+          pw_migrations[0].name);
+    assert_string_equal(v, applied);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static void test_checksum_mismatch(void **state)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    char ci[700], v[8];
+    new_db("t_checksum", ci, sizeof(ci));
+    close_store(&loop, open_store(&loop, ci, NULL, NULL));
+
+    query(ci, v, sizeof(v), "UPDATE schema_migrations SET checksum = 'tampered' WHERE name = $1", 1,
+          pw_migrations[0].name);
+    struct pw_store_options o;
+    pw_store_options_default(&o);
+    o.conninfo = ci;
+    struct pw_store *s = NULL;
+    uint64_t epoch = 0;
+    char err[512] = "";
+    assert_int_equal(pw_store_open(&loop, &o, &s, &epoch, err, sizeof(err)), PW_ERR_STORE);
+    assert_null(s);
+    if (strstr(err, pw_migrations[0].name) == NULL || strstr(err, "checksum") == NULL)
+        fail_msg("error does not name the migration and the checksum: %s", err);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+struct opener {
+    const char *conninfo;
+    pthread_barrier_t *barrier;
+    int rv;
+    uint64_t epoch;
+    char err[512];
+};
+
+static void *open_on_thread(void *arg)
+{
+    struct opener *o = arg;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct pw_store_options opt;
+    pw_store_options_default(&opt);
+    opt.conninfo = o->conninfo;
+    struct pw_store *s = NULL;
+    pthread_barrier_wait(o->barrier);
+    o->rv = pw_store_open(&loop, &opt, &s, &o->epoch, o->err, sizeof(o->err));
+    if (o->rv == PW_OK) {
+        pw_store_close(s);
+        uv_run(&loop, UV_RUN_DEFAULT);
+    }
+    uv_loop_close(&loop);
+    return NULL;
+}
+
+static void test_concurrent_open(void **state)
+{
+    for (int round = 0; round < 3; round++) {
+        char ci[700], name[32];
+        snprintf(name, sizeof(name), "t_concurrent_%d", round);
+        new_db(name, ci, sizeof(ci));
+        pthread_barrier_t barrier;
+        pthread_barrier_init(&barrier, NULL, 2);
+        struct opener o[2];
+        pthread_t t[2];
+        for (int i = 0; i < 2; i++) {
+            memset(&o[i], 0, sizeof(o[i]));
+            o[i].conninfo = ci;
+            o[i].barrier = &barrier;
+            assert_int_equal(pthread_create(&t[i], NULL, open_on_thread, &o[i]), 0);
+        }
+        for (int i = 0; i < 2; i++)
+            pthread_join(t[i], NULL);
+        pthread_barrier_destroy(&barrier);
+        for (int i = 0; i < 2; i++)
+            if (o[i].rv != PW_OK)
+                fail_msg("concurrent open %d failed: %s", i, o[i].err);
+        assert_int_not_equal(o[0].epoch, o[1].epoch);
+        assert_int_equal(query_ll(ci, "SELECT count(*) FROM schema_migrations", 0, NULL, NULL),
+                         (long long)pw_migrations_count);
+    }
+}
+
+static void test_functions(void **state)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    char ci[700], v[256];
+    new_db("t_functions", ci, sizeof(ci));
+    struct pw_store *s = open_store(&loop, ci, NULL, NULL);
+    struct done d;
+    struct loaded l;
+    struct pw_function_spec a, a2, b, bad;
+
+    make_spec(&a, "fn-a", "img:a", 256, PW_POLICY_FIXED, 2, 10, 60000);
+    put_sync(&loop, s, &a, "alice", &d);
+    assert_int_equal(d.err, PW_OK);
+    memset(&l, 0, sizeof(l));
+    assert_int_equal(pw_store_load_functions(s, on_function, &l), PW_OK);
+    assert_int_equal(l.n, 1);
+    assert_spec_equal(&l.fns[0], &a);
+
+    /* Update: every field changes. */
+    make_spec(&a2, "fn-a", "img:a2", 512, PW_POLICY_KEEPALIVE, 1, 5, 30000);
+    a2.vcpus = 4;
+    put_sync(&loop, s, &a2, "alice", &d);
+    assert_int_equal(d.err, PW_OK);
+    make_spec(&b, "fn-b", "img:b", 128, PW_POLICY_FIXED, 0, 100, 0);
+    put_sync(&loop, s, &b, "bob", &d);
+    assert_int_equal(d.err, PW_OK);
+    memset(&l, 0, sizeof(l));
+    assert_int_equal(pw_store_load_functions(s, on_function, &l), PW_OK);
+    assert_int_equal(l.n, 2);
+    assert_spec_equal(&l.fns[0], &a2);
+    assert_spec_equal(&l.fns[1], &b);
+
+    /* A row the database refuses fails the job, rolls back, and leaves the store working. */
+    make_spec(&bad, "fn-bad", "img", 0, PW_POLICY_FIXED, 0, 1, 0);
+    struct pw_store_stats st;
+    pw_store_stats(s, &st);
+    uint64_t errors = st.errors;
+    put_sync(&loop, s, &bad, "alice", &d);
+    assert_int_equal(d.err, PW_ERR_STORE);
+    assert_true(d.msg[0] != '\0');
+    pw_store_stats(s, &st);
+    assert_true(st.errors > errors);
+    assert_int_equal(query_ll(ci, "SELECT count(*) FROM functions WHERE name = $1", 1, "fn-bad", NULL), 0);
+    assert_int_equal(query_ll(ci, "SELECT count(*) FROM audit_log WHERE subject = $1", 1, "fn-bad", NULL), 0);
+
+    delete_sync(&loop, s, "fn-a", "carol", &d);
+    assert_int_equal(d.err, PW_OK);
+    delete_sync(&loop, s, "nope", "carol", &d);
+    assert_int_equal(d.err, PW_OK);
+    memset(&l, 0, sizeof(l));
+    assert_int_equal(pw_store_load_functions(s, on_function, &l), PW_OK);
+    assert_int_equal(l.n, 1);
+    assert_spec_equal(&l.fns[0], &b);
+    assert_int_equal(query_ll(ci, "SELECT count(*) FROM pool_policies WHERE function = $1", 1, "fn-a", NULL), 0);
+
+    /* The audit trail, in order. */
+    query(ci, v, sizeof(v),
+          "SELECT string_agg(actor || ':' || action, ',' ORDER BY id) FROM audit_log WHERE subject = $1", 1,
+          "fn-a");
+    assert_string_equal(v, "alice:function.put,alice:function.put,carol:function.delete");
+    query(ci, v, sizeof(v),
+          "SELECT detail->'pool'->>'policy' || '/' || (detail->>'memory_mb') FROM audit_log "
+          "WHERE subject = $1 AND action = 'function.put' ORDER BY id DESC LIMIT 1",
+          1, "fn-a");
+    assert_string_equal(v, "keepalive/512");
+    query(ci, v, sizeof(v), "SELECT detail->>'existed' FROM audit_log WHERE subject = $1", 1, "nope");
+    assert_string_equal(v, "false");
+    query(ci, v, sizeof(v), "SELECT detail->>'existed' FROM audit_log WHERE subject = $1 AND "
+          "action = 'function.delete'", 1, "fn-a");
+    assert_string_equal(v, "true");
+
+    pw_store_stats(s, &st);
+    assert_int_equal(st.queue_depth, 0);
+    close_store(&loop, s);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static long long minute_count(const char *ci, const char *fn, const char *minute)
+{
+    return query_ll(ci, "SELECT count FROM invocation_minutes WHERE function = $1 AND minute = $2", 2,
+                    fn, minute);
+}
+
+static void test_telemetry(void **state)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    char ci[700], v[64];
+    new_db("t_telemetry", ci, sizeof(ci));
+    struct pw_store_options o;
+    pw_store_options_default(&o);
+    o.flush_interval_ms = 50;
+    struct pw_store *s = open_store(&loop, ci, &o, NULL);
+    struct pw_store_stats st;
+
+    pw_store_add_invocations(s, "f", 100, 3);
+    pw_store_add_invocations(s, "f", 100, 4);
+    pw_store_add_invocations(s, "g", 100, 1);
+    pw_store_add_invocations(s, "f", 101, 2);
+    pw_store_put_host(s, "h1", 1, 1700000000000LL);
+    pw_store_put_host(s, "h2", 1, 1700000000000LL);
+    pw_store_put_host(s, "h2", 0, 1700000005000LL);
+    pw_store_put_host(s, "h2", 1, 1700000001000LL); /* older than the last: ignored */
+    pw_store_stats(s, &st);
+    assert_int_equal(st.buffered_rows, 5);
+    wait_stats(&loop, s, 5, 1);
+    pw_store_stats(s, &st);
+    assert_int_equal(st.buffered_rows, 0);
+    assert_int_equal(st.dropped_rows, 0);
+    assert_int_equal(minute_count(ci, "f", "100"), 7);
+    assert_int_equal(minute_count(ci, "g", "100"), 1);
+    assert_int_equal(minute_count(ci, "f", "101"), 2);
+    query(ci, v, sizeof(v), "SELECT alive::text || '@' || extract(epoch FROM last_seen)::bigint FROM hosts "
+          "WHERE id = $1", 1, "h1");
+    assert_string_equal(v, "true@1700000000");
+    query(ci, v, sizeof(v), "SELECT alive::text || '@' || extract(epoch FROM last_seen)::bigint FROM hosts "
+          "WHERE id = $1", 1, "h2");
+    assert_string_equal(v, "false@1700000005");
+
+    /* A second flush adds to the stored count. */
+    pw_store_add_invocations(s, "f", 100, 5);
+    wait_stats(&loop, s, 6, 1);
+    assert_int_equal(minute_count(ci, "f", "100"), 12);
+
+    /* More rows than one statement takes. */
+    for (int m = 0; m < 1200; m++)
+        pw_store_add_invocations(s, "bulk", m, 1);
+    pw_store_add_invocations(s, "bulk", 7, 1);
+    wait_stats(&loop, s, 1206, 1);
+    assert_int_equal(query_ll(ci, "SELECT count(*) FROM invocation_minutes WHERE function = $1", 1, "bulk", NULL), 1200);
+    assert_int_equal(query_ll(ci, "SELECT sum(count) FROM invocation_minutes WHERE function = $1", 1, "bulk", NULL), 1201);
+
+    struct loaded l;
+    memset(&l, 0, sizeof(l));
+    assert_int_equal(pw_store_load_hosts(s, on_host, &l), PW_OK);
+    assert_int_equal(l.nhosts, 1);
+    assert_string_equal(l.hosts[0], "h1");
+
+    /* Close flushes what is still buffered. */
+    pw_store_add_invocations(s, "at-close", 9, 9);
+    close_store(&loop, s);
+    assert_int_equal(minute_count(ci, "at-close", "9"), 9);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static void test_store_down(void **state)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    char ci[700];
+    new_db("t_down", ci, sizeof(ci));
+    struct pw_store_options o;
+    pw_store_options_default(&o);
+    o.flush_interval_ms = 50;
+    o.telemetry_max_rows = 5;
+    o.connect_timeout_ms = 2000;
+    struct pw_store *s = open_store(&loop, ci, &o, NULL);
+    struct pw_store_stats st;
+    struct done d;
+    struct pw_function_spec f;
+    make_spec(&f, "fn-down", "img", 128, PW_POLICY_FIXED, 1, 2, 1000);
+
+    pw_store_add_invocations(s, "d", 1, 1);
+    wait_stats(&loop, s, 1, 1);
+
+    if (pg_action("halt") != 0)
+        fail_msg("pgtmp.sh halt failed");
+    wait_stats(&loop, s, 1, 0); /* the idle connection is noticed gone */
+    put_sync(&loop, s, &f, "alice", &d);
+    assert_int_equal(d.err, PW_ERR_STORE);
+    assert_true(d.msg[0] != '\0');
+    print_message("put while down: %s\n", d.msg);
+
+    /* Telemetry stays buffered while down... */
+    pw_store_add_invocations(s, "d", 2, 1);
+    pw_store_add_invocations(s, "d", 3, 1);
+    pw_store_add_invocations(s, "d", 4, 1);
+    run_for(&loop, 300);
+    pw_store_stats(s, &st);
+    assert_int_equal(st.buffered_rows, 3);
+    assert_int_equal(st.flushed_rows, 1);
+    assert_int_equal(st.dropped_rows, 0);
+    assert_int_equal(st.connected, 0);
+    /* ...within the bound: beyond it the oldest rows go. */
+    for (int m = 5; m <= 8; m++)
+        pw_store_add_invocations(s, "d", m, 1);
+    pw_store_add_invocations(s, "d", 8, 1); /* merges: no new row */
+    pw_store_stats(s, &st);
+    assert_int_equal(st.buffered_rows, 5);
+    assert_int_equal(st.dropped_rows, 2);
+
+    if (pg_action("restart") != 0)
+        fail_msg("pgtmp.sh restart failed");
+    wait_stats(&loop, s, 6, 1);
+    pw_store_stats(s, &st);
+    assert_int_equal(st.buffered_rows, 0);
+    assert_int_equal(query_ll(ci, "SELECT count(*) FROM invocation_minutes WHERE function = $1", 1, "d", NULL), 6);
+    assert_int_equal(minute_count(ci, "d", "2"), -1);
+    assert_int_equal(minute_count(ci, "d", "3"), -1);
+    assert_int_equal(minute_count(ci, "d", "4"), 1);
+    assert_int_equal(minute_count(ci, "d", "8"), 2);
+
+    /* Config writes work again. */
+    put_sync(&loop, s, &f, "alice", &d);
+    assert_int_equal(d.err, PW_OK);
+    close_store(&loop, s);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_open_unreachable),
+        cmocka_unit_test(test_migrations_idempotent),
+        cmocka_unit_test(test_checksum_mismatch),
+        cmocka_unit_test(test_concurrent_open),
+        cmocka_unit_test(test_functions),
+        cmocka_unit_test(test_telemetry),
+        cmocka_unit_test(test_store_down),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
