@@ -1,1 +1,175 @@
-int main(void) { return 1; }
+/* main.c — prewarm-agent: flags, environment and config file into a pw_agent_config, then the
+ * agent loop until SIGINT/SIGTERM. */
+#include "pw/agent.h"
+#include "pw/agent_config.h"
+#include "pw/driver.h"
+#include "pw/error.h"
+#include "pw/log.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: prewarm-agent --id NAME [options]\n"
+            "\n"
+            "The Prewarm node agent: reports this host's NUMA topology and VMs to the scheduler\n"
+            "and executes its prewarm/destroy commands through a VMM driver.\n"
+            "\n"
+            "Options (flags win over environment, environment over --config):\n"
+            "  --id NAME              host name, [A-Za-z0-9._-]{1,63} (env PREWARM_AGENT_ID)\n"
+            "  --scheduler URL        NNG URL of prewarmd (env PREWARM_SCHEDULER;\n"
+            "                         default %s)\n"
+            "  --driver NAME          VMM driver (env PREWARM_DRIVER; default sim)\n"
+            "  --topology-root DIR    read sys/ and proc/ under DIR (default /)\n"
+            "  --label KEY=VALUE      host label, repeatable (cloud, region, zone, cost, ...)\n"
+            "  --vcpu-overcommit F    vCPU slots per host CPU (default 1)\n"
+            "  --config FILE          JSON object with the same keys: id, scheduler, driver,\n"
+            "                         topology_root, labels {k: v}, vcpu_overcommit, log_level,\n"
+            "                         sim_restore_ms, sim_jitter_ms, sim_stop_ms, sim_fail_rate,\n"
+            "                         sim_seed\n"
+            "  --log-level LEVEL      debug, info, warn, error (default info)\n"
+            "  --help, --version\n"
+            "\n"
+            "Simulator options (driver sim):\n"
+            "  --sim-restore-ms N     simulated restore time (default 200)\n"
+            "  --sim-jitter-ms N      restore time varies by +/- N ms (default 0)\n"
+            "  --sim-stop-ms N        stop time is uniform in 0..N ms (default 10)\n"
+            "  --sim-fail-rate F      probability 0..1 that a restore fails (default 0)\n"
+            "  --sim-seed N           PRNG seed for jitter, stop time, failures (default 1)\n"
+            "\n"
+            "Drivers:\n",
+            PW_AGENT_DEFAULT_SCHEDULER);
+    for (const struct pw_driver_ops *const *d = pw_driver_list(); *d != NULL; d++)
+        fprintf(out, "  %-6s %s\n", (*d)->name, (*d)->summary);
+    fprintf(out,
+            "\n"
+            "NOTE: the sim driver is a SIMULATOR. It starts no virtual machine; the addresses it\n"
+            "reports (127.0.0.1:<port>) are made up and nothing listens on them.\n");
+}
+
+enum {
+    OPT_ID = 256,
+    OPT_SCHEDULER,
+    OPT_DRIVER,
+    OPT_TOPOLOGY_ROOT,
+    OPT_LABEL,
+    OPT_SIM_RESTORE,
+    OPT_SIM_JITTER,
+    OPT_SIM_STOP,
+    OPT_SIM_FAIL,
+    OPT_SIM_SEED,
+    OPT_OVERCOMMIT,
+    OPT_LOG_LEVEL,
+    OPT_CONFIG,
+    OPT_HELP,
+    OPT_VERSION,
+};
+
+static const struct option options[] = {
+    {"id", required_argument, NULL, OPT_ID},
+    {"scheduler", required_argument, NULL, OPT_SCHEDULER},
+    {"driver", required_argument, NULL, OPT_DRIVER},
+    {"topology-root", required_argument, NULL, OPT_TOPOLOGY_ROOT},
+    {"label", required_argument, NULL, OPT_LABEL},
+    {"sim-restore-ms", required_argument, NULL, OPT_SIM_RESTORE},
+    {"sim-jitter-ms", required_argument, NULL, OPT_SIM_JITTER},
+    {"sim-stop-ms", required_argument, NULL, OPT_SIM_STOP},
+    {"sim-fail-rate", required_argument, NULL, OPT_SIM_FAIL},
+    {"sim-seed", required_argument, NULL, OPT_SIM_SEED},
+    {"vcpu-overcommit", required_argument, NULL, OPT_OVERCOMMIT},
+    {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+    {"config", required_argument, NULL, OPT_CONFIG},
+    {"help", no_argument, NULL, OPT_HELP},
+    {"version", no_argument, NULL, OPT_VERSION},
+    {NULL, 0, NULL, 0},
+};
+
+/* The config key each value-taking flag sets. */
+static const char *flag_key(int opt)
+{
+    switch (opt) {
+    case OPT_ID: return "id";
+    case OPT_SCHEDULER: return "scheduler";
+    case OPT_DRIVER: return "driver";
+    case OPT_TOPOLOGY_ROOT: return "topology_root";
+    case OPT_LABEL: return "label";
+    case OPT_SIM_RESTORE: return "sim_restore_ms";
+    case OPT_SIM_JITTER: return "sim_jitter_ms";
+    case OPT_SIM_STOP: return "sim_stop_ms";
+    case OPT_SIM_FAIL: return "sim_fail_rate";
+    case OPT_SIM_SEED: return "sim_seed";
+    case OPT_OVERCOMMIT: return "vcpu_overcommit";
+    case OPT_LOG_LEVEL: return "log_level";
+    default: return NULL;
+    }
+}
+
+static int fail_usage(const char *fmt, const char *a, const char *b)
+{
+    fprintf(stderr, "prewarm-agent: ");
+    fprintf(stderr, fmt, a, b);
+    fprintf(stderr, " (see --help)\n");
+    return 2;
+}
+
+int main(int argc, char **argv)
+{
+    pw_log_set_process("prewarm-agent");
+    struct pw_agent_config cfg;
+    pw_agent_config_init(&cfg);
+    char why[512];
+
+    /* Pass 1: --help, --version, --config and syntax errors; values are applied in pass 2 so
+     * that flags win over the environment, which wins over the file. */
+    const char *config_path = NULL;
+    int opt;
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, ":", options, NULL)) != -1) {
+        if (opt == OPT_HELP) {
+            usage(stdout);
+            return 0;
+        }
+        if (opt == OPT_VERSION) {
+            printf("prewarm-agent %s (protocol v%d)\n", PW_VERSION_STRING, PW_PROTO_VERSION);
+            return 0;
+        }
+        if (opt == OPT_CONFIG)
+            config_path = optarg;
+        else if (opt == ':')
+            return fail_usage("%s needs a value%s", argv[optind - 1], "");
+        else if (opt == '?')
+            return fail_usage("unknown option %s%s", argv[optind - 1], "");
+    }
+    if (optind < argc)
+        return fail_usage("unexpected argument \"%s\"%s", argv[optind], "");
+
+    if (config_path != NULL &&
+        pw_agent_config_load_file(&cfg, config_path, why, sizeof(why)) != PW_OK)
+        return fail_usage("%s%s", why, "");
+    if (pw_agent_config_load_env(&cfg, why, sizeof(why)) != PW_OK)
+        return fail_usage("%s%s", why, "");
+
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, ":", options, NULL)) != -1) {
+        const char *key = flag_key(opt);
+        if (key != NULL && pw_agent_config_set(&cfg, key, optarg, why, sizeof(why)) != PW_OK)
+            return fail_usage("%s%s", why, "");
+    }
+    if (pw_agent_config_check(&cfg, why, sizeof(why)) != PW_OK)
+        return fail_usage("%s%s", why, "");
+
+    pw_log_set_level(cfg.log_level);
+    struct pw_agent *a = pw_agent_new(&cfg, why, sizeof(why));
+    if (a == NULL) {
+        pw_log_error("agent", "cannot start: %s", why);
+        fprintf(stderr, "prewarm-agent: %s\n", why);
+        return 1;
+    }
+    int rv = pw_agent_run(a);
+    pw_agent_free(a);
+    return rv == PW_OK ? 0 : 1;
+}

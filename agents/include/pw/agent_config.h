@@ -1,0 +1,65 @@
+/* agent_config.h — the agent's configuration and its three sources.
+ *
+ * Precedence: built-in defaults < JSON config file (--config) < environment (PREWARM_*) <
+ * command-line flags. Every source goes through pw_agent_config_set, so a key means the same
+ * thing everywhere and is validated once. */
+#ifndef PW_AGENT_CONFIG_H
+#define PW_AGENT_CONFIG_H
+
+#include "pw/log.h"
+#include "pw/proto.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define PW_AGENT_URL_MAX 256
+#define PW_AGENT_PATH_MAX 1024
+#define PW_AGENT_DEFAULT_SCHEDULER "tcp://127.0.0.1:7070"
+
+struct pw_agent_config {
+    char id[PW_NAME_MAX];                  /* required: this host's name */
+    char scheduler_url[PW_AGENT_URL_MAX];  /* NNG URL the agent dials */
+    char driver[32];                       /* VMM driver name, "sim" */
+    char topology_root[PW_AGENT_PATH_MAX]; /* "/" on a real host; fixture trees in tests */
+    struct pw_label labels[PW_PROTO_MAX_LABELS];
+    size_t nlabels;
+    double vcpu_overcommit;   /* vCPU slots per host CPU, > 0; default 1 */
+    enum pw_log_level log_level;
+    /* sim driver */
+    int64_t sim_restore_ms;   /* nominal restore time; default 200 */
+    int64_t sim_jitter_ms;    /* restore time varies uniformly by +/- this; default 0 */
+    int64_t sim_stop_max_ms;  /* stop takes uniformly 0..this; default 10 */
+    double sim_fail_rate;     /* probability in [0,1] that a restore fails; default 0 */
+    uint64_t sim_seed;        /* PRNG seed for jitter, stop time and failures; default 1 */
+    /* link tuning (not exposed as flags; tests shorten them) */
+    int64_t initial_heartbeat_ms; /* until the first reply says otherwise; default 1000 */
+    int64_t error_backoff_ms;     /* after an error reply; default 1000 */
+    size_t outbox_max;            /* unacknowledged events kept; default 4096 */
+    int handle_signals;           /* 1: SIGINT/SIGTERM stop the agent; default 1 */
+};
+
+/* pw_agent_config_init fills c with the defaults. */
+void pw_agent_config_init(struct pw_agent_config *c);
+
+/* pw_agent_config_set sets one key from its text form. Keys: "id", "scheduler", "driver",
+ * "topology_root", "label" ("key=value", appends or replaces), "vcpu_overcommit", "log_level",
+ * "sim_restore_ms", "sim_jitter_ms", "sim_stop_ms", "sim_fail_rate", "sim_seed". Returns PW_OK,
+ * or PW_ERR_INVAL with a one-line reason in errbuf (c unchanged). Loop or main thread only. */
+int pw_agent_config_set(struct pw_agent_config *c, const char *key, const char *value,
+                        char *errbuf, size_t errlen);
+
+/* pw_agent_config_load_file applies a JSON object of the same keys ("labels" may be an object
+ * of key -> string; numbers may be JSON numbers or strings). Returns PW_OK, PW_ERR_IO,
+ * PW_ERR_PARSE or PW_ERR_INVAL with a reason in errbuf. */
+int pw_agent_config_load_file(struct pw_agent_config *c, const char *path, char *errbuf,
+                              size_t errlen);
+
+/* pw_agent_config_load_env applies PREWARM_AGENT_ID, PREWARM_SCHEDULER and PREWARM_DRIVER when
+ * set and non-empty. Returns like pw_agent_config_set. */
+int pw_agent_config_load_env(struct pw_agent_config *c, char *errbuf, size_t errlen);
+
+/* pw_agent_config_check verifies what a single key cannot (the id is set, the driver exists).
+ * Returns PW_OK or PW_ERR_INVAL with a reason. */
+int pw_agent_config_check(const struct pw_agent_config *c, char *errbuf, size_t errlen);
+
+#endif

@@ -1,0 +1,70 @@
+/* driver.h — the VMM driver table: what the agent needs from anything that runs microVMs.
+ *
+ * A driver restores, tracks and destroys VMs on the agent's libuv loop and reports every
+ * state change asynchronously through pw_driver_event_cb. Drivers: "sim" (a simulator, see
+ * docs/agent.md); "qemu" (QEMU microvm) is planned and will register in the same table. */
+#ifndef PW_DRIVER_H
+#define PW_DRIVER_H
+
+#include "pw/proto.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+struct pw_agent_config;
+struct pw_topology;
+struct pw_driver;
+
+/* One state change of a VM, as reported by a driver. Strings are borrowed for the call. */
+struct pw_driver_event {
+    uint64_t vm_id;
+    enum pw_avm_state state; /* RUNNING, FAILED or GONE */
+    int32_t restore_ms;      /* RUNNING after a restore: how long it took */
+    const char *address;     /* RUNNING: "host:port" where the VM serves; else NULL */
+    const char *error;       /* FAILED: why; else NULL */
+};
+
+/* pw_driver_event_cb is called on the loop thread, never from inside a driver op. */
+typedef void (*pw_driver_event_cb)(struct pw_driver *d, const struct pw_driver_event *ev,
+                                   void *arg);
+
+struct pw_driver_ops {
+    const char *name;    /* "sim" */
+    const char *summary; /* one line for --help and logs */
+    /* init prepares the driver for d->topo on loop. Returns PW_OK or an error with errbuf. */
+    int (*init)(struct pw_driver *d, uv_loop_t *loop, const struct pw_agent_config *cfg,
+                char *errbuf, size_t errlen);
+    /* fini stops every VM at once (no events) and releases the driver. Handles are closed;
+     * memory is freed in their close callbacks, so the loop must run until it is empty. */
+    void (*fini)(struct pw_driver *d);
+    /* prewarm starts restoring cmd->vm_id with cmd's function, image, memory and vCPUs on
+     * cmd->numa_node (-1: the driver picks; *numa_node receives the node used). PW_OK: RUNNING
+     * or FAILED follows through the callback. An error (PW_ERR_NOCAP, PW_ERR_INVAL,
+     * PW_ERR_EXISTS) means nothing started and no event follows; errbuf says why. */
+    int (*prewarm)(struct pw_driver *d, const struct pw_cmd *cmd, int32_t *numa_node,
+                   char *errbuf, size_t errlen);
+    /* destroy stops vm_id; GONE follows through the callback. PW_ERR_NOTFOUND when the driver
+     * does not know the VM (no event follows). Destroying a VM already stopping is PW_OK. */
+    int (*destroy)(struct pw_driver *d, uint64_t vm_id);
+    /* usage writes mem_free_mb and vcpu_free of each node of d->topo into nodes[0..n). */
+    void (*usage)(struct pw_driver *d, struct pw_numa_node *nodes, size_t n);
+};
+
+struct pw_driver {
+    const struct pw_driver_ops *ops;
+    const struct pw_topology *topo; /* borrowed from the agent; outlives the driver */
+    pw_driver_event_cb event_cb;
+    void *event_arg;
+    void *impl; /* the driver's own state */
+};
+
+/* pw_driver_find returns the table registered under name, or NULL. */
+const struct pw_driver_ops *pw_driver_find(const char *name);
+/* pw_driver_list returns the NULL-terminated list of registered drivers. */
+const struct pw_driver_ops *const *pw_driver_list(void);
+
+/* The built-in drivers. */
+extern const struct pw_driver_ops pw_driver_sim;
+
+#endif

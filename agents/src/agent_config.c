@@ -1,0 +1,377 @@
+/* agent_config.c — defaults, key/value setting, JSON config file and environment for the
+ * agent. Flags in main.c go through the same pw_agent_config_set. */
+#include "pw/agent_config.h"
+
+#include "pw/driver.h"
+#include "pw/error.h"
+#include "pw/util.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CONFIG_FILE_MAX (256 * 1024)
+
+static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
+{
+    if (errbuf == NULL || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(errbuf, errlen, fmt, ap);
+    va_end(ap);
+}
+
+void pw_agent_config_init(struct pw_agent_config *c)
+{
+    memset(c, 0, sizeof(*c));
+    pw_strlcpy(c->scheduler_url, PW_AGENT_DEFAULT_SCHEDULER, sizeof(c->scheduler_url));
+    pw_strlcpy(c->driver, "sim", sizeof(c->driver));
+    pw_strlcpy(c->topology_root, "/", sizeof(c->topology_root));
+    c->vcpu_overcommit = 1.0;
+    c->log_level = PW_LOG_INFO;
+    c->sim_restore_ms = 200;
+    c->sim_jitter_ms = 0;
+    c->sim_stop_max_ms = 10;
+    c->sim_fail_rate = 0.0;
+    c->sim_seed = 1;
+    c->initial_heartbeat_ms = 1000;
+    c->error_backoff_ms = 1000;
+    c->outbox_max = 4096;
+    c->handle_signals = 1;
+}
+
+/* parse_ms accepts a bare integer (milliseconds) or a duration with a unit ("250ms", "2s"). */
+static int parse_ms(const char *s, int64_t max, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (end != s && *end == '\0' && errno == 0) {
+        if (v < 0 || v > max)
+            return PW_ERR_INVAL;
+        *out = v;
+        return PW_OK;
+    }
+    int64_t d;
+    if (strchr(s, '-') != NULL || pw_parse_duration_ms(s, &d) != PW_OK || d < 0 || d > max)
+        return PW_ERR_INVAL;
+    *out = d;
+    return PW_OK;
+}
+
+static int parse_double(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || *end != '\0' || errno != 0 || !isfinite(v))
+        return PW_ERR_INVAL;
+    *out = v;
+    return PW_OK;
+}
+
+static int set_label(struct pw_agent_config *c, const char *kv, char *errbuf, size_t errlen)
+{
+    const char *eq = strchr(kv, '=');
+    if (eq == NULL) {
+        set_err(errbuf, errlen, "label \"%s\": expected key=value", kv);
+        return PW_ERR_INVAL;
+    }
+    char key[PW_NAME_MAX];
+    size_t klen = (size_t)(eq - kv);
+    if (klen == 0 || klen >= sizeof(key)) {
+        set_err(errbuf, errlen, "label \"%s\": key must be 1..%d bytes", kv, PW_NAME_MAX - 1);
+        return PW_ERR_INVAL;
+    }
+    memcpy(key, kv, klen);
+    key[klen] = '\0';
+    if (!pw_name_valid(key)) {
+        set_err(errbuf, errlen, "label key \"%s\": use [A-Za-z0-9._-], starting alphanumeric",
+                key);
+        return PW_ERR_INVAL;
+    }
+    const char *value = eq + 1;
+    size_t vlen = strlen(value);
+    if (vlen >= PW_LABEL_VALUE_MAX) {
+        set_err(errbuf, errlen, "label \"%s\": value longer than %d bytes", key,
+                PW_LABEL_VALUE_MAX - 1);
+        return PW_ERR_INVAL;
+    }
+    for (size_t i = 0; i < vlen; i++) {
+        unsigned char ch = (unsigned char)value[i];
+        if (ch < 0x20 || ch == 0x7f) {
+            set_err(errbuf, errlen, "label \"%s\": value has a control character", key);
+            return PW_ERR_INVAL;
+        }
+    }
+    size_t i;
+    for (i = 0; i < c->nlabels; i++)
+        if (strcmp(c->labels[i].key, key) == 0)
+            break;
+    if (i == c->nlabels) {
+        if (c->nlabels == PW_PROTO_MAX_LABELS) {
+            set_err(errbuf, errlen, "more than %d labels", PW_PROTO_MAX_LABELS);
+            return PW_ERR_INVAL;
+        }
+        c->nlabels++;
+    }
+    pw_strlcpy(c->labels[i].key, key, sizeof(c->labels[i].key));
+    pw_strlcpy(c->labels[i].value, value, sizeof(c->labels[i].value));
+    return PW_OK;
+}
+
+static int set_str(char *dst, size_t size, const char *key, const char *value, char *errbuf,
+                   size_t errlen)
+{
+    if (value[0] == '\0' || strlen(value) >= size) {
+        set_err(errbuf, errlen, "%s: must be 1..%zu bytes", key, size - 1);
+        return PW_ERR_INVAL;
+    }
+    pw_strlcpy(dst, value, size);
+    return PW_OK;
+}
+
+int pw_agent_config_set(struct pw_agent_config *c, const char *key, const char *value,
+                        char *errbuf, size_t errlen)
+{
+    int64_t ms;
+    double d;
+    if (strcmp(key, "id") == 0) {
+        if (!pw_name_valid(value)) {
+            set_err(errbuf, errlen,
+                    "id \"%s\": must be 1..63 bytes of [A-Za-z0-9._-], starting alphanumeric",
+                    value);
+            return PW_ERR_INVAL;
+        }
+        pw_strlcpy(c->id, value, sizeof(c->id));
+        return PW_OK;
+    }
+    if (strcmp(key, "scheduler") == 0) {
+        if (strstr(value, "://") == NULL) {
+            set_err(errbuf, errlen, "scheduler \"%s\": expected a URL like %s", value,
+                    PW_AGENT_DEFAULT_SCHEDULER);
+            return PW_ERR_INVAL;
+        }
+        return set_str(c->scheduler_url, sizeof(c->scheduler_url), key, value, errbuf, errlen);
+    }
+    if (strcmp(key, "driver") == 0) {
+        if (pw_driver_find(value) == NULL) {
+            set_err(errbuf, errlen, "driver \"%s\": unknown (available: sim)", value);
+            return PW_ERR_INVAL;
+        }
+        return set_str(c->driver, sizeof(c->driver), key, value, errbuf, errlen);
+    }
+    if (strcmp(key, "topology_root") == 0)
+        return set_str(c->topology_root, sizeof(c->topology_root), key, value, errbuf, errlen);
+    if (strcmp(key, "label") == 0)
+        return set_label(c, value, errbuf, errlen);
+    if (strcmp(key, "vcpu_overcommit") == 0) {
+        if (parse_double(value, &d) != PW_OK || !(d > 0.0) || d > 1000.0) {
+            set_err(errbuf, errlen, "vcpu_overcommit \"%s\": expected a number in (0, 1000]",
+                    value);
+            return PW_ERR_INVAL;
+        }
+        c->vcpu_overcommit = d;
+        return PW_OK;
+    }
+    if (strcmp(key, "log_level") == 0) {
+        int l = pw_log_parse_level(value);
+        if (l < 0) {
+            set_err(errbuf, errlen, "log_level \"%s\": expected debug, info, warn or error",
+                    value);
+            return PW_ERR_INVAL;
+        }
+        c->log_level = (enum pw_log_level)l;
+        return PW_OK;
+    }
+    if (strcmp(key, "sim_restore_ms") == 0 || strcmp(key, "sim_jitter_ms") == 0 ||
+        strcmp(key, "sim_stop_ms") == 0) {
+        if (parse_ms(value, 3600 * 1000, &ms) != PW_OK) {
+            set_err(errbuf, errlen, "%s \"%s\": expected milliseconds in 0..3600000", key,
+                    value);
+            return PW_ERR_INVAL;
+        }
+        if (key[4] == 'r')
+            c->sim_restore_ms = ms;
+        else if (key[4] == 'j')
+            c->sim_jitter_ms = ms;
+        else
+            c->sim_stop_max_ms = ms;
+        return PW_OK;
+    }
+    if (strcmp(key, "sim_fail_rate") == 0) {
+        if (parse_double(value, &d) != PW_OK || d < 0.0 || d > 1.0) {
+            set_err(errbuf, errlen, "sim_fail_rate \"%s\": expected a number in [0, 1]", value);
+            return PW_ERR_INVAL;
+        }
+        c->sim_fail_rate = d;
+        return PW_OK;
+    }
+    if (strcmp(key, "sim_seed") == 0) {
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(value, &end, 10);
+        if (end == value || *end != '\0' || errno != 0 || value[0] == '-') {
+            set_err(errbuf, errlen, "sim_seed \"%s\": expected an unsigned integer", value);
+            return PW_ERR_INVAL;
+        }
+        c->sim_seed = v;
+        return PW_OK;
+    }
+    set_err(errbuf, errlen, "unknown key \"%s\"", key);
+    return PW_ERR_INVAL;
+}
+
+/* json_scalar turns a JSON string, number or bool into text for pw_agent_config_set. */
+static int json_scalar(const cJSON *v, char *out, size_t outlen)
+{
+    if (cJSON_IsString(v)) {
+        if (strlen(v->valuestring) >= outlen)
+            return PW_ERR_INVAL;
+        pw_strlcpy(out, v->valuestring, outlen);
+        return PW_OK;
+    }
+    if (cJSON_IsNumber(v)) {
+        double x = v->valuedouble;
+        if (x == floor(x) && fabs(x) < 9e15)
+            snprintf(out, outlen, "%.0f", x);
+        else
+            snprintf(out, outlen, "%.17g", x);
+        return PW_OK;
+    }
+    return PW_ERR_INVAL;
+}
+
+static int apply_json(struct pw_agent_config *c, const cJSON *root, const char *path,
+                      char *errbuf, size_t errlen)
+{
+    char why[256];
+    char text[PW_AGENT_PATH_MAX + PW_NAME_MAX + 2];
+    if (!cJSON_IsObject(root)) {
+        set_err(errbuf, errlen, "%s: expected a JSON object", path);
+        return PW_ERR_PARSE;
+    }
+    const cJSON *item;
+    cJSON_ArrayForEach(item, root)
+    {
+        const char *key = item->string;
+        if (strcmp(key, "labels") == 0) {
+            if (!cJSON_IsObject(item)) {
+                set_err(errbuf, errlen, "%s: labels: expected an object", path);
+                return PW_ERR_INVAL;
+            }
+            const cJSON *l;
+            cJSON_ArrayForEach(l, item)
+            {
+                if (!cJSON_IsString(l)) {
+                    set_err(errbuf, errlen, "%s: label %s: expected a string", path, l->string);
+                    return PW_ERR_INVAL;
+                }
+                snprintf(text, sizeof(text), "%s=%s", l->string, l->valuestring);
+                if (pw_agent_config_set(c, "label", text, why, sizeof(why)) != PW_OK) {
+                    set_err(errbuf, errlen, "%s: %s", path, why);
+                    return PW_ERR_INVAL;
+                }
+            }
+            continue;
+        }
+        if (json_scalar(item, text, sizeof(text)) != PW_OK) {
+            set_err(errbuf, errlen, "%s: %s: expected a string or number", path, key);
+            return PW_ERR_INVAL;
+        }
+        if (pw_agent_config_set(c, key, text, why, sizeof(why)) != PW_OK) {
+            set_err(errbuf, errlen, "%s: %s", path, why);
+            return PW_ERR_INVAL;
+        }
+    }
+    return PW_OK;
+}
+
+int pw_agent_config_load_file(struct pw_agent_config *c, const char *path, char *errbuf,
+                              size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        set_err(errbuf, errlen, "cannot open %s: %s", path, strerror(errno));
+        return PW_ERR_IO;
+    }
+    char *data = pw_xmalloc(CONFIG_FILE_MAX + 1);
+    size_t n = fread(data, 1, CONFIG_FILE_MAX + 1, f);
+    int bad = ferror(f);
+    fclose(f);
+    int rv = PW_OK;
+    cJSON *root = NULL;
+    /* Apply to a copy so a half-applied file never leaks into the config. */
+    struct pw_agent_config tmp = *c;
+    if (bad) {
+        set_err(errbuf, errlen, "cannot read %s", path);
+        rv = PW_ERR_IO;
+        goto out;
+    }
+    if (n > CONFIG_FILE_MAX) {
+        set_err(errbuf, errlen, "%s: larger than %d bytes", path, CONFIG_FILE_MAX);
+        rv = PW_ERR_PARSE;
+        goto out;
+    }
+    data[n] = '\0';
+    root = cJSON_ParseWithLength(data, n);
+    if (root == NULL) {
+        set_err(errbuf, errlen, "%s: not valid JSON", path);
+        rv = PW_ERR_PARSE;
+        goto out;
+    }
+    rv = apply_json(&tmp, root, path, errbuf, errlen);
+    if (rv == PW_OK)
+        *c = tmp;
+out:
+    cJSON_Delete(root);
+    free(data);
+    return rv;
+}
+
+int pw_agent_config_load_env(struct pw_agent_config *c, char *errbuf, size_t errlen)
+{
+    static const struct {
+        const char *env, *key;
+    } map[] = {
+        {"PREWARM_AGENT_ID", "id"},
+        {"PREWARM_SCHEDULER", "scheduler"},
+        {"PREWARM_DRIVER", "driver"},
+    };
+    char why[256];
+    for (size_t i = 0; i < PW_ARRAY_LEN(map); i++) {
+        const char *v = getenv(map[i].env);
+        if (v == NULL || v[0] == '\0')
+            continue;
+        if (pw_agent_config_set(c, map[i].key, v, why, sizeof(why)) != PW_OK) {
+            set_err(errbuf, errlen, "%s: %s", map[i].env, why);
+            return PW_ERR_INVAL;
+        }
+    }
+    return PW_OK;
+}
+
+int pw_agent_config_check(const struct pw_agent_config *c, char *errbuf, size_t errlen)
+{
+    if (c->id[0] == '\0') {
+        set_err(errbuf, errlen, "no agent id: use --id NAME or PREWARM_AGENT_ID");
+        return PW_ERR_INVAL;
+    }
+    if (pw_driver_find(c->driver) == NULL) {
+        set_err(errbuf, errlen, "driver \"%s\": unknown", c->driver);
+        return PW_ERR_INVAL;
+    }
+    if (c->outbox_max == 0 || c->initial_heartbeat_ms <= 0 || c->error_backoff_ms < 0) {
+        set_err(errbuf, errlen, "link settings out of range");
+        return PW_ERR_INVAL;
+    }
+    return PW_OK;
+}

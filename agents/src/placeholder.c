@@ -1,3 +1,0 @@
-/* placeholder: replaced by the module's real source. */
-int pw_placeholder_agents_placeholder(void);
-int pw_placeholder_agents_placeholder(void) { return 0; }

@@ -1,0 +1,753 @@
+/* test_agent.c — the agent against a fake scheduler: a real NNG rep0 socket on an ipc:// path in
+ * a temp dir, speaking the wire protocol through pw_proto_encode/decode. The agent runs in its
+ * own thread (pw_agent_run); the test thread is the scheduler. Every wait is bounded. */
+#include "pw/agent.h"
+#include "pw/error.h"
+#include "pw/proto.h"
+#include "pw/util.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <limits.h>
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/rep.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define FIXTURES PW_SOURCE_DIR "/tests/fixtures/topology"
+#define WAIT_MS 5000 /* upper bound for any single expectation */
+
+struct fake {
+    char dir[PATH_MAX];
+    char url[PATH_MAX + 16];
+    nng_socket rep;
+    struct pw_agent *agent;
+    pthread_t thread;
+    int running;
+};
+
+static void *agent_thread(void *arg)
+{
+    struct fake *f = arg;
+    pw_agent_run(f->agent);
+    return NULL;
+}
+
+/* fake_start listens, then starts an agent on fixture with cfg tweaks applied by tweak. */
+static void fake_start(struct fake *f, const char *fixture,
+                       void (*tweak)(struct pw_agent_config *c))
+{
+    memset(f, 0, sizeof(*f));
+    const char *base = getenv("TMPDIR");
+    snprintf(f->dir, sizeof(f->dir), "%s/pw-agent-XXXXXX",
+             base != NULL && base[0] != '\0' ? base : "/tmp");
+    assert_non_null(mkdtemp(f->dir));
+    snprintf(f->url, sizeof(f->url), "ipc://%s/sched.ipc", f->dir);
+    assert_int_equal(nng_rep0_open(&f->rep), 0);
+    assert_int_equal(nng_socket_set_size(f->rep, NNG_OPT_RECVMAXSZ, PW_PROTO_MAX_MSG), 0);
+    assert_int_equal(nng_listen(f->rep, f->url, NULL, 0), 0);
+
+    struct pw_agent_config c;
+    char err[256];
+    pw_agent_config_init(&c);
+    assert_int_equal(pw_agent_config_set(&c, "id", "host-1", err, sizeof(err)), PW_OK);
+    assert_int_equal(pw_agent_config_set(&c, "scheduler", f->url, err, sizeof(err)), PW_OK);
+    char root[PATH_MAX];
+    snprintf(root, sizeof(root), "%s/%s", FIXTURES, fixture);
+    assert_int_equal(pw_agent_config_set(&c, "topology_root", root, err, sizeof(err)), PW_OK);
+    assert_int_equal(pw_agent_config_set(&c, "label", "cloud=aws", err, sizeof(err)), PW_OK);
+    assert_int_equal(pw_agent_config_set(&c, "label", "zone=eu-west-1a", err, sizeof(err)),
+                     PW_OK);
+    c.sim_restore_ms = 100;
+    c.sim_stop_max_ms = 5;
+    c.handle_signals = 0;
+    c.error_backoff_ms = 200;
+    c.log_level = PW_LOG_WARN;
+    if (tweak != NULL)
+        tweak(&c);
+    pw_log_set_level(c.log_level);
+    f->agent = pw_agent_new(&c, err, sizeof(err));
+    if (f->agent == NULL)
+        fail_msg("pw_agent_new: %s", err);
+    assert_int_equal(pthread_create(&f->thread, NULL, agent_thread, f), 0);
+    f->running = 1;
+}
+
+static void fake_stop(struct fake *f)
+{
+    if (f->running) {
+        pw_agent_stop(f->agent);
+        pthread_join(f->thread, NULL);
+        f->running = 0;
+    }
+    pw_agent_free(f->agent);
+    nng_close(f->rep);
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof(path), "%s/sched.ipc", f->dir);
+    unlink(path);
+    rmdir(f->dir);
+}
+
+/* recv_req waits up to timeout_ms for the agent's next request. Returns 0 or NNG_ETIMEDOUT. */
+static int recv_req(struct fake *f, int timeout_ms, struct pw_msg *m)
+{
+    nng_socket_set_ms(f->rep, NNG_OPT_RECVTIMEO, timeout_ms);
+    nng_msg *msg;
+    int rv = nng_recvmsg(f->rep, &msg, 0);
+    if (rv != 0)
+        return rv;
+    char err[256] = "";
+    int prv = pw_proto_decode(nng_msg_body(msg), nng_msg_len(msg), m, err, sizeof(err));
+    if (prv != PW_OK)
+        fail_msg("agent sent an undecodable message (%s): %.*s", err, (int)nng_msg_len(msg),
+                 (char *)nng_msg_body(msg));
+    nng_msg_free(msg);
+    return 0;
+}
+
+static void send_msg(struct fake *f, const struct pw_msg *m)
+{
+    struct pw_buf b;
+    pw_buf_init(&b, PW_PROTO_MAX_MSG);
+    assert_int_equal(pw_proto_encode(m, &b), PW_OK);
+    assert_int_equal(nng_send(f->rep, b.data, b.len, 0), 0);
+    pw_buf_fini(&b);
+}
+
+static void send_error(struct fake *f, const char *code)
+{
+    struct pw_msg m;
+    pw_msg_init(&m, PW_MSG_ERROR);
+    pw_strlcpy(m.u.error.code, code, sizeof(m.u.error.code));
+    pw_strlcpy(m.u.error.message, "test", sizeof(m.u.error.message));
+    send_msg(f, &m);
+}
+
+/* A reply under construction: up to 8 commands. */
+struct reply {
+    struct pw_msg_reply r;
+    struct pw_cmd cmds[8];
+};
+
+static void reply_init(struct reply *rp, uint64_t epoch, uint64_t event_ack)
+{
+    memset(rp, 0, sizeof(*rp));
+    rp->r.epoch = epoch;
+    rp->r.event_ack = event_ack;
+    rp->r.heartbeat_ms = 5000; /* agent's request timeout becomes 11 s: far beyond any wait */
+    rp->r.cmds = rp->cmds;
+}
+
+static struct pw_cmd *add_cmd(struct reply *rp, uint64_t id, enum pw_cmd_type type,
+                              uint64_t vm_id)
+{
+    assert_true(rp->r.ncmds < PW_ARRAY_LEN(rp->cmds));
+    struct pw_cmd *c = &rp->cmds[rp->r.ncmds++];
+    memset(c, 0, sizeof(*c));
+    c->id = id;
+    c->type = type;
+    c->vm_id = vm_id;
+    c->numa_node = 0;
+    if (type == PW_CMD_PREWARM) {
+        pw_strlcpy(c->function, "fn-a", sizeof(c->function));
+        pw_strlcpy(c->image, "fn-a:v1", sizeof(c->image));
+        c->memory_mb = 512;
+        c->vcpus = 1;
+    }
+    return c;
+}
+
+static void send_reply(struct fake *f, const struct reply *rp)
+{
+    struct pw_msg m;
+    m.type = PW_MSG_REPLY;
+    m.u.reply = rp->r; /* borrowed arrays: never pw_msg_fini'd */
+    send_msg(f, &m);
+}
+
+typedef int (*req_pred)(const struct pw_msg *m, const void *arg);
+
+/* exchange answers the pending request with rp, then keeps answering every further request
+ * with the same reply (as a scheduler repeats unacknowledged commands) until one satisfies
+ * pred; that one is returned in *out, unanswered. */
+static void exchange(struct fake *f, const struct reply *rp, req_pred pred, const void *arg,
+                     struct pw_msg *out)
+{
+    int64_t deadline = pw_now_mono_ms() + WAIT_MS;
+    send_reply(f, rp);
+    for (;;) {
+        int64_t left = deadline - pw_now_mono_ms();
+        if (left <= 0 || recv_req(f, (int)left, out) != 0)
+            fail_msg("exchange: no matching request within %d ms", WAIT_MS);
+        if (pred(out, arg))
+            return;
+        pw_msg_fini(out);
+        send_reply(f, rp);
+    }
+}
+
+/* hold_until receives requests without answering any (the long poll is held) until one
+ * satisfies pred. */
+static void hold_until(struct fake *f, int timeout_ms, req_pred pred, const void *arg,
+                       struct pw_msg *out)
+{
+    int64_t deadline = pw_now_mono_ms() + timeout_ms;
+    for (;;) {
+        int64_t left = deadline - pw_now_mono_ms();
+        if (left <= 0 || recv_req(f, (int)left, out) != 0)
+            fail_msg("hold_until: no matching request within %d ms", timeout_ms);
+        if (pred(out, arg))
+            return;
+        pw_msg_fini(out);
+    }
+}
+
+/* ---- predicates ---- */
+
+static int is_report(const struct pw_msg *m, const void *arg)
+{
+    (void)arg;
+    return m->type == PW_MSG_REPORT;
+}
+
+static int is_hello(const struct pw_msg *m, const void *arg)
+{
+    (void)arg;
+    return m->type == PW_MSG_HELLO;
+}
+
+static int cmd_ack_is(const struct pw_msg *m, const void *arg)
+{
+    return m->type == PW_MSG_REPORT && m->u.report.cmd_ack == *(const uint64_t *)arg;
+}
+
+static int has_inventory(const struct pw_msg *m, const void *arg)
+{
+    (void)arg;
+    return m->type == PW_MSG_REPORT && m->u.report.has_inventory;
+}
+
+static int no_events(const struct pw_msg *m, const void *arg)
+{
+    (void)arg;
+    return m->type == PW_MSG_REPORT && m->u.report.nevents == 0;
+}
+
+struct want_ev {
+    uint64_t vm_id;
+    enum pw_avm_state state;
+};
+
+static const struct pw_agent_event *find_event(const struct pw_msg *m, uint64_t vm_id,
+                                               enum pw_avm_state state)
+{
+    if (m->type != PW_MSG_REPORT)
+        return NULL;
+    for (size_t i = 0; i < m->u.report.nevents; i++)
+        if (m->u.report.events[i].vm_id == vm_id && m->u.report.events[i].state == state)
+            return &m->u.report.events[i];
+    return NULL;
+}
+
+static int has_event(const struct pw_msg *m, const void *arg)
+{
+    const struct want_ev *w = arg;
+    return find_event(m, w->vm_id, w->state) != NULL;
+}
+
+static const struct pw_vm_info *find_vm(const struct pw_vm_info *vms, size_t n, uint64_t vm_id)
+{
+    for (size_t i = 0; i < n; i++)
+        if (vms[i].vm_id == vm_id)
+            return &vms[i];
+    return NULL;
+}
+
+/* start_session receives the hello and returns it in *hello. */
+static void start_session(struct fake *f, struct pw_msg *hello)
+{
+    assert_int_equal(recv_req(f, WAIT_MS, hello), 0);
+    assert_int_equal(hello->type, PW_MSG_HELLO);
+}
+
+/* ---- tests ---- */
+
+static void test_hello_content(void **state)
+{
+    (void)state;
+    struct fake f;
+    struct pw_msg m;
+    fake_start(&f, "2node", NULL);
+    start_session(&f, &m);
+    const struct pw_msg_hello *h = &m.u.hello;
+    assert_string_equal(h->agent_id, "host-1");
+    assert_int_equal(strlen(h->boot_id), 16);
+    assert_int_equal(strspn(h->boot_id, "0123456789abcdef"), 16);
+    assert_string_equal(h->driver, "sim");
+    assert_string_equal(h->version, PW_VERSION_STRING);
+    assert_int_equal(h->epoch, 0);
+    assert_int_equal(h->cmd_ack, 0);
+    assert_int_equal(h->nlabels, 2);
+    assert_string_equal(h->labels[0].key, "cloud");
+    assert_string_equal(h->labels[0].value, "aws");
+    assert_string_equal(h->labels[1].key, "zone");
+    assert_string_equal(h->labels[1].value, "eu-west-1a");
+    assert_int_equal(h->nnuma, 2);
+    assert_string_equal(h->numa[0].cpulist, "0-3");
+    assert_string_equal(h->numa[1].cpulist, "4-7");
+    assert_int_equal(h->numa[1].id, 1);
+    assert_int_equal(h->numa[1].ncpus, 4);
+    assert_int_equal(h->numa[1].mem_total_mb, 16384);
+    assert_int_equal(h->numa[1].mem_free_mb, 15872);
+    assert_int_equal(h->numa[1].vcpu_total, 4);
+    assert_int_equal(h->numa[1].vcpu_free, 4);
+    assert_int_equal(h->nvms, 0);
+    pw_msg_fini(&m);
+
+    /* The first report follows the reply at once, with the load from the fixture. */
+    struct reply rp;
+    reply_init(&rp, 1, 0);
+    exchange(&f, &rp, is_report, NULL, &m);
+    assert_int_equal(m.u.report.seq, 1);
+    assert_int_equal(m.u.report.epoch, 1);
+    assert_int_equal(m.u.report.cmd_ack, 0);
+    assert_true(m.u.report.load > 1.49 && m.u.report.load < 1.51);
+    assert_int_equal(m.u.report.nnuma, 2);
+    assert_int_equal(m.u.report.nevents, 0);
+    assert_int_equal(m.u.report.has_inventory, 0);
+    pw_msg_fini(&m);
+    fake_stop(&f);
+}
+
+/* A prewarm's RUNNING event must cut the long poll short: the report the fake holds is
+ * cancelled and a new one with the event arrives well before the heartbeat (5 s). Then the
+ * event repeats until acknowledged. */
+static void test_prewarm_running_early(void **state)
+{
+    (void)state;
+    struct fake f;
+    struct pw_msg m;
+    fake_start(&f, "1node", NULL);
+    start_session(&f, &m);
+    pw_msg_fini(&m);
+
+    struct reply rp;
+    reply_init(&rp, 1, 0);
+    add_cmd(&rp, 1, PW_CMD_PREWARM, 42);
+    int64_t t0 = pw_now_mono_ms();
+    uint64_t ack = 1;
+    exchange(&f, &rp, cmd_ack_is, &ack, &m);
+    assert_int_equal(m.u.report.nnuma, 1);
+    assert_int_equal(m.u.report.numa[0].mem_free_mb, 7168 - 512);
+    assert_int_equal(m.u.report.numa[0].vcpu_free, 3);
+    pw_msg_fini(&m);
+
+    /* Hold that report; the next request must come by itself, carrying RUNNING. */
+    struct want_ev w = {42, PW_AVM_RUNNING};
+    hold_until(&f, 2000, has_event, &w, &m);
+    int64_t took = pw_now_mono_ms() - t0;
+    const struct pw_agent_event *ev = find_event(&m, 42, PW_AVM_RUNNING);
+    print_message("RUNNING reported %lld ms after the prewarm (restore 100 ms)\n",
+                  (long long)took);
+    assert_true(took >= 90);
+    assert_true(took < 1500);
+    assert_true(ev->restore_ms >= 90 && ev->restore_ms < 1500);
+    assert_string_equal(ev->function, "fn-a");
+    assert_int_equal(ev->numa_node, 0);
+    assert_true(strncmp(ev->address, "127.0.0.1:", 10) == 0);
+    uint64_t seq = ev->seq;
+    pw_msg_fini(&m);
+
+    /* Not acknowledged: repeated in the next report. */
+    reply_init(&rp, 1, 0);
+    exchange(&f, &rp, is_report, NULL, &m);
+    ev = find_event(&m, 42, PW_AVM_RUNNING);
+    assert_non_null(ev);
+    assert_int_equal(ev->seq, seq);
+    pw_msg_fini(&m);
+
+    /* Acknowledged: gone from the next report. */
+    reply_init(&rp, 1, seq);
+    exchange(&f, &rp, is_report, NULL, &m);
+    assert_int_equal(m.u.report.nevents, 0);
+    pw_msg_fini(&m);
+    fake_stop(&f);
+}
+
+static void slow_restore(struct pw_agent_config *c) { c->sim_restore_ms = 60000; }
+
+/* Commands run once per (epoch, id); a lower epoch is refused; a higher epoch resets the
+ * command ids. */
+static void test_dedupe_and_epochs(void **state)
+{
+    (void)state;
+    struct fake f;
+    struct pw_msg m;
+    fake_start(&f, "1node", slow_restore);
+    start_session(&f, &m);
+    pw_msg_fini(&m);
+
+    struct reply rp;
+    reply_init(&rp, 5, 0);
+    add_cmd(&rp, 1, PW_CMD_PREWARM, 1);
+    uint64_t ack = 1;
+    exchange(&f, &rp, cmd_ack_is, &ack, &m);
+    assert_int_equal(m.u.report.epoch, 5);
+    pw_msg_fini(&m);
+
+    /* The same command again, and a different one under the same id: neither runs. */
+    reply_init(&rp, 5, 0);
+    add_cmd(&rp, 1, PW_CMD_PREWARM, 1);
+    rp.r.want_inventory = 1;
+    exchange(&f, &rp, has_inventory, NULL, &m);
+    assert_int_equal(m.u.report.cmd_ack, 1);
+    assert_int_equal(m.u.report.nvms, 1);
+    assert_int_equal(m.u.report.nevents, 0);
+    pw_msg_fini(&m);
+    reply_init(&rp, 5, 0);
+    add_cmd(&rp, 1, PW_CMD_PREWARM, 2);
+    rp.r.want_inventory = 1;
+    exchange(&f, &rp, has_inventory, NULL, &m);
+    assert_int_equal(m.u.report.cmd_ack, 1);
+    assert_int_equal(m.u.report.nvms, 1);
+    assert_int_equal(m.u.report.vms[0].vm_id, 1);
+    assert_int_equal(m.u.report.vms[0].state, PW_AVM_RESTORING);
+    pw_msg_fini(&m);
+
+    /* A deposed leader (epoch 4) is refused entirely, inventory request included. */
+    reply_init(&rp, 4, 0);
+    add_cmd(&rp, 2, PW_CMD_PREWARM, 3);
+    rp.r.want_inventory = 1;
+    send_reply(&f, &rp);
+    assert_int_equal(recv_req(&f, WAIT_MS, &m), 0);
+    assert_int_equal(m.type, PW_MSG_REPORT);
+    assert_int_equal(m.u.report.epoch, 5);
+    assert_int_equal(m.u.report.cmd_ack, 1);
+    assert_int_equal(m.u.report.has_inventory, 0);
+    pw_msg_fini(&m);
+    reply_init(&rp, 5, 0);
+    rp.r.want_inventory = 1;
+    exchange(&f, &rp, has_inventory, NULL, &m);
+    assert_int_equal(m.u.report.nvms, 1);
+    assert_null(find_vm(m.u.report.vms, m.u.report.nvms, 3));
+    pw_msg_fini(&m);
+
+    /* A new leader (epoch 6) starts its ids again at 1. */
+    reply_init(&rp, 6, 0);
+    add_cmd(&rp, 1, PW_CMD_PREWARM, 4);
+    rp.r.want_inventory = 1;
+    exchange(&f, &rp, has_inventory, NULL, &m);
+    assert_int_equal(m.u.report.epoch, 6);
+    assert_int_equal(m.u.report.cmd_ack, 1);
+    assert_int_equal(m.u.report.nvms, 2);
+    assert_non_null(find_vm(m.u.report.vms, m.u.report.nvms, 1));
+    assert_non_null(find_vm(m.u.report.vms, m.u.report.nvms, 4));
+    pw_msg_fini(&m);
+    fake_stop(&f);
+}
+
+static int gone_7_and_99(const struct pw_msg *m, const void *arg)
+{
+    (void)arg;
+    return find_event(m, 7, PW_AVM_GONE) != NULL && find_event(m, 99, PW_AVM_GONE) != NULL;
+}
+
+/* Lease bookkeeping, DESTROY -> GONE, and DESTROY of an unknown VM -> GONE anyway. */
+static void test_lease_and_destroy(void **state)
+{
+    (void)state;
+    struct fake f;
+    struct pw_msg m;
+    fake_start(&f, "1node", NULL);
+    start_session(&f, &m);
+    pw_msg_fini(&m);
+
+    struct reply rp;
+    reply_init(&rp, 1, 0);
+    add_cmd(&rp, 1, PW_CMD_PREWARM, 7);
+    struct want_ev w = {7, PW_AVM_RUNNING};
+    exchange(&f, &rp, has_event, &w, &m);
+    uint64_t seq = find_event(&m, 7, PW_AVM_RUNNING)->seq;
+    pw_msg_fini(&m);
+
+    reply_init(&rp, 1, seq);
+    struct pw_cmd *c = add_cmd(&rp, 2, PW_CMD_LEASE, 7);
+    c->lease_id = 0xabc;
+    c->lease_ttl_ms = 30000;
+    rp.r.want_inventory = 1;
+    exchange(&f, &rp, has_inventory, NULL, &m);
+    const struct pw_vm_info *vm = find_vm(m.u.report.vms, m.u.report.nvms, 7);
+    assert_non_null(vm);
+    assert_int_equal(vm->state, PW_AVM_RUNNING);
+    assert_int_equal(vm->lease_id, 0xabc);
+    assert_true(vm->lease_left_ms > 25000 && vm->lease_left_ms <= 30000);
+    assert_true(strncmp(vm->address, "127.0.0.1:", 10) == 0);
+    pw_msg_fini(&m);
+
+    reply_init(&rp, 1, seq);
+    add_cmd(&rp, 3, PW_CMD_UNLEASE, 7);
+    rp.r.want_inventory = 1;
+    exchange(&f, &rp, has_inventory, NULL, &m);
+    vm = find_vm(m.u.report.vms, m.u.report.nvms, 7);
+    assert_non_null(vm);
+    assert_int_equal(vm->lease_id, 0);
+    pw_msg_fini(&m);
+
+    reply_init(&rp, 1, seq);
+    add_cmd(&rp, 4, PW_CMD_DESTROY, 7);
+    add_cmd(&rp, 5, PW_CMD_DESTROY, 99);
+    exchange(&f, &rp, gone_7_and_99, NULL, &m);
+    assert_int_equal(m.u.report.cmd_ack, 5);
+    assert_int_equal(m.u.report.numa[0].mem_free_mb, 7168);
+    uint64_t last = 0;
+    for (size_t i = 0; i < m.u.report.nevents; i++)
+        last = PW_MAX(last, m.u.report.events[i].seq);
+    pw_msg_fini(&m);
+
+    reply_init(&rp, 1, last);
+    rp.r.want_inventory = 1;
+    exchange(&f, &rp, has_inventory, NULL, &m);
+    assert_int_equal(m.u.report.nvms, 0);
+    assert_int_equal(m.u.report.nevents, 0);
+    pw_msg_fini(&m);
+    fake_stop(&f);
+}
+
+/* "rehello" makes the agent say hello again, with the running VM in its inventory; any other
+ * error backs off before the next report. */
+static void test_rehello_and_errors(void **state)
+{
+    (void)state;
+    struct fake f;
+    struct pw_msg m;
+    fake_start(&f, "2node", NULL);
+    start_session(&f, &m);
+    pw_msg_fini(&m);
+
+    struct reply rp;
+    reply_init(&rp, 3, 0);
+    struct pw_cmd *c = add_cmd(&rp, 1, PW_CMD_PREWARM, 5);
+    c->numa_node = 1;
+    c->memory_mb = 1024;
+    struct want_ev w = {5, PW_AVM_RUNNING};
+    exchange(&f, &rp, has_event, &w, &m);
+    pw_msg_fini(&m);
+
+    int64_t t0 = pw_now_mono_ms();
+    send_error(&f, "busy");
+    assert_int_equal(recv_req(&f, WAIT_MS, &m), 0);
+    assert_int_equal(m.type, PW_MSG_REPORT);
+    assert_true(pw_now_mono_ms() - t0 >= 150); /* error_backoff_ms = 200 */
+    pw_msg_fini(&m);
+
+    send_error(&f, "rehello");
+    hold_until(&f, WAIT_MS, is_hello, NULL, &m);
+    const struct pw_msg_hello *h = &m.u.hello;
+    assert_int_equal(h->epoch, 3);
+    assert_int_equal(h->cmd_ack, 1);
+    assert_int_equal(h->event_seq, 1);
+    assert_int_equal(h->nvms, 1);
+    assert_int_equal(h->vms[0].vm_id, 5);
+    assert_int_equal(h->vms[0].state, PW_AVM_RUNNING);
+    assert_int_equal(h->vms[0].numa_node, 1);
+    assert_int_equal(h->vms[0].memory_mb, 1024);
+    assert_string_equal(h->vms[0].function, "fn-a");
+    assert_true(strncmp(h->vms[0].address, "127.0.0.1:", 10) == 0);
+    assert_int_equal(h->numa[1].mem_free_mb, 15872 - 1024);
+    assert_int_equal(h->numa[0].mem_free_mb, 15360);
+    pw_msg_fini(&m);
+
+    reply_init(&rp, 3, 1);
+    exchange(&f, &rp, no_events, NULL, &m);
+    assert_int_equal(m.u.report.cmd_ack, 1);
+    pw_msg_fini(&m);
+    fake_stop(&f);
+}
+
+static int acked_5(const struct pw_msg *m, const void *arg)
+{
+    (void)arg;
+    return m->type == PW_MSG_REPORT && m->u.report.cmd_ack == 5;
+}
+
+/* Memory (and vCPU) accounting per NUMA node: what does not fit fails with a clear reason. */
+static void test_memory_accounting(void **state)
+{
+    (void)state;
+    struct fake f;
+    struct pw_msg m;
+    fake_start(&f, "1node", slow_restore);
+    start_session(&f, &m);
+    pw_msg_fini(&m);
+
+    /* Node 0 offers 7168 MB (MemFree) and 4 vCPUs. */
+    struct reply rp;
+    reply_init(&rp, 1, 0);
+    add_cmd(&rp, 1, PW_CMD_PREWARM, 10)->memory_mb = 8000;
+    add_cmd(&rp, 2, PW_CMD_PREWARM, 11)->memory_mb = 4096;
+    add_cmd(&rp, 3, PW_CMD_PREWARM, 12)->memory_mb = 4096;
+    add_cmd(&rp, 4, PW_CMD_PREWARM, 13)->vcpus = 64;
+    add_cmd(&rp, 5, PW_CMD_PREWARM, 14)->numa_node = 3;
+    exchange(&f, &rp, acked_5, NULL, &m);
+    const struct pw_agent_event *ev;
+    ev = find_event(&m, 10, PW_AVM_FAILED);
+    assert_non_null(ev);
+    assert_non_null(strstr(ev->error, "no memory on node 0"));
+    assert_null(find_event(&m, 11, PW_AVM_FAILED));
+    ev = find_event(&m, 12, PW_AVM_FAILED);
+    assert_non_null(ev);
+    assert_non_null(strstr(ev->error, "no memory on node 0"));
+    ev = find_event(&m, 13, PW_AVM_FAILED);
+    assert_non_null(ev);
+    assert_non_null(strstr(ev->error, "no vCPUs on node 0"));
+    ev = find_event(&m, 14, PW_AVM_FAILED);
+    assert_non_null(ev);
+    assert_non_null(strstr(ev->error, "no NUMA node 3"));
+    assert_int_equal(m.u.report.numa[0].mem_free_mb, 7168 - 4096);
+    assert_int_equal(m.u.report.numa[0].vcpu_free, 3);
+    pw_msg_fini(&m);
+    fake_stop(&f);
+}
+
+static void tiny_outbox(struct pw_agent_config *c) { c->outbox_max = 3; }
+
+static int acked_6(const struct pw_msg *m, const void *arg)
+{
+    (void)arg;
+    return m->type == PW_MSG_REPORT && m->u.report.cmd_ack == 6;
+}
+
+/* The outbox is bounded: the oldest events go, and the inventory comes instead. */
+static void test_outbox_bound(void **state)
+{
+    (void)state;
+    struct fake f;
+    struct pw_msg m;
+    fake_start(&f, "1node", tiny_outbox);
+    start_session(&f, &m);
+    pw_msg_fini(&m);
+    struct reply rp;
+    reply_init(&rp, 1, 0);
+    for (uint64_t i = 1; i <= 6; i++)
+        add_cmd(&rp, i, PW_CMD_DESTROY, 100 + i);
+    exchange(&f, &rp, acked_6, NULL, &m);
+    assert_int_equal(m.u.report.nevents, 3);
+    assert_int_equal(m.u.report.events[0].vm_id, 104);
+    assert_int_equal(m.u.report.events[2].vm_id, 106);
+    assert_int_equal(m.u.report.has_inventory, 1);
+    pw_msg_fini(&m);
+    fake_stop(&f);
+}
+
+/* Stopping before the scheduler ever answers is clean and quick. */
+static void test_stop_unanswered(void **state)
+{
+    (void)state;
+    struct fake f;
+    struct pw_msg m;
+    fake_start(&f, "4node", NULL);
+    start_session(&f, &m);
+    assert_int_equal(m.u.hello.nnuma, 4);
+    pw_msg_fini(&m);
+    int64_t t0 = pw_now_mono_ms();
+    fake_stop(&f);
+    assert_true(pw_now_mono_ms() - t0 < 2000);
+}
+
+/* Config sources: file, then environment on top; every value validated the same way. */
+static void test_config_sources(void **state)
+{
+    (void)state;
+    char dir[PATH_MAX], path[PATH_MAX + 16], err[256] = "";
+    const char *base = getenv("TMPDIR");
+    snprintf(dir, sizeof(dir), "%s/pw-agentcfg-XXXXXX",
+             base != NULL && base[0] != '\0' ? base : "/tmp");
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/agent.json", dir);
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs("{\"id\": \"host-9\", \"scheduler\": \"tcp://10.0.0.5:7070\", "
+          "\"labels\": {\"cloud\": \"gcp\", \"cost\": \"0.12\"}, \"sim_restore_ms\": 150, "
+          "\"sim_jitter_ms\": \"2s\", \"sim_fail_rate\": 0.25, \"vcpu_overcommit\": 2, "
+          "\"log_level\": \"debug\"}",
+          fp);
+    fclose(fp);
+
+    struct pw_agent_config c;
+    pw_agent_config_init(&c);
+    assert_int_equal(pw_agent_config_load_file(&c, path, err, sizeof(err)), PW_OK);
+    assert_string_equal(c.id, "host-9");
+    assert_string_equal(c.scheduler_url, "tcp://10.0.0.5:7070");
+    assert_int_equal(c.nlabels, 2);
+    assert_string_equal(c.labels[1].key, "cost");
+    assert_int_equal(c.sim_restore_ms, 150);
+    assert_int_equal(c.sim_jitter_ms, 2000);
+    assert_true(c.sim_fail_rate > 0.24 && c.sim_fail_rate < 0.26);
+    assert_true(c.vcpu_overcommit > 1.99 && c.vcpu_overcommit < 2.01);
+    assert_int_equal(c.log_level, PW_LOG_DEBUG);
+
+    /* The environment wins over the file. */
+    setenv("PREWARM_SCHEDULER", "ipc:///tmp/other.ipc", 1);
+    assert_int_equal(pw_agent_config_load_env(&c, err, sizeof(err)), PW_OK);
+    assert_string_equal(c.scheduler_url, "ipc:///tmp/other.ipc");
+    setenv("PREWARM_DRIVER", "qemu-not-yet", 1);
+    assert_int_equal(pw_agent_config_load_env(&c, err, sizeof(err)), PW_ERR_INVAL);
+    assert_non_null(strstr(err, "PREWARM_DRIVER"));
+    unsetenv("PREWARM_SCHEDULER");
+    unsetenv("PREWARM_DRIVER");
+
+    /* Bad values are refused with a reason, the config left as it was. */
+    static const char *const bad[][2] = {
+        {"id", "bad id"},           {"id", ""},
+        {"scheduler", "localhost"}, {"label", "novalue"},
+        {"label", "-x=1"},          {"sim_fail_rate", "1.5"},
+        {"sim_restore_ms", "-5"},   {"vcpu_overcommit", "0"},
+        {"log_level", "loud"},      {"sim_seed", "-1"},
+        {"nonsense", "1"},          {"driver", "xen"},
+    };
+    for (size_t i = 0; i < PW_ARRAY_LEN(bad); i++) {
+        err[0] = '\0';
+        if (pw_agent_config_set(&c, bad[i][0], bad[i][1], err, sizeof(err)) != PW_ERR_INVAL)
+            fail_msg("%s=%s accepted", bad[i][0], bad[i][1]);
+        assert_true(err[0] != '\0');
+    }
+    assert_string_equal(c.id, "host-9");
+
+    /* A broken file changes nothing. */
+    fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs("{\"id\": \"host-10\", \"sim_fail_rate\": 7}", fp);
+    fclose(fp);
+    assert_int_equal(pw_agent_config_load_file(&c, path, err, sizeof(err)), PW_ERR_INVAL);
+    assert_string_equal(c.id, "host-9");
+    fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs("{not json", fp);
+    fclose(fp);
+    assert_int_equal(pw_agent_config_load_file(&c, path, err, sizeof(err)), PW_ERR_PARSE);
+    unlink(path);
+    rmdir(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_hello_content),
+        cmocka_unit_test(test_prewarm_running_early),
+        cmocka_unit_test(test_dedupe_and_epochs),
+        cmocka_unit_test(test_lease_and_destroy),
+        cmocka_unit_test(test_rehello_and_errors),
+        cmocka_unit_test(test_memory_accounting),
+        cmocka_unit_test(test_outbox_bound),
+        cmocka_unit_test(test_stop_unanswered),
+        cmocka_unit_test(test_config_sources),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
