@@ -150,7 +150,11 @@ static void on_written(void *arg, int err, const char *msg)
     pw_buf_init(&b, 1 << 16);
     if (w->kind == WRITE_PUT) {
         pw_core_function_put(d->core, now, &w->spec);
-        function_json(&b, &w->spec);
+        struct pw_pool_view v;
+        if (w->pool_only && pw_core_pool_view(d->core, w->spec.name, &v) == PW_OK)
+            pool_json(&b, &v);
+        else
+            function_json(&b, &w->spec);
         pw_log_info("api", "function %s: policy %s min %u max %u keepalive %" PRId64 " ms", w->spec.name,
                     pw_policy_str(w->spec.pool.kind), w->spec.pool.min, w->spec.pool.max, w->spec.pool.keepalive_ms);
     } else {
@@ -165,7 +169,7 @@ static void on_written(void *arg, int err, const char *msg)
     free(w);
 }
 
-static void write_spec(struct pw_daemon *d, struct pw_http_req *r, const struct pw_function_spec *spec)
+static void write_spec(struct pw_daemon *d, struct pw_http_req *r, const struct pw_function_spec *spec, int pool_only)
 {
     char why[160];
     if (pw_function_spec_validate(spec, why, sizeof(why)) != PW_OK) {
@@ -176,6 +180,7 @@ static void write_spec(struct pw_daemon *d, struct pw_http_req *r, const struct 
     w->d = d;
     w->http = r;
     w->kind = WRITE_PUT;
+    w->pool_only = pool_only;
     w->spec = *spec;
     pw_store_put_function(d->store, spec, "api", on_written, w);
 }
@@ -212,7 +217,7 @@ static void put_function(struct pw_daemon *d, struct pw_http_req *r, const char 
     s.vcpus = (uint32_t)vcpus;
     if (s.image[0] == '\0')
         pw_strlcpy(s.image, s.name, sizeof(s.image)); /* the image defaults to the function's name */
-    write_spec(d, r, &s);
+    write_spec(d, r, &s, 0);
 }
 
 static void put_pool(struct pw_daemon *d, struct pw_http_req *r, const char *name)
@@ -228,7 +233,7 @@ static void put_pool(struct pw_daemon *d, struct pw_http_req *r, const char *nam
     int ok = apply_pool(r, j, &s.pool);
     cJSON_Delete(j);
     if (ok)
-        write_spec(d, r, &s);
+        write_spec(d, r, &s, 1);
 }
 
 static void delete_function(struct pw_daemon *d, struct pw_http_req *r, const char *name)

@@ -36,7 +36,8 @@ struct parked {
 struct pending_write {
     struct pw_daemon *d;
     struct pw_http_req *http;
-    int kind; /* WRITE_PUT, WRITE_DELETE */
+    int kind;      /* WRITE_PUT, WRITE_DELETE */
+    int pool_only; /* PUT .../pool: answer with the pool object */
     struct pw_function_spec spec;
     int existed;
 };
