@@ -15,6 +15,7 @@ Prints one line per check and "N passed, M failed" last; exits non-zero on any f
 import os
 import signal
 import sys
+import subprocess
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -279,6 +280,8 @@ def check_i(c):
     ids_before = sorted(v["vm_id"] for v in vms_before)
     expect(len(ids_before) == len(set(ids_before)), "no duplicate vm_ids before the restart", ids_before)
     f1_target = c.pool(F1).get("target_idle")
+    State.acquires_before_restart = {fn: c.pool(fn).get("acquires", 0) for fn in (F1, F2)}
+    time.sleep(1.5)  # telemetry is flushed about once a second; what a SIGKILL loses is not the point here
 
     c.kill_scheduler(signal.SIGKILL)
     c.start_scheduler(wait=True)
@@ -307,6 +310,34 @@ def check_i(c):
     return "%d VMs adopted" % len(ids)
 
 
+# ---- (j) ------------------------------------------------------------------------------------
+def check_j(c):
+    """Every acquire is one invocation in the forecasting history: counted per function per
+    minute and written to PostgreSQL in batches (flushed about once a second)."""
+    for fn in (F1, F2):
+        st, lease = c.http("POST", "/v1/functions/%s/acquire" % fn, {"timeout_ms": 5000})
+        expect(st == 200, "acquire %s -> %s" % (fn, st), lease)
+        st, body = c.http("POST", "/v1/leases/%s/release" % lease["lease_id"], {"duration_ms": 3})
+        expect(st == 200, "release %s -> %s" % (fn, st), body)
+    before = getattr(State, "acquires_before_restart", {F1: 0, F2: 0})
+    acquires = {fn: before[fn] + c.pool(fn).get("acquires", 0) for fn in (F1, F2)}
+    psql = "/usr/lib/postgresql/15/bin/psql"
+    if not os.path.exists(psql):
+        psql = "psql"
+
+    def stored():
+        r = subprocess.run([psql, "-h", c.pg.dir, "-U", "postgres", "-d", "postgres", "-At", "-c",
+                            "SELECT function, sum(count) FROM invocation_minutes GROUP BY function"],
+                           capture_output=True, text=True, timeout=10)
+        rows = dict(line.split("|") for line in r.stdout.split() if "|" in line)
+        got = {fn: int(rows.get(fn, 0)) for fn in (F1, F2)}
+        # Pool counters restart with prewarmd; the table keeps everything since the first start.
+        return all(got[fn] == acquires[fn] > 0 for fn in (F1, F2)), {"stored": got, "pool_acquires": acquires,
+                                                                       "psql_err": r.stderr[-300:]}
+    wait_until(stored, 5.0, "invocation_minutes holds exactly the acquires made before and after the restart")
+    return "stored per-minute counts cover %s" % acquires
+
+
 def main():
     checks = Checks("test_foundation: PostgreSQL + prewarmd + 2 agents (sim)")
     cluster = Cluster(agents=AGENTS, heartbeat_ms=HEARTBEAT_MS, sim_restore_ms=RESTORE_MS,
@@ -324,7 +355,8 @@ def main():
                              ("(f) bad input rejected, state unchanged", check_f),
                              ("(g) killed agent declared dead, pool refills elsewhere", check_g),
                              ("(h) restarted agent alive again", check_h),
-                             ("(i) prewarmd restart keeps config and adopts VMs", check_i)):
+                             ("(i) prewarmd restart keeps config and adopts VMs", check_i),
+                             ("(j) invocations reach PostgreSQL per function per minute", check_j)):
                 checks.check(name, fn, c)
             if checks.ok:
                 c.stop()  # graceful stop so sanitizer leak reports reach the logs

@@ -1125,6 +1125,90 @@ static void test_agent_restart(void **state)
     env_free(e);
 }
 
+/* restoring -> stopping: a function deleted while its VMs restore; the late RUNNING event of a
+ * VM already being stopped changes nothing. failed -> gone: the agent dies with a failed VM. */
+static void test_restoring_stopping_and_failed_gone(void **state)
+{
+    (void)state;
+    struct env *e = env_new(1, 0);
+    do_hello(e, "h1", 1, 4096);
+    put_fn(e, "f", PW_POLICY_FIXED, 2, 10, 60000, 128);
+    struct sim_agent *a = agent(e, "h1");
+    struct pw_msg r = report(e, a);
+    exec_cmds(a, &r, 0);
+    pw_msg_fini(&r);
+    assert_int_equal(pool(e, "f").restoring, 2);
+    e->nacts = 0;
+    assert_int_equal(pw_core_function_delete(e->c, e->now, "f"), PW_OK);
+    drain(e);
+    assert_int_equal(count_acts(e, PW_ACT_AGENT_CMD, PW_CMD_DESTROY), 2);
+    struct pw_vm_view vv;
+    size_t n = 0;
+    for (size_t i = 0; pw_core_vm_at(e->c, i, &vv); i++, n++)
+        assert_int_equal(vv.state, PW_VM_STOPPING);
+    assert_int_equal(n, 2);
+    /* The restores finish before the destroys reach the agent. */
+    finish_restores(e, "h1");
+    for (size_t i = 0; pw_core_vm_at(e->c, i, &vv); i++)
+        assert_int_equal(vv.state, PW_VM_STOPPING);
+    sync_all(e);
+    assert_int_equal(pw_core_vm_at(e->c, 0, &vv), 0);
+
+    /* failed -> gone: a VM fails, and its agent dies before the destroy is acknowledged. */
+    put_fn(e, "g", PW_POLICY_FIXED, 1, 1, 60000, 128);
+    r = report(e, a);
+    exec_cmds(a, &r, 0);
+    pw_msg_fini(&r);
+    uint64_t vm = a->vms[a->nvms - 1].vm_id;
+    add_event(a, vm, PW_AVM_FAILED, "g");
+    r = report(e, a);
+    pw_msg_fini(&r);
+    assert_int_equal(pool(e, "g").stopping, 1);
+    assert_int_equal(pool(e, "g").restoring, 1); /* replaced at once: max counts live VMs only */
+    e->nacts = 0;
+    tick(e, 3001);
+    struct pw_host_view hv;
+    pw_core_host_find(e->c, "h1", &hv);
+    assert_int_equal(hv.state, PW_HOST_DEAD);
+    assert_int_equal(pool(e, "g").stopping, 0);
+    assert_int_equal(pool(e, "g").restoring, 0);
+    assert_int_equal(pw_core_vm_at(e->c, 0, &vv), 0);
+    env_free(e);
+}
+
+/* Lease lifecycle end to end in one place: granted (warm), released, granted (cold, after a
+ * restore), expired; and a lease on a VM whose agent died ends with it. */
+static void test_lease_lifecycle(void **state)
+{
+    (void)state;
+    struct env *e = env_new(1, 0);
+    do_hello(e, "h1", 1, 4096);
+    put_fn(e, "f", PW_POLICY_KEEPALIVE, 0, 10, 60000, 128);
+    struct pw_core_stats st;
+    assert_int_equal(pw_core_acquire(e->c, e->now, "f", 1, e->now + 5000), PW_OK);
+    drain(e);
+    sync_all(e);
+    const struct pw_action *a1 = find_answer(e, 1);
+    assert_int_equal(a1->u.answer.lease.cold, 1);
+    pw_core_stats(e->c, &st);
+    assert_int_equal(st.leases, 1);
+    assert_int_equal(pw_core_release(e->c, e->now, a1->u.answer.lease.lease_id, 1, PW_RELEASE_OK), PW_OK);
+    assert_int_equal(pw_core_acquire(e->c, e->now, "f", 2, e->now + 5000), PW_OK);
+    drain(e);
+    const struct pw_action *a2 = find_answer(e, 2);
+    assert_int_equal(a2->u.answer.lease.cold, 0);
+    assert_int_equal(a2->u.answer.lease.vm_id, a1->u.answer.lease.vm_id);
+    assert_true(a2->u.answer.lease.lease_id != a1->u.answer.lease.lease_id);
+    pw_core_stats(e->c, &st);
+    assert_int_equal(st.leases, 1);
+    pw_core_agent_lost(e->c, e->now, "h1");
+    drain(e);
+    pw_core_stats(e->c, &st);
+    assert_int_equal(st.leases, 0);
+    assert_int_equal(pw_core_release(e->c, e->now, a2->u.answer.lease.lease_id, 1, PW_RELEASE_OK), PW_ERR_NOTFOUND);
+    env_free(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1151,6 +1235,8 @@ int main(void)
         cmocka_unit_test(test_function_delete),
         cmocka_unit_test(test_bad_hello),
         cmocka_unit_test(test_agent_restart),
+        cmocka_unit_test(test_restoring_stopping_and_failed_gone),
+        cmocka_unit_test(test_lease_lifecycle),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
