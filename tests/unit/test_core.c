@@ -1209,6 +1209,38 @@ static void test_lease_lifecycle(void **state)
     env_free(e);
 }
 
+/* Lease notes are best-effort and bounded apart from commands: a host busy with leases still
+ * takes restores. */
+static void test_notes_never_block_commands(void **state)
+{
+    (void)state;
+    struct env *e = calloc(1, sizeof(*e));
+    struct pw_core_config cfg;
+    pw_core_config_default(&cfg);
+    cfg.max_cmds_per_host = 8; /* notes: at most 3 */
+    e->now = 1000;
+    e->c = pw_core_new(&cfg, e->now);
+    do_hello(e, "h1", 1, 1 << 20);
+    put_fn(e, "f", PW_POLICY_FIXED, 6, 20, 60000, 128);
+    sync_all(e);
+    assert_int_equal(pool(e, "f").idle, 6);
+    put_fn(e, "f", PW_POLICY_FIXED, 0, 20, 60000, 128);
+    for (uint64_t i = 1; i <= 6; i++)
+        assert_int_equal(pw_core_acquire(e->c, e->now, "f", i, e->now + 1000), PW_OK);
+    drain(e);
+    struct pw_msg r;
+    assert_int_equal(pw_core_agent_reply(e->c, "h1", &r), PW_OK);
+    size_t notes = 0;
+    for (size_t i = 0; i < r.u.reply.ncmds; i++)
+        notes += r.u.reply.cmds[i].type == PW_CMD_LEASE;
+    pw_msg_fini(&r);
+    assert_int_equal(notes, 3);
+    e->nacts = 0;
+    put_fn(e, "g", PW_POLICY_FIXED, 5, 20, 60000, 128);
+    assert_int_equal(count_acts(e, PW_ACT_AGENT_CMD, PW_CMD_PREWARM), 5);
+    env_free(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1237,6 +1269,7 @@ int main(void)
         cmocka_unit_test(test_agent_restart),
         cmocka_unit_test(test_restoring_stopping_and_failed_gone),
         cmocka_unit_test(test_lease_lifecycle),
+        cmocka_unit_test(test_notes_never_block_commands),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -108,6 +108,7 @@ void pw_core_config_default(struct pw_core_config *c)
     c->adopt_grace_ms = 3000;
     c->max_waiters_per_fn = 1000;
     c->max_cmds_per_host = 1024;
+    c->lease_notes = 1;
 }
 
 /* ---- hash helpers ---- */

@@ -43,6 +43,7 @@ struct host {
     /* Outbox: every command not yet acknowledged, ids ascending. */
     struct pw_cmd *cmds;
     size_t ncmds, capcmds;
+    size_t nnotes;          /* of which lease notes (best-effort, bounded apart) */
     uint64_t next_cmd_id;
     uint64_t event_applied; /* highest agent event seq applied */
     int urgent;             /* the outbox holds a command worth waking the agent for */

@@ -76,18 +76,26 @@ int pw_core_host_cmd(struct pw_core *c, struct host *h, const struct pw_cmd *cmd
 {
     if (h->state != PW_HOST_ALIVE)
         return 0;
-    if (!cmd_urgent(cmd->type)) {
-        /* Lease notes only matter in their latest form: drop an older note for the same VM. */
+    int urgent = cmd_urgent(cmd->type);
+    if (!urgent) {
+        if (!c->cfg.lease_notes)
+            return 1;
+        /* Lease notes only matter in their latest form: drop an older note for the same VM.
+         * They are best-effort and bounded apart from commands, so a busy host's notes never
+         * crowd out a restore. */
         for (size_t i = 0; i < h->ncmds; i++) {
             if (h->cmds[i].vm_id == cmd->vm_id && !cmd_urgent(h->cmds[i].type)) {
                 memmove(&h->cmds[i], &h->cmds[i + 1], (h->ncmds - i - 1) * sizeof(*h->cmds));
                 h->ncmds--;
+                h->nnotes--;
                 break;
             }
         }
-    }
-    if (h->ncmds >= c->cfg.max_cmds_per_host)
+        if (h->nnotes >= c->cfg.max_cmds_per_host / 4 + 1)
+            return 0;
+    } else if (h->ncmds - h->nnotes >= c->cfg.max_cmds_per_host) {
         return 0;
+    }
     if (h->ncmds == h->capcmds) {
         h->capcmds = h->capcmds ? h->capcmds * 2 : 16;
         h->cmds = pw_xrealloc(h->cmds, h->capcmds * sizeof(*h->cmds));
@@ -95,21 +103,26 @@ int pw_core_host_cmd(struct pw_core *c, struct host *h, const struct pw_cmd *cmd
     struct pw_cmd *slot = &h->cmds[h->ncmds++];
     *slot = *cmd;
     slot->id = h->next_cmd_id++;
-    if (cmd_urgent(cmd->type)) {
-        h->urgent = 1;
-        struct pw_action *a = pw_core_push_action(c, PW_ACT_AGENT_CMD);
-        pw_strlcpy(a->host, h->id, sizeof(a->host));
-        pw_strlcpy(a->function, cmd->function, sizeof(a->function));
-        a->u.cmd = *slot;
+    if (!urgent) {
+        h->nnotes++;
+        return 1;
     }
+    h->urgent = 1;
+    struct pw_action *a = pw_core_push_action(c, PW_ACT_AGENT_CMD);
+    pw_strlcpy(a->host, h->id, sizeof(a->host));
+    pw_strlcpy(a->function, cmd->function, sizeof(a->function));
+    a->u.cmd = *slot;
     return 1;
 }
 
 static void outbox_ack(struct host *h, uint64_t ack)
 {
     size_t k = 0;
-    while (k < h->ncmds && h->cmds[k].id <= ack)
+    while (k < h->ncmds && h->cmds[k].id <= ack) {
+        if (!cmd_urgent(h->cmds[k].type))
+            h->nnotes--;
         k++;
+    }
     if (k > 0) {
         memmove(h->cmds, h->cmds + k, (h->ncmds - k) * sizeof(*h->cmds));
         h->ncmds -= k;
@@ -173,6 +186,7 @@ static void host_die(struct pw_core *c, struct host *h, int64_t now)
         pw_core_vm_set_state(c, v, PW_VM_GONE, now);
     }
     h->ncmds = 0;
+    h->nnotes = 0;
     h->urgent = 0;
     pw_core_metric(c, PW_METRIC_AGENT_DEAD, NULL, 0);
     host_set_state(c, h, PW_HOST_DEAD, now);
@@ -367,6 +381,7 @@ int pw_core_agent_hello(struct pw_core *c, int64_t now, const struct pw_msg_hell
      * epoch, so its dedupe never drops a new command. */
     if (!same_session) {
         h->ncmds = 0;
+        h->nnotes = 0;
         h->urgent = 0;
     }
     if (hm->epoch == c->cfg.epoch && hm->cmd_ack >= h->next_cmd_id)

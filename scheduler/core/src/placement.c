@@ -33,7 +33,7 @@ int pw_core_place(const struct pw_core *c, const struct fn *f, struct host **out
     pw_list_foreach(it, &c->host_list)
     {
         struct host *h = pw_container_of(it, struct host, link);
-        if (h->state != PW_HOST_ALIVE || h->ncmds >= c->cfg.max_cmds_per_host)
+        if (h->state != PW_HOST_ALIVE || h->ncmds - h->nnotes >= c->cfg.max_cmds_per_host)
             continue;
         uint32_t count = UINT32_MAX;
         for (size_t i = 0; i < h->nnuma; i++) {

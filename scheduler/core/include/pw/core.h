@@ -66,7 +66,8 @@ struct pw_core_config {
     int64_t adopt_grace_ms;     /* after start, do not create pool VMs for this long (agents
                                    re-hello and their VMs are adopted first); 0 = none */
     uint32_t max_waiters_per_fn; /* parked acquires per function; more get PW_ERR_LIMIT */
-    uint32_t max_cmds_per_host;  /* unacknowledged commands per agent */
+    uint32_t max_cmds_per_host;  /* unacknowledged commands per agent (lease notes: a quarter more) */
+    int lease_notes;             /* tell agents of leases (for adoption after a restart); default 1 */
 };
 void pw_core_config_default(struct pw_core_config *c);
 
