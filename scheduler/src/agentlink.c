@@ -202,7 +202,10 @@ int pw_agentlink_new(uv_loop_t *loop, const char *url, size_t max_held, pw_agent
     pthread_mutex_init(&l->mu, NULL);
     int rv = nng_rep0_open(&l->sock);
     if (rv == 0)
-        rv = nng_socket_set_size(l->sock, NNG_OPT_RECVMAXSZ, PW_PROTO_MAX_MSG);
+        /* A little over the protocol's cap (NNG counts its routing header too), so a slightly
+         * oversized message still gets a clear error from the decoder; anything larger is
+         * dropped by NNG with its connection. */
+        rv = nng_socket_set_size(l->sock, NNG_OPT_RECVMAXSZ, PW_PROTO_MAX_MSG + 64);
     if (rv == 0)
         rv = nng_listen(l->sock, url, NULL, 0);
     if (rv != 0) {

@@ -99,7 +99,10 @@ static void *client_main(void *arg)
     request(f, s, hello_json, strlen(hello_json) / 2);           /* 1: truncated */
     const char *reply_type = "{\"v\":1,\"type\":\"reply\",\"epoch\":\"1\",\"event_ack\":\"0\",\"heartbeat_ms\":1}";
     request(f, s, reply_type, strlen(reply_type));               /* 2: wrong direction */
-    size_t big = PW_PROTO_MAX_MSG + 10;
+    /* One byte over the cap: refused by the decoder with an error reply. (Far larger messages
+     * are dropped by NNG itself, which closes that connection; not exercised here because
+     * closing a req socket with such a send half-done can hang in NNG 1.5.) */
+    size_t big = PW_PROTO_MAX_MSG + 1;
     char *huge = malloc(big);
     memset(huge, ' ', big);
     huge[0] = '{';
@@ -152,18 +155,16 @@ static void test_malformed_and_long_poll(void **state)
     uv_loop_close(&f->loop);
 
     assert_int_equal(f->nreplies, 6);
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4; i++) {
         if (strstr(f->replies[i], "\"type\":\"error\"") == NULL || strstr(f->replies[i], "bad_request") == NULL)
             fail_msg("reply %d is not a bad_request error: %s", i, f->replies[i]);
     }
-    /* Oversized: NNG drops it at the socket (RECVMAXSZ), so the request times out; the link
-     * survives, which the next two requests show. */
-    assert_non_null(strstr(f->replies[3], "error"));
+    assert_non_null(strstr(f->replies[3], "more than the limit"));
     assert_non_null(strstr(f->replies[4], "\"type\":\"reply\""));
     assert_non_null(strstr(f->replies[4], "\"epoch\":\"0000000000000007\""));
     assert_non_null(strstr(f->replies[5], "\"epoch\":\"0000000000000008\""));
     assert_int_equal(f->delivered, 2);
-    assert_int_equal(f->stats.malformed, 3);
+    assert_int_equal(f->stats.malformed, 4);
     assert_int_equal(f->stats.held, 0);
     assert_string_equal(f->last_agent, "a1");
     free(f);
