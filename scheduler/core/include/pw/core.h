@@ -89,6 +89,16 @@ int pw_core_function_delete(struct pw_core *c, int64_t now, const char *name);
 /* pw_core_function_get copies the spec out. Returns PW_ERR_NOTFOUND if unknown. */
 int pw_core_function_get(const struct pw_core *c, const char *name, struct pw_function_spec *out);
 
+/* pw_core_set_dynamic lays a policy engine's current wish for fn over the operator's pool (the
+ * predictor in prewarmd, a baseline policy in prewarm-replay): keep at least `floor` VMs alive
+ * (restoring, idle or leased), and destroy idle VMs above the pool's floor once they have been
+ * idle for keepalive_ms (-1: the pool's own keepalive_ms). The operator's min and max still
+ * bound it: the effective floor is max(floor, the pool's own floor) clamped to max. Reconciles
+ * at once. Returns PW_ERR_NOTFOUND for an unknown function. A function_put keeps the overlay;
+ * pw_core_clear_dynamic removes it. */
+int pw_core_set_dynamic(struct pw_core *c, int64_t now, const char *fn, uint32_t floor, int64_t keepalive_ms);
+int pw_core_clear_dynamic(struct pw_core *c, int64_t now, const char *fn);
+
 /* pw_core_expect_host tells the core a host was alive before a restart, so the adoption grace
  * can end early once every expected host has said hello. */
 void pw_core_expect_host(struct pw_core *c, const char *host_id);
