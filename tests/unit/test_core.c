@@ -1241,6 +1241,55 @@ static void test_notes_never_block_commands(void **state)
     env_free(e);
 }
 
+/* A policy engine's overlay: the floor restores VMs up to max, keepalive 0 lets VMs above the
+ * floor go as soon as they idle, and clearing it returns to the pool's own policy. */
+static void test_dynamic_overlay(void **state)
+{
+    (void)state;
+    struct env *e = env_new(1, 0);
+    do_hello(e, "h1", 2, 1 << 20);
+    put_fn(e, "f", PW_POLICY_KEEPALIVE, 0, 6, 60000, 128);
+    assert_int_equal(pw_core_set_dynamic(e->c, e->now, "nope", 1, 0), PW_ERR_NOTFOUND);
+    assert_int_equal(pw_core_set_dynamic(e->c, e->now, "f", 3, 0), PW_OK);
+    drain(e);
+    assert_int_equal(pool(e, "f").restoring, 3);
+    assert_int_equal(pool(e, "f").floor, 3);
+    sync_all(e);
+    assert_int_equal(pool(e, "f").idle, 3);
+    /* Four acquires: three warm, one cold (a fourth VM). */
+    for (uint64_t i = 1; i <= 4; i++)
+        assert_int_equal(pw_core_acquire(e->c, e->now, "f", i, e->now + 5000), PW_OK);
+    drain(e);
+    sync_all(e);
+    for (uint64_t i = 1; i <= 4; i++)
+        assert_non_null(find_answer(e, i));
+    assert_int_equal(find_answer(e, 4)->u.answer.lease.cold, 1);
+    /* Released: keepalive 0 above the floor of 3, so one goes at once. */
+    for (uint64_t i = 1; i <= 4; i++)
+        assert_int_equal(pw_core_release(e->c, e->now, find_answer(e, i)->u.answer.lease.lease_id, 1, PW_RELEASE_OK),
+                         PW_OK);
+    drain(e);
+    assert_int_equal(pool(e, "f").idle, 3);
+    assert_int_equal(pool(e, "f").stopping, 1);
+    /* The floor is clamped to max. */
+    assert_int_equal(pw_core_set_dynamic(e->c, e->now, "f", 50, 0), PW_OK);
+    drain(e);
+    sync_all(e);
+    assert_int_equal(pool(e, "f").idle, 6);
+    assert_int_equal(pool(e, "f").floor, 6);
+    /* Floor 0 with a grace: they go after the grace, not before. */
+    assert_int_equal(pw_core_set_dynamic(e->c, e->now, "f", 0, 2000), PW_OK);
+    drain(e);
+    advance_alive(e, 1000);
+    assert_int_equal(pool(e, "f").idle, 6);
+    advance_alive(e, 1500);
+    assert_int_equal(pool(e, "f").idle, 0);
+    /* Cleared: the pool's own keepalive (60 s) again. */
+    assert_int_equal(pw_core_clear_dynamic(e->c, e->now, "f"), PW_OK);
+    assert_int_equal(pool(e, "f").dynamic, 0);
+    env_free(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1270,6 +1319,7 @@ int main(void)
         cmocka_unit_test(test_restoring_stopping_and_failed_gone),
         cmocka_unit_test(test_lease_lifecycle),
         cmocka_unit_test(test_notes_never_block_commands),
+        cmocka_unit_test(test_dynamic_overlay),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -219,6 +219,7 @@ struct pw_core *pw_core_new(const struct pw_core_config *cfg, int64_t now)
     pw_htab_init(&c->vms);
     pw_htab_init(&c->leases);
     pw_htab_init(&c->waiters);
+    pw_htab_init(&c->hostfns);
     pw_list_init(&c->fn_list);
     pw_list_init(&c->dying);
     pw_list_init(&c->host_list);
@@ -249,6 +250,11 @@ void pw_core_free(struct pw_core *c)
     pw_htab_fini(&c->vms);
     pw_htab_fini(&c->leases);
     pw_htab_fini(&c->waiters);
+    size_t b = 0;
+    struct pw_hnode *n = NULL, *e;
+    while ((e = pw_htab_next(&c->hostfns, &b, &n)) != NULL)
+        free(pw_container_of(e, struct hostfn, hnode));
+    pw_htab_fini(&c->hostfns);
     free(c->acts);
     free(c);
 }
@@ -324,6 +330,32 @@ int pw_core_function_delete(struct pw_core *c, int64_t now, const char *name)
     return PW_OK;
 }
 
+int pw_core_set_dynamic(struct pw_core *c, int64_t now, const char *name, uint32_t floor, int64_t keepalive_ms)
+{
+    struct fn *f = pw_core_fn_find(c, name);
+    if (f == NULL)
+        return PW_ERR_NOTFOUND;
+    int changed = !f->dyn_set || f->dyn_floor != floor || f->dyn_keepalive_ms != keepalive_ms;
+    f->dyn_set = 1;
+    f->dyn_floor = floor;
+    f->dyn_keepalive_ms = keepalive_ms < 0 ? -1 : keepalive_ms;
+    if (changed)
+        pw_core_reconcile(c, f, now);
+    return PW_OK;
+}
+
+int pw_core_clear_dynamic(struct pw_core *c, int64_t now, const char *name)
+{
+    struct fn *f = pw_core_fn_find(c, name);
+    if (f == NULL)
+        return PW_ERR_NOTFOUND;
+    if (f->dyn_set) {
+        f->dyn_set = 0;
+        pw_core_reconcile(c, f, now);
+    }
+    return PW_OK;
+}
+
 int pw_core_function_get(const struct pw_core *c, const char *name, struct pw_function_spec *out)
 {
     const struct fn *f = pw_core_fn_find(c, name);
@@ -370,6 +402,7 @@ struct vm *pw_core_vm_new(struct pw_core *c, int64_t now, uint64_t id, struct fn
     pw_htab_insert(&c->vms, &v->hnode, pw_hash_u64(id));
     pw_list_push_tail(&h->vms, &v->host_link);
     h->nvms++;
+    pw_core_hostfn_add(c, h, f, 1);
     if (numa_idx < h->nnuma) {
         h->numa[numa_idx].mem_used_mb += memory_mb;
         h->numa[numa_idx].vcpu_used += (int32_t)vcpus;
@@ -423,6 +456,7 @@ void pw_core_vm_set_state(struct pw_core *c, struct vm *v, enum pw_vm_state to, 
     }
     pw_list_remove(&v->host_link);
     h->nvms--;
+    pw_core_hostfn_add(c, h, f, -1);
     pw_htab_remove(&c->vms, &v->hnode);
     free(v);
     fn_maybe_free(c, f);
@@ -632,6 +666,16 @@ static uint32_t live_count(const struct fn *f)
     return f->n[PW_VM_RESTORING] + f->n[PW_VM_IDLE] + f->n[PW_VM_LEASED];
 }
 
+/* total_floor is the number of VMs kept alive whatever the traffic: the keepalive policy's min,
+ * raised by a policy engine's overlay, never above max. */
+static uint32_t total_floor(const struct fn *f)
+{
+    uint32_t floor = f->spec.pool.kind == PW_POLICY_KEEPALIVE ? f->spec.pool.min : 0;
+    if (f->dyn_set && f->dyn_floor > floor)
+        floor = f->dyn_floor;
+    return floor < f->spec.pool.max ? floor : f->spec.pool.max;
+}
+
 static uint32_t target_idle(const struct fn *f)
 {
     return f->spec.pool.kind == PW_POLICY_FIXED ? f->spec.pool.min : 0;
@@ -686,16 +730,16 @@ void pw_core_reconcile(struct pw_core *c, struct fn *f, int64_t now)
     uint32_t restoring = f->n[PW_VM_RESTORING];
     uint32_t want = f->nwaiters > restoring ? f->nwaiters - restoring : 0;
     uint32_t cold = want;
+    uint32_t floor_total = total_floor(f);
     if (!pw_core_in_grace(c, now)) {
-        uint32_t floor_need = 0;
+        uint32_t live = live_count(f);
+        uint32_t floor_need = floor_total > live ? floor_total - live : 0;
         if (p->kind == PW_POLICY_FIXED) {
             /* future idle = idle + restores not promised to a waiter */
             uint32_t spare = restoring > f->nwaiters ? restoring - f->nwaiters : 0;
             uint32_t future_idle = f->n[PW_VM_IDLE] + spare;
-            floor_need = p->min > future_idle ? p->min - future_idle : 0;
-        } else {
-            uint32_t live = live_count(f);
-            floor_need = p->min > live ? p->min - live : 0;
+            uint32_t idle_need = p->min > future_idle ? p->min - future_idle : 0;
+            floor_need = PW_MAX(floor_need, idle_need);
         }
         want += floor_need;
     }
@@ -708,13 +752,15 @@ void pw_core_reconcile(struct pw_core *c, struct fn *f, int64_t now)
 
     /* Keep-alive: idle VMs above the floor that sat idle for keepalive_ms are destroyed,
      * oldest first. */
+    int64_t keepalive = f->dyn_set && f->dyn_keepalive_ms >= 0 ? f->dyn_keepalive_ms : p->keepalive_ms;
     for (;;) {
         struct pw_list *il = pw_list_tail(&f->idle);
         if (il == NULL)
             break;
         struct vm *v = pw_container_of(il, struct vm, fn_link);
-        uint32_t above = p->kind == PW_POLICY_FIXED ? f->n[PW_VM_IDLE] : live_count(f);
-        if (above <= p->min || now - v->idle_since < p->keepalive_ms)
+        if (p->kind == PW_POLICY_FIXED && f->n[PW_VM_IDLE] <= p->min)
+            break;
+        if (live_count(f) <= floor_total || now - v->idle_since < keepalive)
             break;
         pw_core_metric(c, PW_METRIC_VM_EXPIRED, f, (double)(now - v->idle_since));
         pw_core_vm_destroy(c, v, now);
@@ -789,6 +835,8 @@ int pw_core_pool_view(const struct pw_core *c, const char *name, struct pw_pool_
     out->failed = f->n[PW_VM_FAILED];
     out->waiters = f->nwaiters;
     out->target_idle = target_idle(f);
+    out->floor = total_floor(f);
+    out->dynamic = f->dyn_set;
     out->acquires = f->acquires;
     out->warm = f->warm;
     out->cold = f->cold;

@@ -15,6 +15,10 @@ struct fn {
     uint32_t n[PW_VM__COUNT];
     uint32_t nwaiters;
     int deleted; /* no new VMs; freed when its last VM is gone */
+    /* A policy engine's overlay (pw_core_set_dynamic). */
+    int dyn_set;
+    uint32_t dyn_floor;
+    int64_t dyn_keepalive_ms; /* -1: the pool's own */
     uint64_t acquires, warm, cold, timeouts;
 };
 
@@ -47,6 +51,14 @@ struct host {
     uint64_t next_cmd_id;
     uint64_t event_applied; /* highest agent event seq applied */
     int urgent;             /* the outbox holds a command worth waking the agent for */
+};
+
+/* How many VMs of one function one host runs, for spread scoring in O(1). */
+struct hostfn {
+    struct pw_hnode hnode; /* core->hostfns by (host, fn) */
+    const struct host *h;
+    const struct fn *f;
+    uint32_t n;
 };
 
 struct lease;
@@ -92,7 +104,7 @@ struct pw_core {
     int64_t started_at;
     int64_t grace_until;       /* adoption grace ends at this time ... */
     uint32_t expected_pending; /* ... or once no expected host is missing */
-    struct pw_htab fns, hosts, vms, leases, waiters;
+    struct pw_htab fns, hosts, vms, leases, waiters, hostfns;
     struct pw_list fn_list, dying, host_list, lease_list, waiter_list;
     uint64_t next_id; /* VM and lease ids */
     uint64_t metrics[PW_METRIC__COUNT];
@@ -126,6 +138,8 @@ void pw_core_host_check_liveness(struct pw_core *c, int64_t now);
 void pw_core_host_free(struct host *h);
 
 /* placement.c */
+uint32_t pw_core_hostfn_count(const struct pw_core *c, const struct host *h, const struct fn *f);
+void pw_core_hostfn_add(struct pw_core *c, const struct host *h, const struct fn *f, int delta);
 /* pw_core_place picks a host and NUMA node with room for one VM of f. Returns 0 if none. */
 int pw_core_place(const struct pw_core *c, const struct fn *f, struct host **out_host, size_t *out_numa);
 

@@ -8,18 +8,51 @@
 #include "core_internal.h"
 
 #include <stdint.h>
+#include <stdlib.h>
 
-static uint32_t host_fn_count(const struct host *h, const struct fn *f)
+struct hostfn_key {
+    const struct host *h;
+    const struct fn *f;
+};
+
+static uint64_t hostfn_hash(const struct host *h, const struct fn *f)
 {
-    uint32_t n = 0;
-    const struct pw_list *it;
-    pw_list_foreach(it, &h->vms)
-    {
-        const struct vm *v = pw_container_of(it, struct vm, host_link);
-        if (v->fn == f && v->state != PW_VM_STOPPING && v->state != PW_VM_FAILED)
-            n++;
+    return pw_hash_u64((uint64_t)(uintptr_t)h * 31 + (uint64_t)(uintptr_t)f);
+}
+
+static int hostfn_eq(const struct pw_hnode *n, const void *key)
+{
+    const struct hostfn *e = pw_container_of(n, struct hostfn, hnode);
+    const struct hostfn_key *k = key;
+    return e->h == k->h && e->f == k->f;
+}
+
+uint32_t pw_core_hostfn_count(const struct pw_core *c, const struct host *h, const struct fn *f)
+{
+    struct hostfn_key k = {h, f};
+    struct pw_hnode *n = pw_htab_find(&c->hostfns, hostfn_hash(h, f), &k, hostfn_eq);
+    return n ? pw_container_of(n, struct hostfn, hnode)->n : 0;
+}
+
+void pw_core_hostfn_add(struct pw_core *c, const struct host *h, const struct fn *f, int delta)
+{
+    struct hostfn_key k = {h, f};
+    uint64_t hash = hostfn_hash(h, f);
+    struct pw_hnode *n = pw_htab_find(&c->hostfns, hash, &k, hostfn_eq);
+    struct hostfn *e = n ? pw_container_of(n, struct hostfn, hnode) : NULL;
+    if (e == NULL) {
+        if (delta <= 0)
+            return;
+        e = pw_xcalloc(1, sizeof(*e));
+        e->h = h;
+        e->f = f;
+        pw_htab_insert(&c->hostfns, &e->hnode, hash);
     }
-    return n;
+    e->n = (uint32_t)((int64_t)e->n + delta);
+    if (e->n == 0) {
+        pw_htab_remove(&c->hostfns, &e->hnode);
+        free(e);
+    }
 }
 
 int pw_core_place(const struct pw_core *c, const struct fn *f, struct host **out_host, size_t *out_numa)
@@ -43,7 +76,7 @@ int pw_core_place(const struct pw_core *c, const struct fn *f, struct host **out
             if (nd->vcpu_used + (int32_t)f->spec.vcpus > nd->info.vcpu_total)
                 continue;
             if (count == UINT32_MAX)
-                count = host_fn_count(h, f);
+                count = pw_core_hostfn_count(c, h, f);
             uint64_t left = nd->info.mem_total_mb - nd->mem_used_mb - f->spec.memory_mb;
             int better = best == NULL || count < best_count ||
                          (count == best_count && (left < best_left || (left == best_left && h->load < best_load)));

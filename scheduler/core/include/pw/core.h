@@ -248,6 +248,8 @@ struct pw_pool_view {
     uint32_t restoring, idle, leased, stopping, failed;
     uint32_t waiters;
     uint32_t target_idle; /* what reconcile aims for now */
+    uint32_t floor;       /* VMs kept alive whatever the traffic (policy min or dynamic overlay) */
+    int dynamic;          /* a policy engine's overlay is set */
     uint64_t acquires, warm, cold, timeouts;
 };
 int pw_core_pool_view(const struct pw_core *c, const char *fn, struct pw_pool_view *out);
