@@ -1,5 +1,7 @@
-# Writes OUT, a C file with every migration in FILES (sorted) as a string literal:
+# Writes OUT, a C file with every migration DIR/*.sql (sorted by name) as a string literal:
 #   const struct pw_migration pw_migrations[]; const size_t pw_migrations_count;
+file(GLOB FILES ${DIR}/*.sql)
+list(SORT FILES)
 set(body "/* Generated from the migrations directory by cmake/EmbedMigrations.cmake. Do not edit. */\n")
 string(APPEND body "#include <stddef.h>\n#include \"store.h\"\n\nconst struct pw_migration pw_migrations[] = {\n")
 set(n 0)

@@ -176,8 +176,11 @@ static void make_name(struct pw_trace_fn *fn, size_t index, struct pw_htab *name
     if (k == 1)
         snprintf(base, sizeof(base), "f%zu", index);
     pw_strlcpy(fn->name, base, sizeof(fn->name));
-    if (name_find(names, fn->name) != NULL)
-        snprintf(fn->name, sizeof(fn->name), "%s-%zu", base, index);
+    if (name_find(names, fn->name) != NULL) {
+        char dup[PW_NAME_MAX + 24];
+        snprintf(dup, sizeof(dup), "%s-%zu", base, index); /* base is at most 25 bytes */
+        pw_strlcpy(fn->name, dup, sizeof(fn->name));
+    }
     struct name_node *nn = pw_xcalloc(1, sizeof(*nn));
     nn->key = fn->name;
     nn->index = index;

@@ -39,8 +39,9 @@ static void function_json(struct pw_buf *b, const struct pw_function_spec *s)
     pw_buf_adds(b, ",\"image\":");
     pw_buf_add_json_str(b, s->image);
     pw_buf_printf(b, ",\"memory_mb\":%u,\"vcpus\":%u,\"pool\":{\"policy\":\"%s\",\"min\":%u,\"max\":%u,"
-                     "\"keepalive_ms\":%" PRId64 "}}",
-                  s->memory_mb, s->vcpus, pw_policy_str(s->pool.kind), s->pool.min, s->pool.max, s->pool.keepalive_ms);
+                     "\"keepalive_ms\":%" PRId64 ",\"quantile\":%g}}",
+                  s->memory_mb, s->vcpus, pw_policy_str(s->pool.kind), s->pool.min, s->pool.max, s->pool.keepalive_ms,
+                  s->pool.quantile);
 }
 
 static void pool_json(struct pw_buf *b, const struct pw_pool_view *v)
@@ -48,11 +49,12 @@ static void pool_json(struct pw_buf *b, const struct pw_pool_view *v)
     pw_buf_adds(b, "{\"function\":");
     pw_buf_add_json_str(b, v->spec.name);
     pw_buf_printf(b,
-                  ",\"policy\":\"%s\",\"min\":%u,\"max\":%u,\"keepalive_ms\":%" PRId64 ",\"target_idle\":%u,"
+                  ",\"policy\":\"%s\",\"min\":%u,\"max\":%u,\"keepalive_ms\":%" PRId64 ",\"quantile\":%g,"
+                  "\"target_idle\":%u,\"floor\":%u,"
                   "\"restoring\":%u,\"idle\":%u,\"leased\":%u,\"stopping\":%u,\"failed\":%u,\"waiters\":%u,"
                   "\"acquires\":%" PRIu64 ",\"warm\":%" PRIu64 ",\"cold\":%" PRIu64 ",\"timeouts\":%" PRIu64 "}",
                   pw_policy_str(v->spec.pool.kind), v->spec.pool.min, v->spec.pool.max, v->spec.pool.keepalive_ms,
-                  v->target_idle, v->restoring, v->idle, v->leased, v->stopping, v->failed, v->waiters, v->acquires,
+                  v->spec.pool.quantile, v->target_idle, v->floor, v->restoring, v->idle, v->leased, v->stopping, v->failed, v->waiters, v->acquires,
                   v->warm, v->cold, v->timeouts);
 }
 
@@ -117,7 +119,7 @@ static int apply_pool(struct pw_http_req *r, const cJSON *obj, struct pw_pool_po
     if (policy[0] != '\0') {
         int k = pw_policy_parse(policy);
         if (k < 0) {
-            respond_err(r, PW_ERR_INVAL, "\"policy\" must be \"fixed\" or \"keepalive\"");
+            respond_err(r, PW_ERR_INVAL, "\"policy\" must be \"fixed\", \"keepalive\" or \"predictive\"");
             return 0;
         }
         p->kind = (enum pw_policy_kind)k;
@@ -126,6 +128,14 @@ static int apply_pool(struct pw_http_req *r, const cJSON *obj, struct pw_pool_po
     if (!get_int(r, obj, "min", 0, PW_POOL_HARD_MAX, &min) || !get_int(r, obj, "max", 0, PW_POOL_HARD_MAX, &max) ||
         !get_int(r, obj, "keepalive_ms", 0, 7 * 24 * 3600 * 1000LL, &ka))
         return 0;
+    const cJSON *q = cJSON_GetObjectItemCaseSensitive(obj, "quantile");
+    if (q != NULL) {
+        if (!cJSON_IsNumber(q) || !(q->valuedouble >= 0.5 && q->valuedouble < 1.0)) {
+            respond_err(r, PW_ERR_INVAL, "\"quantile\" must be a number in [0.5, 1)");
+            return 0;
+        }
+        p->quantile = q->valuedouble;
+    }
     p->min = (uint32_t)min;
     p->max = (uint32_t)max;
     p->keepalive_ms = ka;

@@ -468,15 +468,16 @@ static const char SQL_PUT_FUNCTION[] =
     "ON CONFLICT (name) DO UPDATE SET image = EXCLUDED.image, memory_mb = EXCLUDED.memory_mb, "
     "vcpus = EXCLUDED.vcpus, updated_at = now()";
 static const char SQL_PUT_POLICY[] =
-    "INSERT INTO pool_policies (function, policy, min, max, keepalive_ms) "
-    "VALUES ($1, $2, $3, $4, $5) "
+    "INSERT INTO pool_policies (function, policy, min, max, keepalive_ms, quantile) "
+    "VALUES ($1, $2, $3, $4, $5, $6) "
     "ON CONFLICT (function) DO UPDATE SET policy = EXCLUDED.policy, min = EXCLUDED.min, "
-    "max = EXCLUDED.max, keepalive_ms = EXCLUDED.keepalive_ms, updated_at = now()";
+    "max = EXCLUDED.max, keepalive_ms = EXCLUDED.keepalive_ms, quantile = EXCLUDED.quantile, "
+    "updated_at = now()";
 static const char SQL_AUDIT_PUT[] =
     "INSERT INTO audit_log (actor, action, subject, detail) VALUES ($1, 'function.put', $2, "
     "jsonb_build_object('image', $3::text, 'memory_mb', $4::integer, 'vcpus', $5::integer, "
     "'pool', jsonb_build_object('policy', $6::text, 'min', $7::integer, 'max', $8::integer, "
-    "'keepalive_ms', $9::bigint)))";
+    "'keepalive_ms', $9::bigint, 'quantile', $10::double precision)))";
 static const char SQL_DELETE_FUNCTION[] = "DELETE FROM functions WHERE name = $1";
 static const char SQL_AUDIT_DELETE[] =
     "INSERT INTO audit_log (actor, action, subject, detail) VALUES ($1, 'function.delete', $2, "
@@ -492,15 +493,16 @@ static void run_put_function(struct pw_store *s, struct job *j)
         return;
     }
     const char *policy = pw_policy_str(f->pool.kind);
-    char mem[16], vcpus[16], min[16], max[16], ka[24];
+    char mem[16], vcpus[16], min[16], max[16], ka[24], q[32];
     msgf(mem, sizeof(mem), "%" PRIu32, f->memory_mb);
     msgf(vcpus, sizeof(vcpus), "%" PRIu32, f->vcpus);
     msgf(min, sizeof(min), "%" PRIu32, f->pool.min);
     msgf(max, sizeof(max), "%" PRIu32, f->pool.max);
     msgf(ka, sizeof(ka), "%" PRId64, f->pool.keepalive_ms);
+    msgf(q, sizeof(q), "%.17g", f->pool.quantile);
     const char *pf[4] = {f->name, f->image, mem, vcpus};
-    const char *pp[5] = {f->name, policy, min, max, ka};
-    const char *pa[9] = {j->actor, f->name, f->image, mem, vcpus, policy, min, max, ka};
+    const char *pp[6] = {f->name, policy, min, max, ka, q};
+    const char *pa[10] = {j->actor, f->name, f->image, mem, vcpus, policy, min, max, ka, q};
 
     int rv = exec_cmd(s, s->conn, "begin", "BEGIN", 0, NULL, j->msg, sizeof(j->msg));
     if (rv != PW_OK) {
@@ -510,9 +512,9 @@ static void run_put_function(struct pw_store *s, struct job *j)
     }
     rv = exec_cmd(s, s->conn, "put function", SQL_PUT_FUNCTION, 4, pf, j->msg, sizeof(j->msg));
     if (rv == PW_OK)
-        rv = exec_cmd(s, s->conn, "put pool policy", SQL_PUT_POLICY, 5, pp, j->msg, sizeof(j->msg));
+        rv = exec_cmd(s, s->conn, "put pool policy", SQL_PUT_POLICY, 6, pp, j->msg, sizeof(j->msg));
     if (rv == PW_OK)
-        rv = exec_cmd(s, s->conn, "audit function.put", SQL_AUDIT_PUT, 9, pa, j->msg, sizeof(j->msg));
+        rv = exec_cmd(s, s->conn, "audit function.put", SQL_AUDIT_PUT, 10, pa, j->msg, sizeof(j->msg));
     j->err = tx_end(s, rv, j->msg, sizeof(j->msg));
 }
 
@@ -654,6 +656,10 @@ static int row_to_spec(PGresult *r, int i, struct pw_function_spec *f)
         parse_i64(PQgetvalue(r, i, 7), &f->pool.keepalive_ms) != 0)
         return -1;
     f->pool.kind = (enum pw_policy_kind)kind;
+    char *end;
+    f->pool.quantile = strtod(PQgetvalue(r, i, 8), &end);
+    if (*end != '\0')
+        return -1;
     return 0;
 }
 
@@ -661,7 +667,7 @@ static void run_load_functions(struct pw_store *s, struct job *j)
 {
     PGresult *r = exec(s, s->conn, "load functions",
                        "SELECT f.name, f.image, f.memory_mb, f.vcpus, p.policy, p.min, p.max, "
-                       "p.keepalive_ms FROM functions f LEFT JOIN pool_policies p ON p.function = f.name "
+                       "p.keepalive_ms, p.quantile FROM functions f LEFT JOIN pool_policies p ON p.function = f.name "
                        "ORDER BY f.name",
                        0, NULL, PGRES_TUPLES_OK, j->msg, sizeof(j->msg));
     if (r == NULL) {

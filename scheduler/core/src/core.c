@@ -71,6 +71,7 @@ void pw_pool_policy_default(struct pw_pool_policy *p)
     p->min = 0;
     p->max = 100;
     p->keepalive_ms = 60000;
+    p->quantile = 0.99;
 }
 
 int pw_function_spec_validate(const struct pw_function_spec *s, char *errbuf, size_t errlen)
@@ -90,6 +91,8 @@ int pw_function_spec_validate(const struct pw_function_spec *s, char *errbuf, si
         why = "pool min must not exceed max";
     else if (s->pool.keepalive_ms < 0 || s->pool.keepalive_ms > 7 * 24 * 3600 * 1000LL)
         why = "pool keepalive_ms must be in 0..604800000";
+    else if (!(s->pool.quantile >= 0.5 && s->pool.quantile < 1.0))
+        why = "pool quantile must be in [0.5, 1)";
     if (why == NULL)
         return PW_OK;
     if (errbuf != NULL && errlen > 0)
@@ -670,7 +673,7 @@ static uint32_t live_count(const struct fn *f)
  * raised by a policy engine's overlay, never above max. */
 static uint32_t total_floor(const struct fn *f)
 {
-    uint32_t floor = f->spec.pool.kind == PW_POLICY_KEEPALIVE ? f->spec.pool.min : 0;
+    uint32_t floor = f->spec.pool.kind != PW_POLICY_FIXED ? f->spec.pool.min : 0;
     if (f->dyn_set && f->dyn_floor > floor)
         floor = f->dyn_floor;
     return floor < f->spec.pool.max ? floor : f->spec.pool.max;

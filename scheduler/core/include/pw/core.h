@@ -23,7 +23,9 @@ struct pw_core; /* opaque */
 
 #define PW_POLICY_MAP(X)                                                          \
     X(FIXED, "fixed")         /* keep `min` idle; idle beyond min expire after keepalive */ \
-    X(KEEPALIVE, "keepalive") /* no prewarm: a VM stays warm `keepalive` after use; `min` VMs total */
+    X(KEEPALIVE, "keepalive") /* no prewarm: a VM stays warm `keepalive` after use; `min` VMs total */ \
+    X(PREDICTIVE, "predictive") /* the predictor sets a floor each minute (quantile of forecast
+                                   demand); above it VMs stay `keepalive` after use; `min` total */
 
 enum pw_policy_kind {
 #define PW_POLICY_ENUM(n, s) PW_POLICY_##n,
@@ -41,6 +43,7 @@ struct pw_pool_policy {
     uint32_t min;         /* fixed: idle VMs kept ready; keepalive: VMs kept in total */
     uint32_t max;         /* cap on VMs (restoring + idle + leased); 1..PW_POOL_HARD_MAX */
     int64_t keepalive_ms; /* idle time after which a VM above the floor is destroyed */
+    double quantile;      /* predictive: quantile of forecast demand the floor covers, [0.5, 1) */
 };
 
 struct pw_function_spec {
@@ -54,7 +57,8 @@ struct pw_function_spec {
 /* pw_function_spec_validate checks ranges (name, memory, vcpus, min <= max <= hard max,
  * keepalive >= 0). Returns PW_OK or PW_ERR_INVAL with a reason in errbuf. Pure. */
 int pw_function_spec_validate(const struct pw_function_spec *spec, char *errbuf, size_t errlen);
-/* pw_pool_policy_default fills the defaults: fixed, min 0, max 100, keepalive 60 s. */
+/* pw_pool_policy_default fills the defaults: fixed, min 0, max 100, keepalive 60 s, quantile
+ * 0.99. */
 void pw_pool_policy_default(struct pw_pool_policy *p);
 
 struct pw_core_config {
