@@ -47,6 +47,12 @@ struct pw_forecaster *pw_forecaster_new(size_t nfns, const struct pw_fn_static *
                                         const struct pw_forecast_params *p);
 void pw_forecaster_free(struct pw_forecaster *f);
 
+/* pw_forecaster_add appends a function (statics copied) and returns its index in *index; its
+ * history starts empty. pw_forecaster_set_static replaces fn's statics (e.g. a measured
+ * duration). Neither may run while a tick runs in another thread. */
+int pw_forecaster_add(struct pw_forecaster *f, const struct pw_fn_static *st, size_t *index);
+void pw_forecaster_set_static(struct pw_forecaster *f, size_t fn, const struct pw_fn_static *st);
+
 /* pw_forecaster_observe records that fn started count invocations in minute. Minutes of one
  * function must not go backwards; skipped minutes count as zero. */
 void pw_forecaster_observe(struct pw_forecaster *f, size_t fn, int64_t minute, uint32_t count);

@@ -1,0 +1,24 @@
+/* sizing.h — from an expected arrival rate to a number of warm VMs.
+ *
+ * Concurrent invocations in steady state (M/G/inf) are Poisson with mean rate x duration; the
+ * arrivals during one restore must also find a VM. So N ~ Poisson(mu) with
+ * mu = lambda / 60000 * (dur_ms + restore_ms), and the target is the smallest k with
+ * P(N <= k) >= quantile. Rare functions would always get 0 by that rule, yet they dominate the
+ * per-function cold-start percentage: one VM is kept whenever the chance of at least one arrival
+ * within the horizon, 1 - exp(-lambda * horizon_min), exceeds 1 - quantile. Pure functions. */
+#ifndef PW_SIZING_H
+#define PW_SIZING_H
+
+#include "pw/forecast.h"
+
+#include <stdint.h>
+
+/* pw_sizing_poisson_quantile returns the smallest k with P(N <= k) >= q for N ~ Poisson(mu),
+ * or cap if that k is larger. mu <= 0 gives 0; q must be in (0, 1). */
+uint32_t pw_sizing_poisson_quantile(double mu, double q, uint32_t cap);
+
+/* pw_sizing_target returns the VM floor for a function with lambda expected invocations per
+ * minute and execution time dur_ms, under p (quantile, restore_ms, horizon_min, max_target). */
+uint32_t pw_sizing_target(double lambda, double dur_ms, const struct pw_forecast_params *p);
+
+#endif
