@@ -3,6 +3,8 @@
  * a request that fails changes nothing. */
 #include "daemon.h"
 
+#include "predict.h"
+
 #include "pw/error.h"
 #include "pw/log.h"
 
@@ -160,6 +162,8 @@ static void on_written(void *arg, int err, const char *msg)
     pw_buf_init(&b, 1 << 16);
     if (w->kind == WRITE_PUT) {
         pw_core_function_put(d->core, now, &w->spec);
+        if (w->spec.pool.kind != PW_POLICY_PREDICTIVE)
+            pw_core_clear_dynamic(d->core, now, w->spec.name);
         struct pw_pool_view v;
         if (w->pool_only && pw_core_pool_view(d->core, w->spec.name, &v) == PW_OK)
             pool_json(&b, &v);
@@ -401,6 +405,9 @@ static void release(struct pw_daemon *d, struct pw_http_req *r, const char *id)
         respond_err(r, PW_ERR_INVAL, "\"outcome\" must be \"ok\" or \"error\"");
         return;
     }
+    struct pw_vm_view held;
+    if (pw_core_lease_find(d->core, lease_id, &held) == PW_OK)
+        pw_predict_duration(d->predict, held.function, duration);
     int rv = pw_core_release(d->core, pw_daemon_now(d), lease_id, duration, oc);
     if (rv != PW_OK) {
         respond_err(r, PW_ERR_NOTFOUND, "no such lease (released already, expired, or its VM is gone)");
@@ -503,9 +510,9 @@ static void readyz(struct pw_daemon *d, struct pw_http_req *r)
     pw_buf_init(&b, 4096);
     pw_buf_printf(&b,
                   "{\"ready\":%s,\"store\":%s,\"migrations\":%s,\"leader\":true,\"epoch\":%" PRIu64
-                  ",\"adopting\":%s}",
+                  ",\"adopting\":%s,\"model_loaded\":%s}",
                   ready ? "true" : "false", st.connected ? "true" : "false", st.migrations_ok ? "true" : "false",
-                  d->epoch, cs.in_grace ? "true" : "false");
+                  d->epoch, cs.in_grace ? "true" : "false", pw_predict_model_loaded(d->predict) ? "true" : "false");
     respond_buf(r, ready ? 200 : 503, &b, NULL);
 }
 
@@ -697,6 +704,28 @@ void pw_api_handle(void *arg, struct pw_http_req *r)
             } else {
                 method_not_allowed(r);
             }
+            return;
+        }
+        if (n == 4 && strcmp(parts[3], "forecast") == 0) {
+            if (!get) {
+                method_not_allowed(r);
+                return;
+            }
+            struct pw_function_spec s;
+            if (pw_core_function_get(d->core, fn, &s) != PW_OK) {
+                respond_err(r, PW_ERR_NOTFOUND, "no such function");
+                return;
+            }
+            struct pw_buf b;
+            pw_buf_init(&b, 1 << 16);
+            if (pw_predict_forecast_json(d->predict, fn, &b) != PW_OK) {
+                pw_buf_fini(&b);
+                pw_http_respond_error(r, 404, "no_forecast_yet",
+                                      "no forecast yet: one is made each minute for functions with invocations",
+                                      "Retry-After: 60\r\n");
+                return;
+            }
+            respond_buf(r, 200, &b, NULL);
             return;
         }
         if (n == 4 && strcmp(parts[3], "acquire") == 0) {

@@ -33,6 +33,8 @@ void pw_sched_config_default(struct pw_sched_config *c)
     c->max_agents = 10000;
     c->telemetry_max_rows = 100000;
     c->log_level = PW_LOG_INFO;
+    pw_strlcpy(c->model_path, "models/default.json", sizeof(c->model_path));
+    c->restore_ms = 200;
 }
 
 /* One table of settings: key (JSON and flag name), environment variable, kind, where. */
@@ -76,6 +78,10 @@ static const struct setting settings[] = {
     {"telemetry-max-rows", "PREWARM_TELEMETRY_MAX_ROWS", K_COUNT, OFF(telemetry_max_rows), sizeof(size_t), 100,
      100000000, "telemetry rows buffered while PostgreSQL is away (100000)"},
     {"log-level", "PREWARM_LOG_LEVEL", K_LEVEL, OFF(log_level), 0, 0, 0, "debug|info|warn|error (info)"},
+    {"model", "PREWARM_MODEL", K_STR, OFF(model_path), SZ(model_path), 0, 0,
+     "predictor model file; empty or missing: recent-rate heuristic (models/default.json)"},
+    {"restore-ms", "PREWARM_RESTORE_MS", K_MS, OFF(restore_ms), 0, 1, 600000,
+     "expected restore time, used to size predictive pools (200)"},
 };
 
 static int set_value(struct pw_sched_config *c, const struct setting *s, const char *val, const char *from,

@@ -23,6 +23,8 @@ struct pw_sched_config {
     size_t max_agents;            /* held long polls and agent sessions */
     size_t telemetry_max_rows;
     int log_level;
+    char model_path[512];         /* predictor model ("" = the recent-rate heuristic) */
+    int64_t restore_ms;           /* expected restore time, for sizing predictive pools */
 };
 
 /* pw_sched_config_default fills the defaults. */

@@ -1,6 +1,8 @@
 /* daemon.c — prewarmd's loop: startup, the agent long poll, action execution, the tick. */
 #include "daemon.h"
 
+#include "predict.h"
+
 #include "pw/error.h"
 #include "pw/log.h"
 
@@ -86,6 +88,7 @@ void pw_daemon_drain(struct pw_daemon *d)
             break;
         case PW_ACT_STORE_INVOCATION:
             pw_store_add_invocations(d->store, a.function, pw_now_wall_ms() / 60000, 1);
+            pw_predict_invocation(d->predict, a.function);
             break;
         case PW_ACT_METRIC:
             d->metrics[a.u.metric.id]++;
@@ -155,6 +158,7 @@ static void on_tick(uv_timer_t *t)
     int64_t now = pw_daemon_now(d);
     pw_core_tick(d->core, now);
     pw_daemon_drain(d);
+    pw_predict_tick(d->predict, pw_now_wall_ms());
     /* Held polls at their heartbeat. */
     size_t b = 0;
     struct pw_hnode *n = NULL, *e;
@@ -247,6 +251,7 @@ int pw_daemon_run(const struct pw_sched_config *cfg)
     }
     pw_daemon_drain(d);
     pw_log_info("prewarmd", "loaded %zu functions", pw_core_function_count(d->core));
+    d->predict = pw_predict_new(d, cfg->model_path, cfg->restore_ms);
 
     if (pw_agentlink_new(d->loop, cfg->agents_url, cfg->max_agents, on_agent_msg, d, &d->link, err, sizeof(err)) !=
         PW_OK) {
@@ -280,6 +285,7 @@ out_store:
     pw_store_close(d->store);
     uv_run(d->loop, UV_RUN_DEFAULT);
 out:
+    pw_predict_free(d->predict);
     pw_core_free(d->core);
     /* Parked acquires and held polls are owned by the HTTP server and link, closed above. */
     size_t b = 0;

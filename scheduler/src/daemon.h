@@ -49,6 +49,7 @@ struct pw_daemon {
     struct pw_store *store;
     struct pw_http_server *http;
     struct pw_agentlink *link;
+    struct pw_predict *predict;
     uv_timer_t tick;
     uv_signal_t sigint, sigterm;
     uint64_t epoch;

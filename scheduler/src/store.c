@@ -66,7 +66,8 @@ enum job_kind {
     JOB_DELETE_FUNCTION,
     JOB_FLUSH,          /* telemetry batch; owned rows come back to the loop on failure */
     JOB_LOAD_FUNCTIONS, /* synchronous: the submitter waits for finished */
-    JOB_LOAD_HOSTS      /* synchronous */
+    JOB_LOAD_HOSTS,     /* synchronous */
+    JOB_LOAD_INVOCATIONS /* synchronous */
 };
 
 struct job {
@@ -87,6 +88,7 @@ struct job {
     size_t nfns;
     char (*hosts)[PW_NAME_MAX];
     size_t nhosts;
+    int64_t since_minute; /* load invocations */
     int finished; /* synchronous jobs, under mu */
 };
 
@@ -687,6 +689,40 @@ static void run_load_functions(struct pw_store *s, struct job *j)
     PQclear(r);
 }
 
+/* run_load_invocations reads invocation minutes since j->since_minute into j->rows, ordered by
+ * function and minute; rows whose values do not fit are skipped with a warning. */
+static void run_load_invocations(struct pw_store *s, struct job *j)
+{
+    char since[24];
+    msgf(since, sizeof(since), "%" PRId64, j->since_minute);
+    const char *params[1] = {since};
+    PGresult *r = exec(s, s->conn, "load invocations",
+                       "SELECT function, minute, count FROM invocation_minutes WHERE minute >= $1 "
+                       "ORDER BY function, minute",
+                       1, params, PGRES_TUPLES_OK, j->msg, sizeof(j->msg));
+    if (r == NULL) {
+        j->err = PW_ERR_STORE;
+        check_bad(s, j->msg);
+        return;
+    }
+    int n = PQntuples(r);
+    j->rows = pw_xcalloc(n > 0 ? (size_t)n : 1, sizeof(*j->rows));
+    for (int i = 0; i < n; i++) {
+        struct trow *row = &j->rows[j->nrows];
+        int64_t count;
+        if (pw_strlcpy(row->name, PQgetvalue(r, i, 0), sizeof(row->name)) >= sizeof(row->name) ||
+            parse_i64(PQgetvalue(r, i, 1), &row->minute) != 0 || parse_i64(PQgetvalue(r, i, 2), &count) != 0 ||
+            count < 0) {
+            pw_log_warn(COMP, "skipping invocation row of %s: a value does not fit", PQgetvalue(r, i, 0));
+            continue;
+        }
+        row->kind = TROW_INVOCATION;
+        row->count = (uint64_t)count;
+        j->nrows++;
+    }
+    PQclear(r);
+}
+
 static void run_load_hosts(struct pw_store *s, struct job *j)
 {
     PGresult *r = exec(s, s->conn, "load hosts", "SELECT id FROM hosts WHERE alive ORDER BY id", 0,
@@ -730,6 +766,9 @@ static void run_job(struct pw_store *s, struct job *j)
     case JOB_LOAD_HOSTS:
         run_load_hosts(s, j);
         break;
+    case JOB_LOAD_INVOCATIONS:
+        run_load_invocations(s, j);
+        break;
     }
     if (s->conn != NULL)
         s->next_check = pw_now_mono_ms() + HEALTH_CHECK_MS;
@@ -742,7 +781,7 @@ static int job_is_config(const struct job *j)
 
 static int job_is_sync(const struct job *j)
 {
-    return j->kind == JOB_LOAD_FUNCTIONS || j->kind == JOB_LOAD_HOSTS;
+    return j->kind == JOB_LOAD_FUNCTIONS || j->kind == JOB_LOAD_HOSTS || j->kind == JOB_LOAD_INVOCATIONS;
 }
 
 static struct timespec mono_deadline(int64_t at_ms)
@@ -924,6 +963,21 @@ int pw_store_load_functions(struct pw_store *s, pw_store_function_cb cb, void *a
         pw_log_warn(COMP, "loading functions failed: %s", j->msg);
     for (size_t i = 0; rv == PW_OK && i < j->nfns; i++)
         cb(arg, &j->fns[i]);
+    job_free(j);
+    return rv;
+}
+
+int pw_store_load_invocations(struct pw_store *s, int64_t since_minute, pw_store_invocation_cb cb, void *arg)
+{
+    struct job *j = pw_xcalloc(1, sizeof(*j));
+    j->kind = JOB_LOAD_INVOCATIONS;
+    j->since_minute = since_minute;
+    run_sync(s, j);
+    int rv = j->err;
+    if (rv != PW_OK)
+        pw_log_warn(COMP, "loading invocation history failed: %s", j->msg);
+    for (size_t i = 0; rv == PW_OK && i < j->nrows; i++)
+        cb(arg, j->rows[i].name, j->rows[i].minute, j->rows[i].count);
     job_free(j);
     return rv;
 }

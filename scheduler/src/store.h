@@ -60,6 +60,12 @@ int pw_store_load_functions(struct pw_store *s, pw_store_function_cb cb, void *a
 typedef void (*pw_store_host_cb)(void *arg, const char *host_id);
 int pw_store_load_hosts(struct pw_store *s, pw_store_host_cb cb, void *arg);
 
+/* pw_store_load_invocations calls cb for every stored (function, minute, count) with minute >=
+ * since_minute, ordered by function then minute, synchronously (before the loop runs or while
+ * nothing else waits on the store). Returns PW_OK or PW_ERR_STORE. */
+typedef void (*pw_store_invocation_cb)(void *arg, const char *fn, int64_t minute, uint64_t count);
+int pw_store_load_invocations(struct pw_store *s, int64_t since_minute, pw_store_invocation_cb cb, void *arg);
+
 /* Completion of a config write, called on the loop thread: err is PW_OK (msg "") or
  * PW_ERR_STORE (a one-line reason in msg). msg is owned by the store, valid during the call.
  * Jobs still pending at pw_store_close complete (with PW_ERR_STORE) inside it; their callbacks

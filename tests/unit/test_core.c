@@ -319,6 +319,7 @@ static void put_fn(struct env *e, const char *name, enum pw_policy_kind kind, ui
     s.pool.min = min;
     s.pool.max = max;
     s.pool.keepalive_ms = keepalive_ms;
+    s.pool.quantile = 0.99;
     assert_int_equal(pw_core_function_put(e->c, e->now, &s), PW_OK);
     drain(e);
     check(e);

@@ -293,6 +293,7 @@ static void make_spec(struct pw_function_spec *f, const char *name, const char *
     f->pool.min = min;
     f->pool.max = max;
     f->pool.keepalive_ms = keepalive_ms;
+    f->pool.quantile = 0.99;
 }
 
 static void assert_spec_equal(const struct pw_function_spec *a, const struct pw_function_spec *b)
@@ -305,6 +306,7 @@ static void assert_spec_equal(const struct pw_function_spec *a, const struct pw_
     assert_int_equal(a->pool.min, b->pool.min);
     assert_int_equal(a->pool.max, b->pool.max);
     assert_int_equal(a->pool.keepalive_ms, b->pool.keepalive_ms);
+    assert_true(a->pool.quantile == b->pool.quantile);
 }
 
 /* ---- tests ---- */

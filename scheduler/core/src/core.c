@@ -877,6 +877,22 @@ int pw_core_vm_at(const struct pw_core *c, size_t i, struct pw_vm_view *out)
     return 0;
 }
 
+int pw_core_lease_find(const struct pw_core *c, uint64_t lease_id, struct pw_vm_view *out)
+{
+    const struct lease *l = lease_find(c, lease_id);
+    if (l == NULL)
+        return PW_ERR_NOTFOUND;
+    const struct vm *v = l->vm;
+    memset(out, 0, sizeof(*out));
+    out->vm_id = v->id;
+    pw_strlcpy(out->function, v->fn->spec.name, sizeof(out->function));
+    pw_strlcpy(out->host, v->host->id, sizeof(out->host));
+    out->numa_node = v->numa_idx < v->host->nnuma ? v->host->numa[v->numa_idx].info.id : -1;
+    out->state = v->state;
+    out->lease_id = lease_id;
+    return PW_OK;
+}
+
 void pw_core_stats(const struct pw_core *c, struct pw_core_stats *out)
 {
     memset(out, 0, sizeof(*out));

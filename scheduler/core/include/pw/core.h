@@ -297,6 +297,10 @@ struct pw_vm_view {
     enum pw_vm_state state;
     uint64_t lease_id;
 };
+/* pw_core_lease_find describes the VM a lease holds. Returns PW_ERR_NOTFOUND when the lease is
+ * unknown or over. */
+int pw_core_lease_find(const struct pw_core *c, uint64_t lease_id, struct pw_vm_view *out);
+
 /* Iteration over every VM; i from 0 until it returns 0. O(n) per call: for tests and debug. */
 int pw_core_vm_at(const struct pw_core *c, size_t i, struct pw_vm_view *out);
 
