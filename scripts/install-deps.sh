@@ -7,7 +7,7 @@ pkgs=(
   build-essential cmake pkg-config git ca-certificates curl procps iproute2
   libuv1-dev libnng-dev libpq-dev libcjson-dev libxgboost-dev libcmocka-dev
   node-llhttp postgresql-15 postgresql-client-15
-  clang-14 libclang-rt-14-dev python3
+  clang-14 libclang-rt-14-dev python3 gnuplot-nox
 )
 
 missing=()
