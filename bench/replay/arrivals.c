@@ -117,6 +117,7 @@ int replay_policy_parse(const char *s, struct replay_policy *out, char *err, siz
     memset(out, 0, sizeof(*out));
     out->quantile = -1;
     out->grace_ms = -1;
+    out->keep_one_cost = -1;
     pw_strlcpy(out->label, s, sizeof(out->label));
     if (strcmp(s, "none") == 0) {
         out->kind = REPLAY_NONE;
@@ -138,12 +139,20 @@ int replay_policy_parse(const char *s, struct replay_policy *out, char *err, siz
             char *grace = strchr(buf, ':');
             if (grace != NULL)
                 *grace++ = '\0';
+            char *k1 = grace != NULL ? strchr(grace, ':') : NULL;
+            if (k1 != NULL)
+                *k1++ = '\0';
             char *end;
             out->quantile = strtod(buf, &end);
             if (end == buf || *end != '\0' || !(out->quantile > 0 && out->quantile < 1))
                 goto bad;
             if (grace != NULL && (pw_parse_duration_ms(grace, &out->grace_ms) != 0 || out->grace_ms < 0))
                 goto bad;
+            if (k1 != NULL) {
+                out->keep_one_cost = strtod(k1, &end);
+                if (end == k1 || *end != '\0' || !(out->keep_one_cost >= 0))
+                    goto bad;
+            }
         }
     } else {
         goto bad;
@@ -151,7 +160,8 @@ int replay_policy_parse(const char *s, struct replay_policy *out, char *err, siz
     return 0;
 bad:
     snprintf(err, errlen,
-             "bad policy \"%s\": none | keepalive:<duration> | hybrid | reactive | predictive[:<quantile>[:<grace>]] | oracle",
+             "bad policy \"%s\": none | keepalive:<duration> | hybrid | reactive | "
+             "predictive[:<quantile>[:<grace>[:<keep-one-cost>]]] | oracle",
              s);
     return -1;
 }

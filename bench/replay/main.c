@@ -2,6 +2,8 @@
  * starts and wasted memory per policy (table on stdout, optional JSON). docs/replay.md. */
 #include "replay.h"
 
+#include "pw/forecast.h"
+
 #include "pw/error.h"
 #include "pw/log.h"
 #include "pw/util.h"
@@ -26,7 +28,7 @@ static void usage(FILE *out)
             "destroy one at once); instance mode is Shahrad et al.'s one-instance-per-app model.\n"
             "\n"
             "policies: none | keepalive:<duration> (10m, 30s, 2h) | hybrid | reactive |\n"
-            "          predictive[:<quantile>[:<grace>]] | oracle\n"
+            "          predictive[:<quantile>[:<grace>[:<keep-one-cost>]]] | oracle\n"
             "options:\n"
             "  --seed N                arrival and duration draws (default 1)\n"
             "  --mode pool|instance    default pool\n"
@@ -35,7 +37,10 @@ static void usage(FILE *out)
             "  --no-timing             leave wall and CPU times out of the JSON (byte-identical runs)\n"
             "  --model PATH|none       predictive model (default models/default.json; none: heuristic)\n"
             "  --quantile Q            predictive pool quantile (default 0.99)\n"
-            "  --grace DUR             predictive keep-alive above the floor (default 2m)\n"
+            "  --grace DUR             predictive keep-alive above the floor (default 1m)\n"
+            "  --keep-one-cost K       predictive: keep a quiet function's last VM when P(arrival) per GB\n"
+            "                          per daily invocation exceeds K (default 0.0002; 0: when P > 1 - quantile)\n"
+            "  --per-function PREFIX   write PREFIX.<policy>.csv with each function's results\n"
             "  --functions N           replay the first N functions only\n"
             "  --minutes A:B           replay minutes [A, B) (0-based)\n"
             "  --max-vms N             pool cap per function (default 10000)\n"
@@ -157,7 +162,12 @@ int main(int argc, char **argv)
     o.restore_ms = 200;
     o.max_vms = 10000;
     o.quantile = 0.99;
-    o.grace_ms = 2 * 60 * 1000;
+    o.grace_ms = 60 * 1000;
+    {
+        struct pw_forecast_params fpd;
+        pw_forecast_params_default(&fpd);
+        o.keep_one_cost = fpd.keep_one_cost;
+    }
     pw_hybrid_params_default(&o.hybrid);
     pw_kpa_params_default(&o.kpa);
     const char *trace_dir = NULL, *json = NULL, *model = NULL, *minutes = NULL;
@@ -176,6 +186,8 @@ int main(int argc, char **argv)
         {"minutes", required_argument, NULL, 'w'},   {"max-vms", required_argument, NULL, 'x'},
         {"hybrid-min-samples", required_argument, NULL, 'H'}, {"hybrid-cv", required_argument, NULL, 'C'},
         {"spread", required_argument, NULL, 'S'},    {"no-timing", no_argument, NULL, 'T'},
+        {"per-function", required_argument, NULL, 'F'},
+        {"keep-one-cost", required_argument, NULL, 'K'},
         {"help", no_argument, NULL, 'h'},            {NULL, 0, NULL, 0},
     };
     int c;
@@ -208,6 +220,12 @@ int main(int argc, char **argv)
             o.restore_ms = (int64_t)v;
             break;
         case 'j': json = optarg; break;
+        case 'F': o.per_fn_path = optarg; break;
+        case 'K':
+            o.keep_one_cost = strtod(optarg, NULL);
+            if (!(o.keep_one_cost >= 0))
+                goto bad;
+            break;
         case 'M': model = optarg; break;
         case 'q':
             o.quantile = strtod(optarg, NULL);

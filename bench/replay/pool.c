@@ -11,6 +11,7 @@
 #include "pw/core.h"
 #include "pw/error.h"
 #include "pw/forecast.h"
+#include "pw/history.h"
 #include "pw/log.h"
 #include "pw/model.h"
 #include "pw/proto.h"
@@ -772,7 +773,14 @@ static int setup(struct sim *s, char *err, size_t errlen)
         fp.restore_ms = (double)o->restore_ms;
         fp.max_target = o->max_vms;
         s->grace_ms = s->pol->grace_ms >= 0 ? s->pol->grace_ms : o->grace_ms;
+        fp.keep_one_cost = s->pol->keep_one_cost >= 0 ? s->pol->keep_one_cost : o->keep_one_cost;
         s->fc = pw_forecaster_new(s->nfns, st, s->model, &fp);
+        /* A window that starts late in the trace: the forecaster may know the trace's past (as
+         * prewarmd knows its own history), never its future. */
+        size_t from = o->minute0 > PW_HISTORY_MINUTES ? o->minute0 - PW_HISTORY_MINUTES : 0;
+        for (size_t m = from; m < o->minute0; m++)
+            for (size_t i = 0; i < s->nfns; i++)
+                pw_forecaster_observe(s->fc, i, (int64_t)m, s->t->fns[i].minutes[m]);
         free(st);
         s->targets = pw_xcalloc(s->nfns ? s->nfns : 1, sizeof(*s->targets));
     }
@@ -898,6 +906,23 @@ static void finish(struct sim *s, struct replay_result *out)
     free(freed);
     for (size_t i = 0; i < s->nfns; i++)
         out->cold += cold[i];
+    if (o->per_fn_path != NULL) {
+        /* One file per policy: the policy's label is appended to the name. */
+        char path[1024];
+        snprintf(path, sizeof(path), "%s.%s.csv", o->per_fn_path, s->pol->label);
+        FILE *pf = fopen(path, "w");
+        if (pf != NULL) {
+            fprintf(pf, "function,invocations,cold,mem_mb,waste_gb_s,exec_s,alive_vm_s\n");
+            for (size_t i = 0; i < s->nfns; i++) {
+                const struct pfn *f = &s->fns[i];
+                fprintf(pf, "%s,%llu,%llu,%.0f,%.3f,%.3f,%.3f\n", f->name, (unsigned long long)inv[i],
+                        (unsigned long long)cold[i], f->mem_mb,
+                        (double)(f->alive_area - f->exec_ms) * f->mem_mb / 1024.0 / 1000.0, (double)f->exec_ms / 1000.0,
+                        (double)f->alive_area / 1000.0);
+            }
+            fclose(pf);
+        }
+    }
     out->cold_pct = out->invocations ? 100.0 * (double)out->cold / (double)out->invocations : 0;
     replay_fn_percentiles(out, inv, cold, s->nfns);
     out->waste_gbs = waste_mb_ms / 1024.0 / 1000.0;

@@ -31,10 +31,11 @@ struct replay_policy {
     int64_t keepalive_ms; /* KEEPALIVE */
     double quantile;      /* PREDICTIVE: < 0 means --quantile */
     int64_t grace_ms;     /* PREDICTIVE: < 0 means --grace */
+    double keep_one_cost; /* PREDICTIVE: < 0 means --keep-one-cost */
 };
 
 /* replay_policy_parse parses none | keepalive:<dur> | hybrid | reactive |
- * predictive[:<quantile>[:<grace>]] | oracle. Returns 0 on success, -1 with a reason in err. */
+ * predictive[:<quantile>[:<grace>[:<keep-one-cost>]]] | oracle. Returns 0 on success, -1 with a reason in err. */
 int replay_policy_parse(const char *s, struct replay_policy *out, char *err, size_t errlen);
 
 enum replay_mode { REPLAY_MODE_POOL, REPLAY_MODE_INSTANCE };
@@ -49,8 +50,10 @@ struct replay_opts {
     uint32_t max_vms;       /* pool max per function */
     double quantile;        /* predictive default */
     int64_t grace_ms;       /* predictive default */
+    double keep_one_cost;   /* predictive default (pw_forecast_params.keep_one_cost) */
     const char *model_path; /* NULL: no model (heuristic forecast) */
     int spread_start;       /* arrivals at the minute's first millisecond (tests) */
+    const char *per_fn_path; /* NULL, or a CSV of per-function results (pool mode) */
     struct pw_hybrid_params hybrid;
     struct pw_kpa_params kpa;
 };

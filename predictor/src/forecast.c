@@ -31,6 +31,7 @@ void pw_forecast_params_default(struct pw_forecast_params *p)
     p->restore_ms = 200.0;
     p->horizon_min = 1;
     p->max_target = 1000;
+    p->keep_one_cost = 0.0002; /* tuned on the Azure 2019 sample: docs/predictor.md */
 }
 
 struct pw_forecaster *pw_forecaster_new(size_t nfns, const struct pw_fn_static *statics, const struct pw_model *model,
@@ -113,12 +114,38 @@ static double heuristic_lambda(const struct pw_history *h, int64_t minute)
     return mean > last ? mean : (double)last;
 }
 
+double pw_forecaster_per_day(const struct pw_forecaster *f, size_t fn, int64_t minute)
+{
+    if (fn >= f->nfns)
+        return 0;
+    const struct pw_history *h = &f->hist[fn];
+    if (h->first_minute == PW_HISTORY_NONE || minute <= h->first_minute)
+        return 0;
+    /* Only what was observed before minute: later minutes already recorded are taken out. */
+    double total = (double)h->total;
+    for (int64_t t = minute; t <= h->last_minute && t - minute < PW_HISTORY_MINUTES; t++)
+        total -= (double)h->ring[((t % PW_HISTORY_MINUTES) + PW_HISTORY_MINUTES) % PW_HISTORY_MINUTES];
+    if (total < 0)
+        total = 0;
+    return total * 1440.0 / (double)(minute - h->first_minute);
+}
+
+/* size_one sizes fn from its forecast and what its history says of its daily volume. */
+static uint32_t size_one(const struct pw_forecaster *f, size_t i, int64_t minute, double lambda)
+{
+    struct pw_sizing_in in = {.lambda = lambda,
+                              .dur_ms = f->statics[i].dur_ms,
+                              .mem_mb = f->statics[i].mem_mb,
+                              .per_day = pw_forecaster_per_day(f, i, minute)};
+    return pw_sizing_floor(&in, &f->p);
+}
+
 int pw_forecaster_tick(struct pw_forecaster *f, int64_t minute, uint32_t *targets, double *lambda)
 {
     if (!f->model) {
         for (size_t i = 0; i < f->nfns; i++) {
             double l = heuristic_lambda(&f->hist[i], minute);
-            targets[i] = pw_sizing_target(l, f->statics[i].dur_ms, &f->p);
+            targets[i] = size_one(f, i, minute, l);
             if (lambda)
                 lambda[i] = l;
         }
@@ -131,7 +158,7 @@ int pw_forecaster_tick(struct pw_forecaster *f, int64_t minute, uint32_t *target
         return rv;
     for (size_t i = 0; i < f->nfns; i++) {
         double l = f->pred[i];
-        targets[i] = pw_sizing_target(l, f->statics[i].dur_ms, &f->p);
+        targets[i] = size_one(f, i, minute, l);
         if (lambda)
             lambda[i] = l;
     }

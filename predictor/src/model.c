@@ -19,7 +19,20 @@
 
 struct pw_model {
     BoosterHandle booster;
+    int offset; /* trained with the recent-level offset (attribute pw_offset) */
 };
+
+#define OFFSET_ATTR "pw_offset"
+
+/* row_offset is the log of a function's recent level: the model is an offset Poisson regression,
+ * log lambda = offset + trees, so its trees learn departures from the level (a burst, a lull, a
+ * period coming round) that hold at any scale, and a function busier than any seen in training
+ * is still forecast at its own level rather than capped at the largest leaf. */
+static float row_offset(const float *row)
+{
+    float level = (row[PW_FEAT_LAG1] + row[PW_FEAT_MEAN5] + row[PW_FEAT_MEAN15] + row[PW_FEAT_MEAN60]) / 4.0f;
+    return logf(0.005f + level);
+}
 
 /* xgb_fail logs XGBoost's own message for the failed call and returns err. */
 static int xgb_fail(const char *what, int err)
@@ -82,6 +95,12 @@ int pw_model_train(const float *X, size_t nrows, size_t ncols, const float *y, c
     XGB_TRY(XGDMatrixSetFloatInfo(d, "label", y, (bst_ulong)nrows), PW_ERR_INTERNAL);
     if (w)
         XGB_TRY(XGDMatrixSetFloatInfo(d, "weight", w, (bst_ulong)nrows), PW_ERR_INTERNAL);
+    float *margin = pw_xmalloc(nrows * sizeof(*margin));
+    for (size_t i = 0; i < nrows; i++)
+        margin[i] = row_offset(X + i * ncols);
+    int mrv = XGDMatrixSetFloatInfo(d, "base_margin", margin, (bst_ulong)nrows);
+    free(margin);
+    XGB_TRY(mrv, PW_ERR_INTERNAL);
     XGB_TRY(XGBoosterCreate(&d, 1, &b), PW_ERR_INTERNAL);
 
     struct {
@@ -104,7 +123,11 @@ int pw_model_train(const float *X, size_t nrows, size_t ncols, const float *y, c
         sw += wi;
         swy += wi * y[i];
     }
-    snprintf(kv[10].v, sizeof(kv[10].v), "%.9g", sw > 0 && swy > 0 ? swy / sw : 0.5);
+    (void)sw;
+    (void)swy;
+    /* The offset carries the level; base_score 1 (margin 0) keeps the saved model's own base out
+     * of the way, so prediction adds the offset to the trees alone. */
+    snprintf(kv[10].v, sizeof(kv[10].v), "%.9g", 1.0);
     for (size_t i = 0; i < PW_ARRAY_LEN(kv); i++) {
         rv = set_param(b, kv[i].k, kv[i].v);
         if (rv != PW_OK)
@@ -116,10 +139,12 @@ int pw_model_train(const float *X, size_t nrows, size_t ncols, const float *y, c
     XGB_TRY(XGBoosterSetAttr(b, FEAT_ATTR, names), PW_ERR_INTERNAL);
     snprintf(buf, sizeof(buf), "%d", p->trees);
     XGB_TRY(XGBoosterSetAttr(b, "pw_trees", buf), PW_ERR_INTERNAL);
+    XGB_TRY(XGBoosterSetAttr(b, OFFSET_ATTR, "1"), PW_ERR_INTERNAL);
     XGDMatrixFree(d);
 
     *out = pw_xcalloc(1, sizeof(**out));
     (*out)->booster = b;
+    (*out)->offset = 1;
     return PW_OK;
 fail:
     if (b)
@@ -164,6 +189,10 @@ int pw_model_load(const char *path, struct pw_model **out)
     /* Prediction threads default to all cores; pw_model_set_nthread narrows them. */
     *out = pw_xcalloc(1, sizeof(**out));
     (*out)->booster = b;
+    attr = NULL;
+    success = 0;
+    if (XGBoosterGetAttr(b, OFFSET_ATTR, &attr, &success) == 0 && success && strcmp(attr, "1") == 0)
+        (*out)->offset = 1;
     return PW_OK;
 fail:
     if (b)
@@ -202,14 +231,23 @@ int pw_model_predict(const struct pw_model *m, const float *X, size_t nrows, int
     snprintf(cfg, sizeof(cfg),
              "{\"type\":%d,\"training\":false,\"iteration_begin\":0,\"iteration_end\":0,"
              "\"strict_shape\":false,\"cache_id\":0,\"missing\":NaN}",
-             margin ? 1 : 0);
+             margin || m->offset ? 1 : 0);
     if (XGBoosterPredictFromDense(m->booster, arr, cfg, NULL, &shape, &dim, &res) != 0)
         return xgb_fail("XGBoosterPredictFromDense", PW_ERR_INTERNAL);
     if (dim < 1 || shape[0] != nrows || (dim == 2 && shape[1] != 1)) {
         pw_log_error("predictor", "xgboost returned an unexpected shape (dim %u)", (unsigned)dim);
         return PW_ERR_INTERNAL;
     }
-    memcpy(out, res, nrows * sizeof(float));
+    if (!m->offset) {
+        memcpy(out, res, nrows * sizeof(float));
+        return PW_OK;
+    }
+    /* Asked for the margin, XGBoost gave the trees' sum (base_score 1 adds nothing); add each
+     * row's offset, and take the exponential for a rate. */
+    for (size_t i = 0; i < nrows; i++) {
+        float mg = res[i] + row_offset(X + i * PW_FEAT_COUNT);
+        out[i] = margin ? mg : expf(mg);
+    }
     return PW_OK;
 }
 
@@ -228,6 +266,9 @@ int pw_model_contribs(const struct pw_model *m, const float *X, size_t nrows, fl
         goto fail;
     }
     memcpy(out, res, len * sizeof(float));
+    if (m->offset) /* the offset joins the bias term, so contributions still sum to the margin */
+        for (size_t i = 0; i < nrows; i++)
+            out[i * (PW_FEAT_COUNT + 1) + PW_FEAT_COUNT] += row_offset(X + i * PW_FEAT_COUNT);
 fail:
     if (d)
         XGDMatrixFree(d);

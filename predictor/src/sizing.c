@@ -28,15 +28,31 @@ uint32_t pw_sizing_poisson_quantile(double mu, double q, uint32_t cap)
     return k >= cap ? cap : (uint32_t)k;
 }
 
-uint32_t pw_sizing_target(double lambda, double dur_ms, const struct pw_forecast_params *p)
+uint32_t pw_sizing_floor(const struct pw_sizing_in *in, const struct pw_forecast_params *p)
 {
+    double lambda = in->lambda;
     if (!(lambda > 0))
         return 0;
-    double busy_ms = (dur_ms > 0 ? dur_ms : 0) + (p->restore_ms > 0 ? p->restore_ms : 0);
+
+    double busy_ms = (in->dur_ms > 0 ? in->dur_ms : 0) + (p->restore_ms > 0 ? p->restore_ms : 0);
     double mu = lambda / 60000.0 * busy_ms;
     uint32_t k = pw_sizing_poisson_quantile(mu, p->quantile, p->max_target);
+    if (k >= 2)
+        return k;
     int32_t horizon = p->horizon_min > 0 ? p->horizon_min : 1;
-    if (k == 0 && -expm1(-lambda * horizon) > 1.0 - p->quantile)
+    double p1 = -expm1(-lambda * horizon);
+    if (p->keep_one_cost > 0) {
+        double per_day = in->per_day > 1.0 ? in->per_day : 1.0;
+        double mem_gb = in->mem_mb > 0 ? in->mem_mb / 1024.0 : 1.0;
+        k = p1 / (per_day * mem_gb) > p->keep_one_cost ? 1 : 0;
+    } else if (k == 0 && p1 > 1.0 - p->quantile) {
         k = 1;
+    }
     return k > p->max_target ? p->max_target : k;
+}
+
+uint32_t pw_sizing_target(double lambda, double dur_ms, const struct pw_forecast_params *p)
+{
+    struct pw_sizing_in in = {.lambda = lambda, .dur_ms = dur_ms};
+    return pw_sizing_floor(&in, p);
 }

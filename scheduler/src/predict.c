@@ -193,7 +193,11 @@ static void after_work_cb(uv_work_t *w, int status)
         struct pw_forecast_params fp = p->params;
         fp.quantile = spec.pool.quantile;
         fp.max_target = spec.pool.max;
-        e->floor = pw_sizing_target(e->lambda, e->dur_ms, &fp);
+        struct pw_sizing_in in = {.lambda = e->lambda,
+                                  .dur_ms = e->dur_ms,
+                                  .mem_mb = spec.memory_mb,
+                                  .per_day = pw_forecaster_per_day(p->fc, e->index, p->work_minute)};
+        e->floor = pw_sizing_floor(&in, &fp);
         /* Above the floor VMs live the pool's keep-alive after use: a grace for bursts the
          * forecast missed. */
         pw_core_set_dynamic(d->core, now, e->name, e->floor, spec.pool.keepalive_ms);

@@ -330,6 +330,59 @@ static void test_explain_sums_to_margin(void **state)
     pw_model_free(m);
 }
 
+/* The keep-one rule: a quiet function's last VM is kept when the chance of an arrival per GB
+ * and per daily invocation pays for it; busy functions keep their quantile whatever it says. */
+static void test_keep_one_rule(void **state)
+{
+    (void)state;
+    struct pw_forecast_params p;
+    pw_forecast_params_default(&p);
+    p.keep_one_cost = 0.0002;
+    /* P1 = 1 - exp(-0.01) = 0.00995 */
+    struct pw_sizing_in in = {.lambda = 0.01, .dur_ms = 100, .mem_mb = 1024, .per_day = 5};
+    assert_int_equal(pw_sizing_floor(&in, &p), 1);   /* 0.00995 / 5 / 1 GB = 0.00199 > 0.0002 */
+    in.per_day = 100;
+    assert_int_equal(pw_sizing_floor(&in, &p), 0);   /* 0.0000995 < 0.0002 */
+    in.per_day = 40;
+    in.mem_mb = 256;
+    assert_int_equal(pw_sizing_floor(&in, &p), 1);   /* 0.00995 / 40 / 0.25 = 0.000995 */
+    in.mem_mb = 4096;
+    assert_int_equal(pw_sizing_floor(&in, &p), 0);   /* 0.00995 / 40 / 4 = 0.0000622 */
+    in.per_day = 0;                                  /* unknown counts as one a day */
+    assert_int_equal(pw_sizing_floor(&in, &p), 1);
+    /* Busy: 600/min x 1.2 s = Poisson(12); its 0.99 quantile is 21 (hand: P(N<=20) = 0.9884,
+     * P(N<=21) = 0.9939), kept however costly one VM looks. */
+    struct pw_sizing_in busy = {.lambda = 600, .dur_ms = 1000, .mem_mb = 1 << 20, .per_day = 1e6};
+    assert_int_equal(pw_sizing_floor(&busy, &p), 21);
+    /* keep_one_cost 0 is the plain rule: keep one when P1 > 1 - quantile. */
+    p.keep_one_cost = 0;
+    in.lambda = 0.02; /* P1 = 0.0198 > 0.01 */
+    assert_int_equal(pw_sizing_floor(&in, &p), 1);
+    in.lambda = 0.005;
+    assert_int_equal(pw_sizing_floor(&in, &p), 0);
+}
+
+/* The model is an offset Poisson regression: trained on levels up to ~15 per minute, it still
+ * forecasts a function at 5,000 per minute near its own level instead of capping at the
+ * largest leaf (the failure of a plain tree model on a busier day or function). */
+static void test_model_extrapolates_scale(void **state)
+{
+    (void)state;
+    struct pw_model *m = train_tiny();
+    float row[PW_FEAT_COUNT];
+    for (size_t j = 0; j < PW_FEAT_COUNT; j++)
+        row[j] = 5.0f;
+    row[PW_FEAT_LAG1] = 5000.0f;
+    row[PW_FEAT_MEAN5] = 5000.0f;
+    row[PW_FEAT_MEAN15] = 5000.0f;
+    row[PW_FEAT_MEAN60] = 5000.0f;
+    float lam;
+    assert_int_equal(pw_model_predict(m, row, 1, 0, &lam), PW_OK);
+    if (!(lam > 2500.0f && lam < 20000.0f))
+        fail_msg("forecast %g for a function at 5000/min", (double)lam);
+    pw_model_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -342,6 +395,8 @@ int main(void)
         cmocka_unit_test(test_forecaster_no_future),
         cmocka_unit_test(test_forecaster_heuristic),
         cmocka_unit_test(test_explain_sums_to_margin),
+        cmocka_unit_test(test_keep_one_rule),
+        cmocka_unit_test(test_model_extrapolates_scale),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

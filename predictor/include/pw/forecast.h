@@ -30,6 +30,10 @@ struct pw_forecast_params {
     double restore_ms;   /* time to restore a VM: arrivals during it count toward the target */
     int32_t horizon_min; /* minutes ahead the target covers (>= 1) */
     uint32_t max_target; /* cap per function (the operator's max applies on top) */
+    /* The last warm VM of a quiet function: kept for the coming minute when the chance of an
+     * arrival, per GB of memory and per invocation the function gets in a day, exceeds this
+     * (see sizing.h). 0: kept whenever that chance exceeds 1 - quantile. */
+    double keep_one_cost;
 };
 void pw_forecast_params_default(struct pw_forecast_params *p);
 
@@ -65,6 +69,9 @@ int pw_forecaster_tick(struct pw_forecaster *f, int64_t minute, uint32_t *target
 /* pw_forecaster_explain fills up to max contributions (largest magnitude first) of fn's latest
  * forecast; returns how many. 0 without a model. */
 size_t pw_forecaster_explain(struct pw_forecaster *f, size_t fn, int64_t minute, struct pw_contrib *out, size_t max);
+
+/* pw_forecaster_per_day is fn's invocations per day as observed up to minute (0 before any). */
+double pw_forecaster_per_day(const struct pw_forecaster *f, size_t fn, int64_t minute);
 
 /* Memory the forecaster keeps per function, for sizing at 100,000 functions. */
 size_t pw_forecaster_bytes_per_function(void);
