@@ -65,7 +65,8 @@ size_t replay_gen_minute(struct replay_gen *g, size_t m, struct replay_arrival *
             k++;
         }
     }
-    qsort(a, k, sizeof(*a), cmp_arrival);
+    if (k > 1)
+        qsort(a, k, sizeof(*a), cmp_arrival);
     return k;
 }
 

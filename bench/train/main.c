@@ -78,7 +78,7 @@ static void usage(void)
 {
     fprintf(stderr, "usage: prewarm-train --trace DIR [--out FILE.json] [--train-minutes A:B]\n"
                     "         [--holdout-functions F] [--seed N] [--trees N] [--depth N] [--eta X]\n"
-                    "         [--max-delta-step X] [--base-score C] [--zero-keep P] [--threads N]\n");
+                    "         [--max-delta-step X] [--zero-keep P] [--threads N]\n");
 }
 
 static int held_out(const struct pw_trace_fn *fn, double frac, uint64_t seed)
@@ -126,7 +126,7 @@ int main(int argc, char **argv)
     mp.eta = 0.3;           /* tuned on this trace: 0.1 and 0.2 under-fit or diverged (MODEL_CARD.md) */
     mp.max_delta_step = 0.7; /* XGBoost's default; the offset carries the scale (model.c) */
 
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) {
         const char *arg = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
         if (!val) {
             usage();
@@ -153,8 +153,6 @@ int main(int argc, char **argv)
             mp.eta = atof(val);
         else if (!strcmp(arg, "--max-delta-step"))
             mp.max_delta_step = atof(val);
-        else if (!strcmp(arg, "--base-score"))
-            mp.base_score = atof(val);
         else if (!strcmp(arg, "--zero-keep"))
             zero_keep = atof(val);
         else if (!strcmp(arg, "--threads"))
@@ -163,7 +161,6 @@ int main(int argc, char **argv)
             usage();
             return 2;
         }
-        i++;
     }
     if (!trace_dir || holdout < 0 || holdout >= 1 || zero_keep <= 0 || zero_keep > 1) {
         usage();

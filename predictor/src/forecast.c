@@ -79,6 +79,15 @@ int pw_forecaster_add(struct pw_forecaster *f, const struct pw_fn_static *st, si
     return PW_OK;
 }
 
+void pw_forecaster_set_model(struct pw_forecaster *f, const struct pw_model *model)
+{
+    if (model != NULL && f->rows == NULL) {
+        f->rows = pw_xmalloc(f->cap * PW_FEAT_COUNT * sizeof(float));
+        f->pred = pw_xmalloc(f->cap * sizeof(float));
+    }
+    f->model = model;
+}
+
 void pw_forecaster_set_static(struct pw_forecaster *f, size_t fn, const struct pw_fn_static *st)
 {
     if (fn < f->nfns)

@@ -116,15 +116,6 @@ int pw_model_train(const float *X, size_t nrows, size_t ncols, const float *y, c
     snprintf(kv[7].v, sizeof(kv[7].v), "%d", p->nthread);
     snprintf(kv[8].v, sizeof(kv[8].v), "%" PRIu64, p->seed % 2147483647u);
     snprintf(kv[9].v, sizeof(kv[9].v), "%.17g", p->max_delta_step);
-    /* Start from the (weighted) mean count, so the trees only explain departures from it. */
-    double sw = 0, swy = 0;
-    for (size_t i = 0; i < nrows; i++) {
-        double wi = w ? w[i] : 1.0;
-        sw += wi;
-        swy += wi * y[i];
-    }
-    (void)sw;
-    (void)swy;
     /* The offset carries the level; base_score 1 (margin 0) keeps the saved model's own base out
      * of the way, so prediction adds the offset to the trees alone. */
     snprintf(kv[10].v, sizeof(kv[10].v), "%.9g", 1.0);

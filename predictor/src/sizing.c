@@ -40,6 +40,9 @@ uint32_t pw_sizing_floor(const struct pw_sizing_in *in, const struct pw_forecast
     if (k >= 2)
         return k;
     int32_t horizon = p->horizon_min > 0 ? p->horizon_min : 1;
+    /* At least one arrival expected in the horizon: not quiet; one VM at least. */
+    if (lambda * horizon >= 1.0)
+        return p->max_target >= 1 ? 1 : 0;
     double p1 = -expm1(-lambda * horizon);
     if (p->keep_one_cost > 0) {
         double per_day = in->per_day > 1.0 ? in->per_day : 1.0;

@@ -35,6 +35,8 @@ void pw_sched_config_default(struct pw_sched_config *c)
     c->log_level = PW_LOG_INFO;
     pw_strlcpy(c->model_path, "models/default.json", sizeof(c->model_path));
     c->restore_ms = 200;
+    c->retrain_every_ms = 6 * 3600 * 1000LL;
+    c->retrain_minutes = 360;
 }
 
 /* One table of settings: key (JSON and flag name), environment variable, kind, where. */
@@ -82,6 +84,12 @@ static const struct setting settings[] = {
      "predictor model file; empty or missing: recent-rate heuristic (models/default.json)"},
     {"restore-ms", "PREWARM_RESTORE_MS", K_MS, OFF(restore_ms), 0, 1, 600000,
      "expected restore time, used to size predictive pools (200)"},
+    {"retrain-every", "PREWARM_RETRAIN_EVERY", K_MS, OFF(retrain_every_ms), 0, 0, 7 * 24 * 3600 * 1000LL,
+     "retrain the model in the background this often, from recent history; 0 = never (6h)"},
+    {"retrain-minutes", "PREWARM_RETRAIN_MINUTES", K_COUNT, OFF(retrain_minutes), sizeof(size_t), 240, 10080,
+     "minutes of per-function history kept for retraining, 2 bytes each (360)"},
+    {"model-save", "PREWARM_MODEL_SAVE", K_STR, OFF(model_save), SZ(model_save), 0, 0,
+     "save each retrained model to this file (default: keep it in memory)"},
 };
 
 static int set_value(struct pw_sched_config *c, const struct setting *s, const char *val, const char *from,

@@ -25,6 +25,9 @@ struct pw_sched_config {
     int log_level;
     char model_path[512];         /* predictor model ("" = the recent-rate heuristic) */
     int64_t restore_ms;           /* expected restore time, for sizing predictive pools */
+    int64_t retrain_every_ms;     /* background retraining period; 0: never */
+    size_t retrain_minutes;       /* minutes of history kept per function for retraining */
+    char model_save[512];         /* where a retrained model is saved ("" = memory only) */
 };
 
 /* pw_sched_config_default fills the defaults. */

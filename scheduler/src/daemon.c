@@ -186,6 +186,7 @@ static void on_signal(uv_signal_t *s, int signum)
     struct pw_hnode *n = NULL, *e;
     while ((e = pw_htab_next(&d->held, &b, &n)) != NULL)
         answer_held(d, pw_container_of(e, struct held_poll, hnode));
+    pw_predict_stop(d->predict);
     pw_api_sweep(d); /* parked acquires get 503 now, while their connections are open */
     pw_http_server_close(d->http);
     d->http = NULL;

@@ -8,6 +8,7 @@
 #include "pw/log.h"
 #include "pw/model.h"
 #include "pw/sizing.h"
+#include "pw/train.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -30,6 +31,8 @@ struct pfn {
     double lambda;       /* latest forecast: invocations per minute */
     uint32_t floor;      /* latest floor set on the pool */
     int64_t minute;      /* of the latest forecast; -1 none */
+    uint16_t *ring;      /* the last retrain_minutes counts, for retraining (NULL when off) */
+    int64_t ring_first;  /* first minute recorded in ring; -1 none */
 };
 
 struct pw_predict {
@@ -51,6 +54,22 @@ struct pw_predict {
     double *lambdas;
     int work_rv;
     double last_tick_ms;
+    /* Background retraining: a snapshot of the rings is trained in a worker; the new model
+     * replaces the old between forecasts. */
+    int64_t retrain_every_ms;   /* 0: never */
+    size_t retrain_minutes;     /* ring length */
+    int64_t next_retrain_ms;    /* wall clock */
+    int training;
+    uv_work_t train_work;
+    struct pw_series *series;
+    uint32_t *series_counts;
+    size_t nseries;
+    struct pw_model *trained;   /* result, or waiting to be swapped in */
+    int train_rv;
+    size_t train_rows;
+    double train_secs;
+    uint64_t retrains;
+    char model_save[512];
 };
 
 static int pfn_eq(const struct pw_hnode *n, const void *key)
@@ -82,6 +101,9 @@ static struct pfn *pfn_get(struct pw_predict *p, const char *name)
     e->index = index;
     e->dur_ms = st.dur_ms;
     e->minute = -1;
+    e->ring_first = -1;
+    if (p->retrain_minutes > 0)
+        e->ring = pw_xcalloc(p->retrain_minutes, sizeof(*e->ring));
     pw_htab_insert(&p->by_name, &e->hnode, pw_hash_str(e->name));
     if (p->nfns == p->cap) {
         p->cap = p->cap ? p->cap * 2 : 64;
@@ -103,6 +125,10 @@ struct pw_predict *pw_predict_new(struct pw_daemon *d, const char *model_path, i
 {
     struct pw_predict *p = pw_xcalloc(1, sizeof(*p));
     p->d = d;
+    p->retrain_every_ms = d->cfg.retrain_every_ms;
+    p->retrain_minutes = d->cfg.retrain_every_ms > 0 ? d->cfg.retrain_minutes : 0;
+    p->next_retrain_ms = pw_now_wall_ms() + d->cfg.retrain_every_ms;
+    pw_strlcpy(p->model_save, d->cfg.model_save, sizeof(p->model_save));
     pw_htab_init(&p->by_name);
     pw_forecast_params_default(&p->params);
     p->params.restore_ms = (double)restore_ms;
@@ -133,9 +159,14 @@ void pw_predict_free(struct pw_predict *p)
 {
     if (p == NULL)
         return;
-    for (size_t i = 0; i < p->nfns; i++)
+    for (size_t i = 0; i < p->nfns; i++) {
+        free(p->fns[i]->ring);
         free(p->fns[i]);
+    }
     free(p->fns);
+    free(p->series);
+    free(p->series_counts);
+    pw_model_free(p->trained);
     pw_htab_fini(&p->by_name);
     pw_forecaster_free(p->fc);
     pw_model_free(p->model);
@@ -172,10 +203,14 @@ static void work_cb(uv_work_t *w)
     p->last_tick_ms = (double)(pw_now_mono_ms() - t0);
 }
 
+static void swap_in_trained(struct pw_predict *p);
+
 static void after_work_cb(uv_work_t *w, int status)
 {
     struct pw_predict *p = w->data;
     p->busy = 0;
+    if (p->trained != NULL && !p->training)
+        swap_in_trained(p);
     if (status != 0 || p->work_rv != PW_OK) {
         pw_log_warn("predict", "forecast for minute %" PRId64 " failed (%d/%d)", p->work_minute, status, p->work_rv);
         return;
@@ -208,6 +243,99 @@ static void after_work_cb(uv_work_t *w, int status)
                  p->work_minute, p->work_n, p->last_tick_ms, applied);
 }
 
+/* ---- background retraining ---- */
+
+static void train_work_cb(uv_work_t *w)
+{
+    struct pw_predict *p = w->data;
+    int64_t t0 = pw_now_mono_ms();
+    struct pw_train_opts o;
+    pw_train_opts_default(&o);
+    p->trained = NULL;
+    p->train_rows = 0;
+    p->train_rv = pw_train_series(p->series, p->nseries, &o, &p->trained, &p->train_rows);
+    if (p->train_rv == PW_OK && p->model_save[0] != '\0' && pw_model_save(p->trained, p->model_save) != PW_OK)
+        pw_log_warn("predict", "cannot save the retrained model to %s", p->model_save);
+    p->train_secs = (double)(pw_now_mono_ms() - t0) / 1000.0;
+}
+
+static void swap_in_trained(struct pw_predict *p)
+{
+    pw_forecaster_set_model(p->fc, p->trained);
+    pw_model_free(p->model);
+    p->model = p->trained;
+    p->trained = NULL;
+    p->retrains++;
+    snprintf(p->model_path, sizeof(p->model_path), "retrained #%llu (%zu rows)", (unsigned long long)p->retrains,
+             p->train_rows);
+    pw_log_info("predict", "model retrained on %zu functions, %zu rows in %.1f s: now in use", p->nseries,
+                p->train_rows, p->train_secs);
+}
+
+static void train_after_cb(uv_work_t *w, int status)
+{
+    struct pw_predict *p = w->data;
+    p->training = 0;
+    if (status != 0 || p->train_rv != PW_OK) {
+        pw_log_info("predict", "retraining skipped (%s); the current model stays",
+                    status != 0 ? "cancelled" : pw_strerror((enum pw_err)p->train_rv));
+        pw_model_free(p->trained);
+        p->trained = NULL;
+        return;
+    }
+    if (!p->busy)
+        swap_in_trained(p); /* else at the end of the running forecast */
+}
+
+/* maybe_retrain starts a retraining when one is due: the rings are copied into series (the
+ * worker owns the copy), so the loop keeps counting meanwhile. */
+static void maybe_retrain(struct pw_predict *p, int64_t wall_ms)
+{
+    if (p->retrain_every_ms <= 0 || p->training || p->trained != NULL || wall_ms < p->next_retrain_ms)
+        return;
+    p->next_retrain_ms = wall_ms + p->retrain_every_ms;
+    size_t w = p->retrain_minutes;
+    free(p->series);
+    free(p->series_counts);
+    p->series = pw_xcalloc(p->nfns ? p->nfns : 1, sizeof(*p->series));
+    p->series_counts = pw_xcalloc((p->nfns ? p->nfns : 1) * w, sizeof(*p->series_counts));
+    p->nseries = 0;
+    int64_t last = p->minute - 1; /* the minute just closed */
+    for (size_t i = 0; i < p->nfns; i++) {
+        struct pfn *e = p->fns[i];
+        if (e->ring == NULL || e->ring_first < 0)
+            continue;
+        int64_t first = last - (int64_t)w + 1;
+        if (first < e->ring_first)
+            first = e->ring_first;
+        uint32_t *dst = p->series_counts + p->nseries * w;
+        size_t n = 0;
+        for (int64_t m = first; m <= last; m++)
+            dst[n++] = e->ring[(size_t)(m % (int64_t)w)];
+        struct pw_function_spec spec;
+        struct pw_fn_static st = {.dur_ms = e->dur_ms, .mem_mb = 128.0};
+        if (pw_core_function_get(p->d->core, e->name, &spec) == PW_OK)
+            st.mem_mb = spec.memory_mb;
+        p->series[p->nseries++] = (struct pw_series){.counts = dst, .n = n, .first_minute = first, .st = st};
+    }
+    p->train_work.data = p;
+    p->training = 1;
+    if (uv_queue_work(p->d->loop, &p->train_work, train_work_cb, train_after_cb) != 0) {
+        p->training = 0;
+        pw_log_warn("predict", "cannot queue the retraining");
+    }
+}
+
+void pw_predict_stop(struct pw_predict *p)
+{
+    /* A retraining not yet started is dropped; one running finishes (seconds) before the loop
+     * ends, and its model is freed with the predictor. */
+    if (p != NULL && p->training)
+        uv_cancel((uv_req_t *)&p->train_work);
+    if (p != NULL)
+        p->retrain_every_ms = 0;
+}
+
 void pw_predict_tick(struct pw_predict *p, int64_t wall_ms)
 {
     int64_t minute = wall_ms / 60000;
@@ -221,9 +349,16 @@ void pw_predict_tick(struct pw_predict *p, int64_t wall_ms)
     for (size_t i = 0; i < p->nfns; i++) {
         struct pfn *e = p->fns[i];
         pw_forecaster_observe(p->fc, e->index, p->minute, e->count);
+        if (e->ring != NULL) {
+            if (e->ring_first < 0)
+                e->ring_first = p->minute;
+            /* Minutes skipped since the last close (a stalled loop) are zeros. */
+            e->ring[(size_t)(p->minute % (int64_t)p->retrain_minutes)] = e->count > UINT16_MAX ? UINT16_MAX : (uint16_t)e->count;
+        }
         e->count = 0;
     }
     p->minute = minute;
+    maybe_retrain(p, wall_ms);
     if (p->nfns == 0)
         return;
     p->targets = pw_xrealloc(p->targets, p->nfns * sizeof(*p->targets));
@@ -264,6 +399,7 @@ int pw_predict_forecast_json(struct pw_predict *p, const char *fn, struct pw_buf
         pw_buf_add_json_str(b, p->model_path);
     else
         pw_buf_adds(b, "null");
+    pw_buf_printf(b, ",\"retrains\":%llu", (unsigned long long)p->retrains);
     pw_buf_adds(b, ",\"contributions\":[");
     if (!p->busy) {
         struct pw_contrib c[MAX_CONTRIBS];

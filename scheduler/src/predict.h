@@ -5,7 +5,9 @@
  * thread, and back on the loop sets each 'predictive' pool's floor (its quantile of forecast
  * demand over the restore time and the function's measured duration) through
  * pw_core_set_dynamic. On start it reloads recent minutes from PostgreSQL so a restart does not
- * forget the history. The forecaster is touched by the worker only while a forecast runs; the
+ * forget the history. With retraining on, it keeps the last retrain_minutes of counts per
+ * function and, every retrain_every_ms, trains a new model from them in another worker and swaps
+ * it in between two forecasts. The forecaster is touched by the worker only while a forecast runs; the
  * loop waits for the next minute rather than share it.
  *
  * Threads: every function here runs on the loop thread. */
@@ -26,6 +28,9 @@ struct pw_predict;
  * result (pw_predict_free after the loop stopped). */
 struct pw_predict *pw_predict_new(struct pw_daemon *d, const char *model_path, int64_t restore_ms);
 void pw_predict_free(struct pw_predict *p);
+
+/* pw_predict_stop cancels background work at shutdown (call before the loop's last run). */
+void pw_predict_stop(struct pw_predict *p);
 
 /* pw_predict_invocation counts one invocation of fn now. */
 void pw_predict_invocation(struct pw_predict *p, const char *fn);

@@ -6,6 +6,7 @@
 #include "pw/history.h"
 #include "pw/model.h"
 #include "pw/sizing.h"
+#include "pw/train.h"
 #include "pw/util.h"
 
 #include <math.h>
@@ -383,6 +384,53 @@ static void test_model_extrapolates_scale(void **state)
     pw_model_free(m);
 }
 
+/* Background retraining's trainer: from minute series, the same features as the forecaster;
+ * too little activity is refused rather than trained on. */
+static void test_train_series(void **state)
+{
+    (void)state;
+    enum { N = 400 };
+    static uint32_t a[N], b[N], c[N];
+    for (size_t k = 0; k < N; k++) {
+        a[k] = 40 + (uint32_t)(k % 7);    /* busy */
+        b[k] = k % 30 == 0 ? 5 : 0;       /* periodic */
+        c[k] = 0;                         /* idle */
+    }
+    struct pw_series s[3] = {
+        {.counts = a, .n = N, .first_minute = 1000, .st = {200, 256}},
+        {.counts = b, .n = N, .first_minute = 1000, .st = {200, 256}},
+        {.counts = c, .n = N, .first_minute = 1000, .st = {200, 256}},
+    };
+    struct pw_train_opts o;
+    pw_train_opts_default(&o);
+    o.model.trees = 20;
+    o.min_rows = 100000; /* more than the series have */
+    struct pw_model *m = NULL;
+    size_t rows = 0;
+    assert_int_equal(pw_train_series(s, 3, &o, &m, &rows), PW_ERR_INVAL);
+    assert_null(m);
+    o.min_rows = 100;
+    assert_int_equal(pw_train_series(s, 3, &o, &m, &rows), PW_OK);
+    assert_true(rows > 2 * (N - PW_FEAT_WINDOW) / 2);
+    /* The busy function's next minute is forecast near its level, the idle one's near zero. */
+    struct pw_forecaster *f = pw_forecaster_new(3, (struct pw_fn_static[]){{200, 256}, {200, 256}, {200, 256}}, m,
+                                                NULL);
+    for (size_t k = 0; k < N; k++)
+        for (size_t i = 0; i < 3; i++)
+            pw_forecaster_observe(f, i, 1000 + (int64_t)k, s[i].counts[k]);
+    uint32_t t[3];
+    double l[3];
+    assert_int_equal(pw_forecaster_tick(f, 1000 + N, t, l), PW_OK);
+    if (!(l[0] > 30 && l[0] < 60 && l[2] < 0.05))
+        fail_msg("forecasts %g (busy, ~43) and %g (idle)", l[0], l[2]);
+    /* A model swapped in later is used from the next tick on. */
+    pw_forecaster_set_model(f, NULL);
+    assert_int_equal(pw_forecaster_tick(f, 1000 + N, t, l), PW_OK);
+    assert_true(l[0] >= 40); /* the heuristic: max(mean of 10 minutes, last minute) */
+    pw_forecaster_free(f);
+    pw_model_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -397,6 +445,7 @@ int main(void)
         cmocka_unit_test(test_explain_sums_to_margin),
         cmocka_unit_test(test_keep_one_rule),
         cmocka_unit_test(test_model_extrapolates_scale),
+        cmocka_unit_test(test_train_series),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -57,6 +57,10 @@ void pw_forecaster_free(struct pw_forecaster *f);
 int pw_forecaster_add(struct pw_forecaster *f, const struct pw_fn_static *st, size_t *index);
 void pw_forecaster_set_static(struct pw_forecaster *f, size_t fn, const struct pw_fn_static *st);
 
+/* pw_forecaster_set_model replaces the model (NULL: the heuristic); the history is kept. The
+ * forecaster does not own it. Not while a tick runs. */
+void pw_forecaster_set_model(struct pw_forecaster *f, const struct pw_model *model);
+
 /* pw_forecaster_observe records that fn started count invocations in minute. Minutes of one
  * function must not go backwards; skipped minutes count as zero. */
 void pw_forecaster_observe(struct pw_forecaster *f, size_t fn, int64_t minute, uint32_t count);

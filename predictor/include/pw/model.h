@@ -21,7 +21,6 @@ struct pw_model_params {
     double min_child_weight;
     double max_delta_step; /* Poisson step cap (XGBoost's default 0.7 is too slow for counts up to 10^4) */
     int max_bin;       /* histogram bins per feature */
-    double base_score; /* starting prediction (a count); 0: the weighted mean of the labels */
     int nthread;       /* 0: all cores */
     uint64_t seed;
 };

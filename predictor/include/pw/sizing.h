@@ -26,7 +26,8 @@ struct pw_sizing_in {
 };
 
 /* pw_sizing_floor returns the VM floor. Busy functions (two VMs or more by the concurrency
- * quantile) get that quantile. A quiet function's one VM is a different trade: the value of
+ * quantile) get that quantile; functions expecting at least one arrival in the horizon keep at
+ * least one VM. A quiet function's one VM (fewer arrivals expected) is a different trade: the value of
  * keeping it warm for the coming minute is the chance of an arrival, P1 = 1 - exp(-lambda),
  * and each avoided cold start matters more the fewer invocations the function has (the
  * per-function cold-start share is cold / invocations), while the cost is its memory. With
