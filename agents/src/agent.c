@@ -17,7 +17,6 @@
 #include <nng/protocol/reqrep0/req.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -130,19 +129,6 @@ struct pw_agent {
 static void send_next(struct pw_agent *a);
 static void on_flush(uv_timer_t *t);
 static void on_backoff(uv_timer_t *t);
-
-static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
-{
-    if (errbuf == NULL || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(errbuf, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static void link_set_state(struct pw_agent *a, enum link_state to)
 {
@@ -813,7 +799,7 @@ static int open_link(struct pw_agent *a, char *errbuf, size_t errlen)
 {
     int rv = nng_req0_open(&a->sock);
     if (rv != 0) {
-        set_err(errbuf, errlen, "nng_req0_open: %s", nng_strerror(rv));
+        pw_errf(errbuf, errlen, "nng_req0_open: %s", nng_strerror(rv));
         return PW_ERR_INTERNAL;
     }
     /* Our own retries (timeouts, cancel on news) replace req0's automatic resend. */
@@ -821,22 +807,22 @@ static int open_link(struct pw_agent *a, char *errbuf, size_t errlen)
         (rv = nng_socket_set_ms(a->sock, NNG_OPT_RECONNMAXT, 2000)) != 0 ||
         (rv = nng_socket_set_size(a->sock, NNG_OPT_RECVMAXSZ, PW_PROTO_MAX_MSG)) != 0 ||
         (rv = nng_socket_set_ms(a->sock, NNG_OPT_REQ_RESENDTIME, RESEND_NEVER_MS)) != 0) {
-        set_err(errbuf, errlen, "nng socket options: %s", nng_strerror(rv));
+        pw_errf(errbuf, errlen, "nng socket options: %s", nng_strerror(rv));
         goto fail_sock;
     }
     if ((rv = nng_ctx_open(&a->ctx, a->sock)) != 0) {
-        set_err(errbuf, errlen, "nng_ctx_open: %s", nng_strerror(rv));
+        pw_errf(errbuf, errlen, "nng_ctx_open: %s", nng_strerror(rv));
         goto fail_sock;
     }
     nng_ctx_set_ms(a->ctx, NNG_OPT_REQ_RESENDTIME, RESEND_NEVER_MS);
     if ((rv = nng_aio_alloc(&a->aio, on_aio, a)) != 0) {
-        set_err(errbuf, errlen, "nng_aio_alloc: %s", nng_strerror(rv));
+        pw_errf(errbuf, errlen, "nng_aio_alloc: %s", nng_strerror(rv));
         goto fail_ctx;
     }
     /* Non-blocking: a scheduler that is not up yet is dialled again and again in the
      * background, between RECONNMINT and RECONNMAXT. */
     if ((rv = nng_dial(a->sock, a->cfg.scheduler_url, NULL, NNG_FLAG_NONBLOCK)) != 0) {
-        set_err(errbuf, errlen, "cannot dial %s: %s", a->cfg.scheduler_url, nng_strerror(rv));
+        pw_errf(errbuf, errlen, "cannot dial %s: %s", a->cfg.scheduler_url, nng_strerror(rv));
         goto fail_aio;
     }
     a->nng_up = 1;
@@ -854,7 +840,7 @@ struct pw_agent *pw_agent_new(const struct pw_agent_config *cfg, char *errbuf, s
 {
     char why[256];
     if (pw_agent_config_check(cfg, why, sizeof(why)) != PW_OK) {
-        set_err(errbuf, errlen, "%s", why);
+        pw_errf(errbuf, errlen, "%s", why);
         return NULL;
     }
     struct pw_agent *a = pw_xcalloc(1, sizeof(*a));
@@ -871,11 +857,11 @@ struct pw_agent *pw_agent_new(const struct pw_agent_config *cfg, char *errbuf, s
     int rv = pw_topology_load(&a->topo, cfg->topology_root, cfg->vcpu_overcommit, why,
                               sizeof(why));
     if (rv != PW_OK) {
-        set_err(errbuf, errlen, "topology: %s", why);
+        pw_errf(errbuf, errlen, "topology: %s", why);
         goto fail;
     }
     if (uv_loop_init(&a->loop) != 0) {
-        set_err(errbuf, errlen, "uv_loop_init failed");
+        pw_errf(errbuf, errlen, "uv_loop_init failed");
         goto fail;
     }
     uv_async_init(&a->loop, &a->async, on_async);
@@ -896,12 +882,12 @@ struct pw_agent *pw_agent_new(const struct pw_agent_config *cfg, char *errbuf, s
     a->driver.event_arg = a;
     rv = a->driver.ops->init(&a->driver, &a->loop, cfg, why, sizeof(why));
     if (rv != PW_OK) {
-        set_err(errbuf, errlen, "driver %s: %s", cfg->driver, why);
+        pw_errf(errbuf, errlen, "driver %s: %s", cfg->driver, why);
         goto fail_loop;
     }
     a->driver_up = 1;
     if (open_link(a, why, sizeof(why)) != PW_OK) {
-        set_err(errbuf, errlen, "%s", why);
+        pw_errf(errbuf, errlen, "%s", why);
         goto fail_loop;
     }
     pw_log_info(AGENT_COMP, "agent %s boot %s: %zu NUMA node(s)%s, driver %s, scheduler %s",

@@ -9,25 +9,11 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define CONFIG_FILE_MAX (256 * 1024)
-
-static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
-{
-    if (errbuf == NULL || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(errbuf, errlen, fmt, ap);
-    va_end(ap);
-}
 
 void pw_agent_config_init(struct pw_agent_config *c)
 {
@@ -82,33 +68,33 @@ static int set_label(struct pw_agent_config *c, const char *kv, char *errbuf, si
 {
     const char *eq = strchr(kv, '=');
     if (eq == NULL) {
-        set_err(errbuf, errlen, "label \"%s\": expected key=value", kv);
+        pw_errf(errbuf, errlen, "label \"%s\": expected key=value", kv);
         return PW_ERR_INVAL;
     }
     char key[PW_NAME_MAX];
     size_t klen = (size_t)(eq - kv);
     if (klen == 0 || klen >= sizeof(key)) {
-        set_err(errbuf, errlen, "label \"%s\": key must be 1..%d bytes", kv, PW_NAME_MAX - 1);
+        pw_errf(errbuf, errlen, "label \"%s\": key must be 1..%d bytes", kv, PW_NAME_MAX - 1);
         return PW_ERR_INVAL;
     }
     memcpy(key, kv, klen);
     key[klen] = '\0';
     if (!pw_name_valid(key)) {
-        set_err(errbuf, errlen, "label key \"%s\": use [A-Za-z0-9._-], starting alphanumeric",
+        pw_errf(errbuf, errlen, "label key \"%s\": use [A-Za-z0-9._-], starting alphanumeric",
                 key);
         return PW_ERR_INVAL;
     }
     const char *value = eq + 1;
     size_t vlen = strlen(value);
     if (vlen >= PW_LABEL_VALUE_MAX) {
-        set_err(errbuf, errlen, "label \"%s\": value longer than %d bytes", key,
+        pw_errf(errbuf, errlen, "label \"%s\": value longer than %d bytes", key,
                 PW_LABEL_VALUE_MAX - 1);
         return PW_ERR_INVAL;
     }
     for (size_t i = 0; i < vlen; i++) {
         unsigned char ch = (unsigned char)value[i];
         if (ch < 0x20 || ch == 0x7f) {
-            set_err(errbuf, errlen, "label \"%s\": value has a control character", key);
+            pw_errf(errbuf, errlen, "label \"%s\": value has a control character", key);
             return PW_ERR_INVAL;
         }
     }
@@ -118,7 +104,7 @@ static int set_label(struct pw_agent_config *c, const char *kv, char *errbuf, si
             break;
     if (i == c->nlabels) {
         if (c->nlabels == PW_PROTO_MAX_LABELS) {
-            set_err(errbuf, errlen, "more than %d labels", PW_PROTO_MAX_LABELS);
+            pw_errf(errbuf, errlen, "more than %d labels", PW_PROTO_MAX_LABELS);
             return PW_ERR_INVAL;
         }
         c->nlabels++;
@@ -132,7 +118,7 @@ static int set_str(char *dst, size_t size, const char *key, const char *value, c
                    size_t errlen)
 {
     if (value[0] == '\0' || strlen(value) >= size) {
-        set_err(errbuf, errlen, "%s: must be 1..%zu bytes", key, size - 1);
+        pw_errf(errbuf, errlen, "%s: must be 1..%zu bytes", key, size - 1);
         return PW_ERR_INVAL;
     }
     pw_strlcpy(dst, value, size);
@@ -146,7 +132,7 @@ int pw_agent_config_set(struct pw_agent_config *c, const char *key, const char *
     double d;
     if (strcmp(key, "id") == 0) {
         if (!pw_name_valid(value)) {
-            set_err(errbuf, errlen,
+            pw_errf(errbuf, errlen,
                     "id \"%s\": must be 1..63 bytes of [A-Za-z0-9._-], starting alphanumeric",
                     value);
             return PW_ERR_INVAL;
@@ -156,7 +142,7 @@ int pw_agent_config_set(struct pw_agent_config *c, const char *key, const char *
     }
     if (strcmp(key, "scheduler") == 0) {
         if (strstr(value, "://") == NULL) {
-            set_err(errbuf, errlen, "scheduler \"%s\": expected a URL like %s", value,
+            pw_errf(errbuf, errlen, "scheduler \"%s\": expected a URL like %s", value,
                     PW_AGENT_DEFAULT_SCHEDULER);
             return PW_ERR_INVAL;
         }
@@ -164,7 +150,7 @@ int pw_agent_config_set(struct pw_agent_config *c, const char *key, const char *
     }
     if (strcmp(key, "driver") == 0) {
         if (pw_driver_find(value) == NULL) {
-            set_err(errbuf, errlen, "driver \"%s\": unknown (available: sim)", value);
+            pw_errf(errbuf, errlen, "driver \"%s\": unknown (available: sim)", value);
             return PW_ERR_INVAL;
         }
         return set_str(c->driver, sizeof(c->driver), key, value, errbuf, errlen);
@@ -175,7 +161,7 @@ int pw_agent_config_set(struct pw_agent_config *c, const char *key, const char *
         return set_label(c, value, errbuf, errlen);
     if (strcmp(key, "vcpu_overcommit") == 0) {
         if (parse_double(value, &d) != PW_OK || !(d > 0.0) || d > 1000.0) {
-            set_err(errbuf, errlen, "vcpu_overcommit \"%s\": expected a number in (0, 1000]",
+            pw_errf(errbuf, errlen, "vcpu_overcommit \"%s\": expected a number in (0, 1000]",
                     value);
             return PW_ERR_INVAL;
         }
@@ -185,7 +171,7 @@ int pw_agent_config_set(struct pw_agent_config *c, const char *key, const char *
     if (strcmp(key, "log_level") == 0) {
         int l = pw_log_parse_level(value);
         if (l < 0) {
-            set_err(errbuf, errlen, "log_level \"%s\": expected debug, info, warn or error",
+            pw_errf(errbuf, errlen, "log_level \"%s\": expected debug, info, warn or error",
                     value);
             return PW_ERR_INVAL;
         }
@@ -195,7 +181,7 @@ int pw_agent_config_set(struct pw_agent_config *c, const char *key, const char *
     if (strcmp(key, "sim_restore_ms") == 0 || strcmp(key, "sim_jitter_ms") == 0 ||
         strcmp(key, "sim_stop_ms") == 0) {
         if (parse_ms(value, 3600 * 1000, &ms) != PW_OK) {
-            set_err(errbuf, errlen, "%s \"%s\": expected milliseconds in 0..3600000", key,
+            pw_errf(errbuf, errlen, "%s \"%s\": expected milliseconds in 0..3600000", key,
                     value);
             return PW_ERR_INVAL;
         }
@@ -209,7 +195,7 @@ int pw_agent_config_set(struct pw_agent_config *c, const char *key, const char *
     }
     if (strcmp(key, "sim_fail_rate") == 0) {
         if (parse_double(value, &d) != PW_OK || d < 0.0 || d > 1.0) {
-            set_err(errbuf, errlen, "sim_fail_rate \"%s\": expected a number in [0, 1]", value);
+            pw_errf(errbuf, errlen, "sim_fail_rate \"%s\": expected a number in [0, 1]", value);
             return PW_ERR_INVAL;
         }
         c->sim_fail_rate = d;
@@ -220,13 +206,13 @@ int pw_agent_config_set(struct pw_agent_config *c, const char *key, const char *
         errno = 0;
         unsigned long long v = strtoull(value, &end, 10);
         if (end == value || *end != '\0' || errno != 0 || value[0] == '-') {
-            set_err(errbuf, errlen, "sim_seed \"%s\": expected an unsigned integer", value);
+            pw_errf(errbuf, errlen, "sim_seed \"%s\": expected an unsigned integer", value);
             return PW_ERR_INVAL;
         }
         c->sim_seed = v;
         return PW_OK;
     }
-    set_err(errbuf, errlen, "unknown key \"%s\"", key);
+    pw_errf(errbuf, errlen, "unknown key \"%s\"", key);
     return PW_ERR_INVAL;
 }
 
@@ -256,7 +242,7 @@ static int apply_json(struct pw_agent_config *c, const cJSON *root, const char *
     char why[256];
     char text[PW_AGENT_PATH_MAX + PW_NAME_MAX + 2];
     if (!cJSON_IsObject(root)) {
-        set_err(errbuf, errlen, "%s: expected a JSON object", path);
+        pw_errf(errbuf, errlen, "%s: expected a JSON object", path);
         return PW_ERR_PARSE;
     }
     const cJSON *item;
@@ -265,30 +251,30 @@ static int apply_json(struct pw_agent_config *c, const cJSON *root, const char *
         const char *key = item->string;
         if (strcmp(key, "labels") == 0) {
             if (!cJSON_IsObject(item)) {
-                set_err(errbuf, errlen, "%s: labels: expected an object", path);
+                pw_errf(errbuf, errlen, "%s: labels: expected an object", path);
                 return PW_ERR_INVAL;
             }
             const cJSON *l;
             cJSON_ArrayForEach(l, item)
             {
                 if (!cJSON_IsString(l)) {
-                    set_err(errbuf, errlen, "%s: label %s: expected a string", path, l->string);
+                    pw_errf(errbuf, errlen, "%s: label %s: expected a string", path, l->string);
                     return PW_ERR_INVAL;
                 }
                 snprintf(text, sizeof(text), "%s=%s", l->string, l->valuestring);
                 if (pw_agent_config_set(c, "label", text, why, sizeof(why)) != PW_OK) {
-                    set_err(errbuf, errlen, "%s: %s", path, why);
+                    pw_errf(errbuf, errlen, "%s: %s", path, why);
                     return PW_ERR_INVAL;
                 }
             }
             continue;
         }
         if (json_scalar(item, text, sizeof(text)) != PW_OK) {
-            set_err(errbuf, errlen, "%s: %s: expected a string or number", path, key);
+            pw_errf(errbuf, errlen, "%s: %s: expected a string or number", path, key);
             return PW_ERR_INVAL;
         }
         if (pw_agent_config_set(c, key, text, why, sizeof(why)) != PW_OK) {
-            set_err(errbuf, errlen, "%s: %s", path, why);
+            pw_errf(errbuf, errlen, "%s: %s", path, why);
             return PW_ERR_INVAL;
         }
     }
@@ -300,7 +286,7 @@ int pw_agent_config_load_file(struct pw_agent_config *c, const char *path, char 
 {
     FILE *f = fopen(path, "r");
     if (f == NULL) {
-        set_err(errbuf, errlen, "cannot open %s: %s", path, strerror(errno));
+        pw_errf(errbuf, errlen, "cannot open %s: %s", path, strerror(errno));
         return PW_ERR_IO;
     }
     char *data = pw_xmalloc(CONFIG_FILE_MAX + 1);
@@ -312,19 +298,19 @@ int pw_agent_config_load_file(struct pw_agent_config *c, const char *path, char 
     /* Apply to a copy so a half-applied file never leaks into the config. */
     struct pw_agent_config tmp = *c;
     if (bad) {
-        set_err(errbuf, errlen, "cannot read %s", path);
+        pw_errf(errbuf, errlen, "cannot read %s", path);
         rv = PW_ERR_IO;
         goto out;
     }
     if (n > CONFIG_FILE_MAX) {
-        set_err(errbuf, errlen, "%s: larger than %d bytes", path, CONFIG_FILE_MAX);
+        pw_errf(errbuf, errlen, "%s: larger than %d bytes", path, CONFIG_FILE_MAX);
         rv = PW_ERR_PARSE;
         goto out;
     }
     data[n] = '\0';
     root = cJSON_ParseWithLength(data, n);
     if (root == NULL) {
-        set_err(errbuf, errlen, "%s: not valid JSON", path);
+        pw_errf(errbuf, errlen, "%s: not valid JSON", path);
         rv = PW_ERR_PARSE;
         goto out;
     }
@@ -352,7 +338,7 @@ int pw_agent_config_load_env(struct pw_agent_config *c, char *errbuf, size_t err
         if (v == NULL || v[0] == '\0')
             continue;
         if (pw_agent_config_set(c, map[i].key, v, why, sizeof(why)) != PW_OK) {
-            set_err(errbuf, errlen, "%s: %s", map[i].env, why);
+            pw_errf(errbuf, errlen, "%s: %s", map[i].env, why);
             return PW_ERR_INVAL;
         }
     }
@@ -362,15 +348,15 @@ int pw_agent_config_load_env(struct pw_agent_config *c, char *errbuf, size_t err
 int pw_agent_config_check(const struct pw_agent_config *c, char *errbuf, size_t errlen)
 {
     if (c->id[0] == '\0') {
-        set_err(errbuf, errlen, "no agent id: use --id NAME or PREWARM_AGENT_ID");
+        pw_errf(errbuf, errlen, "no agent id: use --id NAME or PREWARM_AGENT_ID");
         return PW_ERR_INVAL;
     }
     if (pw_driver_find(c->driver) == NULL) {
-        set_err(errbuf, errlen, "driver \"%s\": unknown", c->driver);
+        pw_errf(errbuf, errlen, "driver \"%s\": unknown", c->driver);
         return PW_ERR_INVAL;
     }
     if (c->outbox_max == 0 || c->initial_heartbeat_ms <= 0 || c->error_backoff_ms < 0) {
-        set_err(errbuf, errlen, "link settings out of range");
+        pw_errf(errbuf, errlen, "link settings out of range");
         return PW_ERR_INVAL;
     }
     return PW_OK;

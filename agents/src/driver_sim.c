@@ -10,7 +10,6 @@
 #include "pw/topology.h"
 #include "pw/util.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,19 +67,6 @@ struct sim {
     int32_t cap_vcpus[PW_PROTO_MAX_NUMA];
     int32_t used_vcpus[PW_PROTO_MAX_NUMA];
 };
-
-static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
-{
-    if (errbuf == NULL || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(errbuf, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* splitmix64: small, seedable, good enough for jitter and failure draws. */
 static uint64_t sim_rand(struct sim *s)
@@ -217,7 +203,7 @@ static int sim_init(struct pw_driver *d, uv_loop_t *loop, const struct pw_agent_
     s->fail_rate = cfg->sim_fail_rate;
     if (s->restore_ms < 0 || s->jitter_ms < 0 || s->stop_max_ms < 0 || s->fail_rate < 0 ||
         s->fail_rate > 1) {
-        set_err(errbuf, errlen, "sim: parameters out of range");
+        pw_errf(errbuf, errlen, "sim: parameters out of range");
         pw_htab_fini(&s->vms);
         free(s);
         return PW_ERR_INVAL;
@@ -268,7 +254,7 @@ static int sim_prewarm(struct pw_driver *d, const struct pw_cmd *cmd, int32_t *n
 {
     struct sim *s = d->impl;
     if (vm_find(s, cmd->vm_id) != NULL) {
-        set_err(errbuf, errlen, "vm %llu already exists", (unsigned long long)cmd->vm_id);
+        pw_errf(errbuf, errlen, "vm %llu already exists", (unsigned long long)cmd->vm_id);
         return PW_ERR_EXISTS;
     }
     int32_t node = cmd->numa_node;
@@ -283,21 +269,21 @@ static int sim_prewarm(struct pw_driver *d, const struct pw_cmd *cmd, int32_t *n
             }
         }
         if (node < 0) {
-            set_err(errbuf, errlen, "no node has room for %u MB and %u vCPUs", cmd->memory_mb,
+            pw_errf(errbuf, errlen, "no node has room for %u MB and %u vCPUs", cmd->memory_mb,
                     cmd->vcpus);
             return PW_ERR_NOCAP;
         }
     } else if ((size_t)node >= s->nnodes) {
-        set_err(errbuf, errlen, "no NUMA node %d on this host", node);
+        pw_errf(errbuf, errlen, "no NUMA node %d on this host", node);
         return PW_ERR_INVAL;
     }
     if (s->used_mb[node] + cmd->memory_mb > s->cap_mb[node]) {
-        set_err(errbuf, errlen, "no memory on node %d (%u MB asked, %llu MB free)", node,
+        pw_errf(errbuf, errlen, "no memory on node %d (%u MB asked, %llu MB free)", node,
                 cmd->memory_mb, (unsigned long long)(s->cap_mb[node] - s->used_mb[node]));
         return PW_ERR_NOCAP;
     }
     if ((int64_t)s->used_vcpus[node] + cmd->vcpus > (int64_t)s->cap_vcpus[node]) {
-        set_err(errbuf, errlen, "no vCPUs on node %d (%u asked, %d free)", node, cmd->vcpus,
+        pw_errf(errbuf, errlen, "no vCPUs on node %d (%u asked, %d free)", node, cmd->vcpus,
                 s->cap_vcpus[node] - s->used_vcpus[node]);
         return PW_ERR_NOCAP;
     }

@@ -18,19 +18,6 @@
 
 #define TOPO_FILE_MAX (64 * 1024) /* sysfs/procfs files we read are far smaller */
 
-static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
-{
-    if (errbuf == NULL || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(errbuf, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /* make_path formats a path; fails when it does not fit. */
 static int make_path(char *out, size_t size, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -49,20 +36,20 @@ static int read_file(const char *path, char **out, char *errbuf, size_t errlen)
 {
     FILE *f = fopen(path, "r");
     if (f == NULL) {
-        set_err(errbuf, errlen, "cannot open %s: %s", path, strerror(errno));
+        pw_errf(errbuf, errlen, "cannot open %s: %s", path, strerror(errno));
         return PW_ERR_IO;
     }
     char *data = pw_xmalloc(TOPO_FILE_MAX + 1);
     size_t n = fread(data, 1, TOPO_FILE_MAX + 1, f);
     int rv = PW_OK;
     if (ferror(f)) {
-        set_err(errbuf, errlen, "cannot read %s: %s", path, strerror(errno));
+        pw_errf(errbuf, errlen, "cannot read %s: %s", path, strerror(errno));
         rv = PW_ERR_IO;
     } else if (n > TOPO_FILE_MAX) {
-        set_err(errbuf, errlen, "%s: larger than %d bytes", path, TOPO_FILE_MAX);
+        pw_errf(errbuf, errlen, "%s: larger than %d bytes", path, TOPO_FILE_MAX);
         rv = PW_ERR_TOOBIG;
     } else if (memchr(data, '\0', n) != NULL) {
-        set_err(errbuf, errlen, "%s: contains a NUL byte", path);
+        pw_errf(errbuf, errlen, "%s: contains a NUL byte", path);
         rv = PW_ERR_PARSE;
     }
     fclose(f);
@@ -123,14 +110,14 @@ int pw_cpulist_parse(const char *s, int *ncpus, char *canon, size_t canonlen, ch
     while (*p != '\0' && !isspace((unsigned char)*p)) {
         if (!first) {
             if (*p != ',') {
-                set_err(errbuf, errlen, "cpulist \"%s\": expected ',' at offset %td", s, p - s);
+                pw_errf(errbuf, errlen, "cpulist \"%s\": expected ',' at offset %td", s, p - s);
                 return PW_ERR_PARSE;
             }
             p++;
         }
         unsigned long long a, b;
         if (parse_uint(&p, PW_TOPOLOGY_MAX_CPUS - 1, &a) != 0) {
-            set_err(errbuf, errlen, "cpulist \"%s\": expected a cpu number below %d at offset %td",
+            pw_errf(errbuf, errlen, "cpulist \"%s\": expected a cpu number below %d at offset %td",
                     s, PW_TOPOLOGY_MAX_CPUS, p - s);
             return PW_ERR_PARSE;
         }
@@ -138,13 +125,13 @@ int pw_cpulist_parse(const char *s, int *ncpus, char *canon, size_t canonlen, ch
         if (*p == '-') {
             p++;
             if (parse_uint(&p, PW_TOPOLOGY_MAX_CPUS - 1, &b) != 0) {
-                set_err(errbuf, errlen,
+                pw_errf(errbuf, errlen,
                         "cpulist \"%s\": expected a cpu number below %d at offset %td", s,
                         PW_TOPOLOGY_MAX_CPUS, p - s);
                 return PW_ERR_PARSE;
             }
             if (b < a) {
-                set_err(errbuf, errlen, "cpulist \"%s\": range %llu-%llu is reversed", s, a, b);
+                pw_errf(errbuf, errlen, "cpulist \"%s\": range %llu-%llu is reversed", s, a, b);
                 return PW_ERR_PARSE;
             }
         }
@@ -160,7 +147,7 @@ int pw_cpulist_parse(const char *s, int *ncpus, char *canon, size_t canonlen, ch
     while (isspace((unsigned char)*p))
         p++;
     if (*p != '\0') {
-        set_err(errbuf, errlen, "cpulist \"%s\": unexpected text at offset %td", s, p - s);
+        pw_errf(errbuf, errlen, "cpulist \"%s\": unexpected text at offset %td", s, p - s);
         return PW_ERR_PARSE;
     }
     if (canon != NULL) {
@@ -180,7 +167,7 @@ int pw_cpulist_parse(const char *s, int *ncpus, char *canon, size_t canonlen, ch
                    (bits[(c + 1) / 64] & (UINT64_C(1) << ((c + 1) % 64))))
                 c++;
             if (canon_append(canon, canonlen, &used, firstout, start, c) != PW_OK) {
-                set_err(errbuf, errlen, "cpulist \"%s\": longer than %zu bytes", s, canonlen - 1);
+                pw_errf(errbuf, errlen, "cpulist \"%s\": longer than %zu bytes", s, canonlen - 1);
                 return PW_ERR_TOOBIG;
             }
             firstout = 0;
@@ -206,7 +193,7 @@ static int parse_meminfo(const char *path, const char *text, int node, uint64_t 
         lineno++;
         char buf[256];
         if (len >= sizeof(buf)) {
-            set_err(errbuf, errlen, "%s:%d: line too long", path, lineno);
+            pw_errf(errbuf, errlen, "%s:%d: line too long", path, lineno);
             return PW_ERR_PARSE;
         }
         memcpy(buf, line, len);
@@ -221,14 +208,14 @@ static int parse_meminfo(const char *path, const char *text, int node, uint64_t 
         if (node >= 0) {
             unsigned long long id;
             if (strncmp(p, "Node", 4) != 0 || !isspace((unsigned char)p[4])) {
-                set_err(errbuf, errlen, "%s:%d: expected \"Node %d\"", path, lineno, node);
+                pw_errf(errbuf, errlen, "%s:%d: expected \"Node %d\"", path, lineno, node);
                 return PW_ERR_PARSE;
             }
             p += 4;
             while (isspace((unsigned char)*p))
                 p++;
             if (parse_uint(&p, INT_MAX, &id) != 0 || id != (unsigned long long)node) {
-                set_err(errbuf, errlen, "%s:%d: expected \"Node %d\"", path, lineno, node);
+                pw_errf(errbuf, errlen, "%s:%d: expected \"Node %d\"", path, lineno, node);
                 return PW_ERR_PARSE;
             }
             while (isspace((unsigned char)*p))
@@ -239,7 +226,7 @@ static int parse_meminfo(const char *path, const char *text, int node, uint64_t 
             p++;
         size_t keylen = (size_t)(p - key);
         if (*p != ':' || keylen == 0) {
-            set_err(errbuf, errlen, "%s:%d: expected \"Key: value\"", path, lineno);
+            pw_errf(errbuf, errlen, "%s:%d: expected \"Key: value\"", path, lineno);
             return PW_ERR_PARSE;
         }
         p++;
@@ -247,14 +234,14 @@ static int parse_meminfo(const char *path, const char *text, int node, uint64_t 
             p++;
         unsigned long long v;
         if (parse_uint(&p, UINT64_MAX / 2, &v) != 0) {
-            set_err(errbuf, errlen, "%s:%d: %.*s: expected a number", path, lineno, (int)keylen,
+            pw_errf(errbuf, errlen, "%s:%d: %.*s: expected a number", path, lineno, (int)keylen,
                     key);
             return PW_ERR_PARSE;
         }
         while (isspace((unsigned char)*p))
             p++;
         if (*p != '\0' && strcmp(p, "kB") != 0) {
-            set_err(errbuf, errlen, "%s:%d: %.*s: unexpected \"%s\"", path, lineno, (int)keylen,
+            pw_errf(errbuf, errlen, "%s:%d: %.*s: unexpected \"%s\"", path, lineno, (int)keylen,
                     key, p);
             return PW_ERR_PARSE;
         }
@@ -267,11 +254,11 @@ static int parse_meminfo(const char *path, const char *text, int node, uint64_t 
         }
     }
     if (!have_total || !have_free) {
-        set_err(errbuf, errlen, "%s: %s missing", path, !have_total ? "MemTotal" : "MemFree");
+        pw_errf(errbuf, errlen, "%s: %s missing", path, !have_total ? "MemTotal" : "MemFree");
         return PW_ERR_PARSE;
     }
     if (*free_kb > *total_kb) {
-        set_err(errbuf, errlen, "%s: MemFree is larger than MemTotal", path);
+        pw_errf(errbuf, errlen, "%s: MemFree is larger than MemTotal", path);
         return PW_ERR_PARSE;
     }
     return PW_OK;
@@ -288,7 +275,7 @@ static int fill_node(struct pw_numa_node *n, int id, const char *cpupath, const 
         goto out;
     rv = pw_cpulist_parse(cpus, &n->ncpus, n->cpulist, sizeof(n->cpulist), why, sizeof(why));
     if (rv != PW_OK) {
-        set_err(errbuf, errlen, "%s: %s", cpupath, why);
+        pw_errf(errbuf, errlen, "%s: %s", cpupath, why);
         goto out;
     }
     rv = read_file(mempath, &mem, errbuf, errlen);
@@ -326,7 +313,7 @@ static int list_nodes(const char *dir, int *ids, size_t max, size_t *n, char *er
             *n = 0;
             return PW_OK;
         }
-        set_err(errbuf, errlen, "cannot open %s: %s", dir, strerror(errno));
+        pw_errf(errbuf, errlen, "cannot open %s: %s", dir, strerror(errno));
         return PW_ERR_IO;
     }
     *n = 0;
@@ -341,7 +328,7 @@ static int list_nodes(const char *dir, int *ids, size_t max, size_t *n, char *er
         if (parse_uint(&p, INT32_MAX, &id) != 0 || *p != '\0')
             continue; /* not a node directory (e.g. "node_states" style names) */
         if (*n == max) {
-            set_err(errbuf, errlen, "%s: more than %zu NUMA nodes", dir, max);
+            pw_errf(errbuf, errlen, "%s: more than %zu NUMA nodes", dir, max);
             rv = PW_ERR_TOOBIG;
             break;
         }
@@ -360,7 +347,7 @@ int pw_topology_load(struct pw_topology *t, const char *root, double overcommit,
     if (root == NULL || root[0] == '\0')
         root = "/";
     if (!(overcommit > 0.0) || overcommit > 1000.0) {
-        set_err(errbuf, errlen, "vcpu overcommit %g: must be > 0 and <= 1000", overcommit);
+        pw_errf(errbuf, errlen, "vcpu overcommit %g: must be > 0 and <= 1000", overcommit);
         return PW_ERR_INVAL;
     }
     /* Paths are built as root + "/sys/..."; a trailing slash on root gives "//", harmless. */
@@ -368,7 +355,7 @@ int pw_topology_load(struct pw_topology *t, const char *root, double overcommit,
     if (make_path(dir, sizeof(dir), "%s/sys/devices/system/node", root) != 0 ||
         make_path(cpupath, sizeof(cpupath), "%s/sys/devices/system/cpu/online", root) != 0 ||
         make_path(mempath, sizeof(mempath), "%s/proc/meminfo", root) != 0) {
-        set_err(errbuf, errlen, "topology root too long");
+        pw_errf(errbuf, errlen, "topology root too long");
         return PW_ERR_INVAL;
     }
     int ids[PW_PROTO_MAX_NUMA];
@@ -388,7 +375,7 @@ int pw_topology_load(struct pw_topology *t, const char *root, double overcommit,
     for (size_t i = 0; i < nids; i++) {
         if (make_path(cpupath, sizeof(cpupath), "%s/node%d/cpulist", dir, ids[i]) != 0 ||
             make_path(mempath, sizeof(mempath), "%s/node%d/meminfo", dir, ids[i]) != 0) {
-            set_err(errbuf, errlen, "topology root too long");
+            pw_errf(errbuf, errlen, "topology root too long");
             memset(t, 0, sizeof(*t));
             return PW_ERR_INVAL;
         }

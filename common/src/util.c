@@ -51,6 +51,16 @@ char *pw_xstrndup(const char *s, size_t n)
     return p;
 }
 
+void pw_errf(char *errbuf, size_t errlen, const char *fmt, ...)
+{
+    if (errbuf == NULL || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(errbuf, errlen, fmt, ap);
+    va_end(ap);
+}
+
 size_t pw_strlcpy(char *dst, const char *src, size_t size)
 {
     size_t len = strlen(src);

@@ -22,6 +22,9 @@ void *pw_xrealloc(void *p, size_t n);
 char *pw_xstrdup(const char *s);
 char *pw_xstrndup(const char *s, size_t n);
 
+/* pw_errf formats a one-line reason into errbuf (nothing when errbuf is NULL or errlen 0). */
+void pw_errf(char *errbuf, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* pw_strlcpy copies at most size-1 bytes and NUL-terminates; returns strlen(src). */
 size_t pw_strlcpy(char *dst, const char *src, size_t size);
 
