@@ -19,8 +19,14 @@
 
 struct pw_model {
     BoosterHandle booster;
-    int offset; /* trained with the recent-level offset (attribute pw_offset) */
+    int offset;       /* trained with the recent-level offset (attribute pw_offset) */
+    float offset_eps; /* the offset's floor, as trained (the attribute's value) */
 };
+
+/* The offset's floor for models trained now: the level a function long silent starts from. Low
+ * enough that the trees need not push a quiet function's rate down (Poisson gradients at zero
+ * counts shrink with the rate, so that is slow); they push it up where an arrival is due. */
+#define OFFSET_EPS 0.0005f
 
 #define OFFSET_ATTR "pw_offset"
 
@@ -28,10 +34,10 @@ struct pw_model {
  * log lambda = offset + trees, so its trees learn departures from the level (a burst, a lull, a
  * period coming round) that hold at any scale, and a function busier than any seen in training
  * is still forecast at its own level rather than capped at the largest leaf. */
-static float row_offset(const float *row)
+static float row_offset(const float *row, float eps)
 {
     float level = (row[PW_FEAT_LAG1] + row[PW_FEAT_MEAN5] + row[PW_FEAT_MEAN15] + row[PW_FEAT_MEAN60]) / 4.0f;
-    return logf(0.005f + level);
+    return logf(eps + level);
 }
 
 /* xgb_fail logs XGBoost's own message for the failed call and returns err. */
@@ -97,7 +103,7 @@ int pw_model_train(const float *X, size_t nrows, size_t ncols, const float *y, c
         XGB_TRY(XGDMatrixSetFloatInfo(d, "weight", w, (bst_ulong)nrows), PW_ERR_INTERNAL);
     float *margin = pw_xmalloc(nrows * sizeof(*margin));
     for (size_t i = 0; i < nrows; i++)
-        margin[i] = row_offset(X + i * ncols);
+        margin[i] = row_offset(X + i * ncols, OFFSET_EPS);
     int mrv = XGDMatrixSetFloatInfo(d, "base_margin", margin, (bst_ulong)nrows);
     free(margin);
     XGB_TRY(mrv, PW_ERR_INTERNAL);
@@ -130,12 +136,14 @@ int pw_model_train(const float *X, size_t nrows, size_t ncols, const float *y, c
     XGB_TRY(XGBoosterSetAttr(b, FEAT_ATTR, names), PW_ERR_INTERNAL);
     snprintf(buf, sizeof(buf), "%d", p->trees);
     XGB_TRY(XGBoosterSetAttr(b, "pw_trees", buf), PW_ERR_INTERNAL);
-    XGB_TRY(XGBoosterSetAttr(b, OFFSET_ATTR, "1"), PW_ERR_INTERNAL);
+    snprintf(buf, sizeof(buf), "%.9g", (double)OFFSET_EPS);
+    XGB_TRY(XGBoosterSetAttr(b, OFFSET_ATTR, buf), PW_ERR_INTERNAL);
     XGDMatrixFree(d);
 
     *out = pw_xcalloc(1, sizeof(**out));
     (*out)->booster = b;
     (*out)->offset = 1;
+    (*out)->offset_eps = OFFSET_EPS;
     return PW_OK;
 fail:
     if (b)
@@ -182,8 +190,20 @@ int pw_model_load(const char *path, struct pw_model **out)
     (*out)->booster = b;
     attr = NULL;
     success = 0;
-    if (XGBoosterGetAttr(b, OFFSET_ATTR, &attr, &success) == 0 && success && strcmp(attr, "1") == 0)
+    if (XGBoosterGetAttr(b, OFFSET_ATTR, &attr, &success) == 0 && success) {
+        /* The value is the offset's floor ("1" from the first offset models meant 0.005). */
+        char *end;
+        double eps = strtod(attr, &end);
+        if (*end != '\0' || !(eps > 0) || eps > 1) {
+            pw_log_error("predictor", "model %s: bad %s attribute \"%s\"", path, OFFSET_ATTR, attr);
+            XGBoosterFree(b);
+            free(*out);
+            *out = NULL;
+            return PW_ERR_INVAL;
+        }
         (*out)->offset = 1;
+        (*out)->offset_eps = strcmp(attr, "1") == 0 ? 0.005f : (float)eps;
+    }
     return PW_OK;
 fail:
     if (b)
@@ -236,7 +256,7 @@ int pw_model_predict(const struct pw_model *m, const float *X, size_t nrows, int
     /* Asked for the margin, XGBoost gave the trees' sum (base_score 1 adds nothing); add each
      * row's offset, and take the exponential for a rate. */
     for (size_t i = 0; i < nrows; i++) {
-        float mg = res[i] + row_offset(X + i * PW_FEAT_COUNT);
+        float mg = res[i] + row_offset(X + i * PW_FEAT_COUNT, m->offset_eps);
         out[i] = margin ? mg : expf(mg);
     }
     return PW_OK;
@@ -259,7 +279,7 @@ int pw_model_contribs(const struct pw_model *m, const float *X, size_t nrows, fl
     memcpy(out, res, len * sizeof(float));
     if (m->offset) /* the offset joins the bias term, so contributions still sum to the margin */
         for (size_t i = 0; i < nrows; i++)
-            out[i * (PW_FEAT_COUNT + 1) + PW_FEAT_COUNT] += row_offset(X + i * PW_FEAT_COUNT);
+            out[i * (PW_FEAT_COUNT + 1) + PW_FEAT_COUNT] += row_offset(X + i * PW_FEAT_COUNT, m->offset_eps);
 fail:
     if (d)
         XGDMatrixFree(d);
