@@ -39,7 +39,7 @@ static void usage(FILE *out)
             "  --quantile Q            predictive pool quantile (default 0.99)\n"
             "  --grace DUR             predictive keep-alive above the floor (default 1m)\n"
             "  --keep-one-cost K       predictive: keep a quiet function's last VM when P(arrival) per GB\n"
-            "                          per daily invocation exceeds K (default 0.0002; 0: when P > 1 - quantile)\n"
+            "                          per daily invocation exceeds K (default 0.0003; 0: when P > 1 - quantile)\n"
             "  --per-function PREFIX   write PREFIX.<policy>.csv with each function's results\n"
             "  --functions N           replay the first N functions only\n"
             "  --minutes A:B           replay minutes [A, B) (0-based)\n"
