@@ -676,6 +676,19 @@ class Checks:
     def ok(self):
         return self.failed == 0
 
+    def sanitizers_clean(self, cluster):
+        """After the checks passed: stop the cluster gracefully (so leak reports reach the logs)
+        and count one more check that no process printed a sanitizer report."""
+        if not self.ok:
+            return
+        cluster.stop()
+        reports = cluster.sanitizer_reports()
+        if reports:
+            self.fail("no sanitizer reports in process logs", "; ".join(reports[:5]))
+        else:
+            self.passed += 1
+            log("PASS no sanitizer reports in process logs")
+
     def finish(self):
         log("(%.1fs)" % (time.monotonic() - self.t0))
         log("%d passed, %d failed" % (self.passed, self.failed))

@@ -358,14 +358,7 @@ def main():
                              ("(i) prewarmd restart keeps config and adopts VMs", check_i),
                              ("(j) invocations reach PostgreSQL per function per minute", check_j)):
                 checks.check(name, fn, c)
-            if checks.ok:
-                c.stop()  # graceful stop so sanitizer leak reports reach the logs
-                reports = c.sanitizer_reports()
-                if reports:
-                    checks.fail("no sanitizer reports in process logs", "; ".join(reports[:5]))
-                else:
-                    checks.passed += 1
-                    print("PASS no sanitizer reports in process logs", flush=True)
+            checks.sanitizers_clean(c)
             c.failed = not checks.ok
     except HarnessError as e:
         checks.fail("cluster setup", str(e))

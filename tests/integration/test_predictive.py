@@ -78,14 +78,7 @@ def main():
             checks.check("predictive pool registered, no forecast yet, model loaded", check_setup, c)
             checks.check("traffic -> forecast with contributions -> pool at its floor",
                          check_traffic_then_forecast, c)
-            if checks.ok:
-                c.stop()
-                reports = c.sanitizer_reports()
-                if reports:
-                    checks.fail("no sanitizer reports in process logs", "; ".join(reports[:5]))
-                else:
-                    checks.passed += 1
-                    print("PASS no sanitizer reports in process logs", flush=True)
+            checks.sanitizers_clean(c)
             c.failed = not checks.ok
     except HarnessError as e:
         checks.fail("cluster setup", str(e))
