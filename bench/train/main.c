@@ -14,6 +14,8 @@
 #include "pw/trace.h"
 #include "pw/util.h"
 
+#include "from_pg.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,7 +80,9 @@ static void usage(void)
 {
     fprintf(stderr, "usage: prewarm-train --trace DIR [--out FILE.json] [--train-minutes A:B]\n"
                     "         [--holdout-functions F] [--seed N] [--trees N] [--depth N] [--eta X]\n"
-                    "         [--max-delta-step X] [--zero-keep P] [--threads N]\n");
+                    "         [--max-delta-step X] [--zero-keep P] [--threads N]\n"
+                    "   or: prewarm-train --pg CONNINFO --out FILE.json [--pg-minutes N (1440)]\n"
+                    "         [--pg-duration-ms MS (1000)] [--min-rows N (1000)] [model options as above]\n");
 }
 
 static int held_out(const struct pw_trace_fn *fn, double frac, uint64_t seed)
@@ -126,6 +130,8 @@ int main(int argc, char **argv)
     mp.eta = 0.3;           /* tuned on this trace: 0.1 and 0.2 under-fit or diverged (MODEL_CARD.md) */
     mp.max_delta_step = 0.7; /* XGBoost's default; the offset carries the scale (model.c) */
 
+    struct pw_pg_train pg = {.minutes = 1440, .duration_ms = 1000, .min_rows = 1000};
+    int out_given = 0;
     for (int i = 1; i < argc; i += 2) {
         const char *arg = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
         if (!val) {
@@ -135,7 +141,7 @@ int main(int argc, char **argv)
         if (!strcmp(arg, "--trace"))
             trace_dir = val;
         else if (!strcmp(arg, "--out"))
-            out = val;
+            out = val, out_given = 1;
         else if (!strcmp(arg, "--train-minutes")) {
             if (sscanf(val, "%ld:%ld", &a, &b) != 2 || a < PW_FEAT_WINDOW || b <= a) {
                 fprintf(stderr, "--train-minutes A:B needs %d <= A < B\n", PW_FEAT_WINDOW);
@@ -157,10 +163,30 @@ int main(int argc, char **argv)
             zero_keep = atof(val);
         else if (!strcmp(arg, "--threads"))
             mp.nthread = atoi(val);
+        else if (!strcmp(arg, "--pg"))
+            pg.conninfo = val;
+        else if (!strcmp(arg, "--pg-minutes"))
+            pg.minutes = strtoull(val, NULL, 10);
+        else if (!strcmp(arg, "--pg-duration-ms"))
+            pg.duration_ms = atof(val);
+        else if (!strcmp(arg, "--min-rows"))
+            pg.min_rows = strtoull(val, NULL, 10);
         else {
             usage();
             return 2;
         }
+    }
+    if (pg.conninfo != NULL) {
+        if (trace_dir != NULL || !out_given || pg.minutes < 2 || !(pg.duration_ms > 0) || zero_keep <= 0 ||
+            zero_keep > 1) {
+            usage();
+            return 2;
+        }
+        mp.seed = seed;
+        pg.out = out;
+        pg.model = mp;
+        pg.zero_keep = zero_keep;
+        return pw_train_from_pg(&pg);
     }
     if (!trace_dir || holdout < 0 || holdout >= 1 || zero_keep <= 0 || zero_keep > 1) {
         usage();
