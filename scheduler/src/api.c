@@ -419,17 +419,28 @@ static void release(struct pw_daemon *d, struct pw_http_req *r, const char *id)
 
 /* ---- reads ---- */
 
+/* A JSON array being filled by a core iteration. */
+struct list_ctx {
+    struct pw_buf *b;
+    size_t n;
+    int64_t now;
+};
+
+static void add_function(void *arg, const struct pw_function_spec *f)
+{
+    struct list_ctx *x = arg;
+    if (x->n++ > 0)
+        pw_buf_adds(x->b, ",");
+    function_json(x->b, f);
+}
+
 static void list_functions(struct pw_daemon *d, struct pw_http_req *r)
 {
     struct pw_buf b;
     pw_buf_init(&b, 64 << 20);
     pw_buf_adds(&b, "{\"functions\":[");
-    struct pw_function_spec s;
-    for (size_t i = 0; pw_core_function_at(d->core, i, &s); i++) {
-        if (i > 0)
-            pw_buf_adds(&b, ",");
-        function_json(&b, &s);
-    }
+    struct list_ctx x = {&b, 0, 0};
+    pw_core_function_each(d->core, add_function, &x);
     pw_buf_adds(&b, "]}");
     respond_buf(r, 200, &b, NULL);
 }
@@ -461,21 +472,38 @@ static void host_json(struct pw_buf *b, const struct pw_host_view *h, int64_t no
     pw_buf_adds(b, "]}");
 }
 
+static void add_host(void *arg, const struct pw_host_view *h)
+{
+    struct list_ctx *x = arg;
+    if (x->n++ > 0)
+        pw_buf_adds(x->b, ",");
+    host_json(x->b, h, x->now);
+}
+
 static void list_hosts(struct pw_daemon *d, struct pw_http_req *r)
 {
     struct pw_buf b;
     pw_buf_init(&b, 64 << 20);
     pw_buf_adds(&b, "{\"hosts\":[");
-    struct pw_host_view *h = pw_xmalloc(sizeof(*h));
-    int64_t now = pw_daemon_now(d);
-    for (size_t i = 0; pw_core_host_view(d->core, i, h); i++) {
-        if (i > 0)
-            pw_buf_adds(&b, ",");
-        host_json(&b, h, now);
-    }
-    free(h);
+    struct list_ctx x = {&b, 0, pw_daemon_now(d)};
+    pw_core_host_each(d->core, add_host, &x);
     pw_buf_adds(&b, "]}");
     respond_buf(r, 200, &b, NULL);
+}
+
+static void add_vm(void *arg, const struct pw_vm_view *v)
+{
+    struct list_ctx *x = arg;
+    struct pw_buf *b = x->b;
+    pw_buf_printf(b, "%s{\"vm_id\":\"%016" PRIx64 "\",\"function\":", x->n++ ? "," : "", v->vm_id);
+    pw_buf_add_json_str(b, v->function);
+    pw_buf_adds(b, ",\"host\":");
+    pw_buf_add_json_str(b, v->host);
+    pw_buf_printf(b, ",\"numa_node\":%d,\"state\":\"%s\",\"lease_id\":", v->numa_node, pw_vm_state_str(v->state));
+    if (v->lease_id)
+        pw_buf_printf(b, "\"%016" PRIx64 "\"}", v->lease_id);
+    else
+        pw_buf_adds(b, "null}");
 }
 
 static void list_vms(struct pw_daemon *d, struct pw_http_req *r)
@@ -483,18 +511,8 @@ static void list_vms(struct pw_daemon *d, struct pw_http_req *r)
     struct pw_buf b;
     pw_buf_init(&b, 256 << 20);
     pw_buf_adds(&b, "{\"vms\":[");
-    struct pw_vm_view v;
-    for (size_t i = 0; pw_core_vm_at(d->core, i, &v); i++) {
-        pw_buf_printf(&b, "%s{\"vm_id\":\"%016" PRIx64 "\",\"function\":", i ? "," : "", v.vm_id);
-        pw_buf_add_json_str(&b, v.function);
-        pw_buf_adds(&b, ",\"host\":");
-        pw_buf_add_json_str(&b, v.host);
-        pw_buf_printf(&b, ",\"numa_node\":%d,\"state\":\"%s\",\"lease_id\":", v.numa_node, pw_vm_state_str(v.state));
-        if (v.lease_id)
-            pw_buf_printf(&b, "\"%016" PRIx64 "\"}", v.lease_id);
-        else
-            pw_buf_adds(&b, "null}");
-    }
+    struct list_ctx x = {&b, 0, 0};
+    pw_core_vm_each(d->core, add_vm, &x);
     pw_buf_adds(&b, "]}");
     respond_buf(r, 200, &b, NULL);
 }

@@ -373,18 +373,10 @@ size_t pw_core_function_count(const struct pw_core *c)
     return c->fns.count;
 }
 
-int pw_core_function_at(const struct pw_core *c, size_t i, struct pw_function_spec *out)
+void pw_core_function_each(const struct pw_core *c, pw_core_function_cb cb, void *arg)
 {
     const struct pw_list *it;
-    size_t k = 0;
-    pw_list_foreach(it, &c->fn_list)
-    {
-        if (k++ == i) {
-            *out = pw_container_of(it, struct fn, link)->spec;
-            return 1;
-        }
-    }
-    return 0;
+    pw_list_foreach(it, &c->fn_list) cb(arg, &pw_container_of(it, struct fn, link)->spec);
 }
 
 /* ---- VMs ---- */
@@ -847,6 +839,32 @@ int pw_core_pool_view(const struct pw_core *c, const char *name, struct pw_pool_
     return PW_OK;
 }
 
+static void vm_view(const struct vm *v, struct pw_vm_view *out)
+{
+    const struct host *h = v->host;
+    memset(out, 0, sizeof(*out));
+    out->vm_id = v->id;
+    pw_strlcpy(out->function, v->fn->spec.name, sizeof(out->function));
+    pw_strlcpy(out->host, h->id, sizeof(out->host));
+    out->numa_node = v->numa_idx < h->nnuma ? h->numa[v->numa_idx].info.id : -1;
+    out->state = v->state;
+    out->lease_id = v->lease ? v->lease->id : 0;
+}
+
+void pw_core_vm_each(const struct pw_core *c, pw_core_vm_cb cb, void *arg)
+{
+    struct pw_vm_view view;
+    const struct pw_list *hi, *vi;
+    pw_list_foreach(hi, &c->host_list)
+    {
+        pw_list_foreach(vi, &pw_container_of(hi, struct host, link)->vms)
+        {
+            vm_view(pw_container_of(vi, struct vm, host_link), &view);
+            cb(arg, &view);
+        }
+    }
+}
+
 int pw_core_vm_at(const struct pw_core *c, size_t i, struct pw_vm_view *out)
 {
     size_t k = 0;
@@ -863,14 +881,7 @@ int pw_core_vm_at(const struct pw_core *c, size_t i, struct pw_vm_view *out)
         {
             if (k++ != i)
                 continue;
-            const struct vm *v = pw_container_of(vi, struct vm, host_link);
-            memset(out, 0, sizeof(*out));
-            out->vm_id = v->id;
-            pw_strlcpy(out->function, v->fn->spec.name, sizeof(out->function));
-            pw_strlcpy(out->host, h->id, sizeof(out->host));
-            out->numa_node = v->numa_idx < h->nnuma ? h->numa[v->numa_idx].info.id : -1;
-            out->state = v->state;
-            out->lease_id = v->lease ? v->lease->id : 0;
+            vm_view(pw_container_of(vi, struct vm, host_link), out);
             return 1;
         }
     }
@@ -882,14 +893,7 @@ int pw_core_lease_find(const struct pw_core *c, uint64_t lease_id, struct pw_vm_
     const struct lease *l = lease_find(c, lease_id);
     if (l == NULL)
         return PW_ERR_NOTFOUND;
-    const struct vm *v = l->vm;
-    memset(out, 0, sizeof(*out));
-    out->vm_id = v->id;
-    pw_strlcpy(out->function, v->fn->spec.name, sizeof(out->function));
-    pw_strlcpy(out->host, v->host->id, sizeof(out->host));
-    out->numa_node = v->numa_idx < v->host->nnuma ? v->host->numa[v->numa_idx].info.id : -1;
-    out->state = v->state;
-    out->lease_id = lease_id;
+    vm_view(l->vm, out);
     return PW_OK;
 }
 

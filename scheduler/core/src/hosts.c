@@ -496,18 +496,18 @@ int pw_core_agent_report(struct pw_core *c, int64_t now, const struct pw_msg_rep
     return PW_OK;
 }
 
-int pw_core_host_view(const struct pw_core *c, size_t i, struct pw_host_view *out)
+static void host_view(const struct host *h, struct pw_host_view *out);
+
+void pw_core_host_each(const struct pw_core *c, pw_core_host_cb cb, void *arg)
 {
-    size_t k = 0;
+    struct pw_host_view *view = pw_xmalloc(sizeof(*view)); /* ~20 KB: not on the stack */
     const struct pw_list *it;
     pw_list_foreach(it, &c->host_list)
     {
-        if (k++ != i)
-            continue;
-        const struct host *h = pw_container_of(it, struct host, link);
-        return pw_core_host_find(c, h->id, out) == PW_OK;
+        host_view(pw_container_of(it, struct host, link), view);
+        cb(arg, view);
     }
-    return 0;
+    free(view);
 }
 
 int pw_core_host_find(const struct pw_core *c, const char *id, struct pw_host_view *out)
@@ -515,6 +515,12 @@ int pw_core_host_find(const struct pw_core *c, const char *id, struct pw_host_vi
     const struct host *h = pw_core_host_get(c, id);
     if (h == NULL)
         return PW_ERR_NOTFOUND;
+    host_view(h, out);
+    return PW_OK;
+}
+
+static void host_view(const struct host *h, struct pw_host_view *out)
+{
     memset(out, 0, sizeof(*out));
     pw_strlcpy(out->id, h->id, sizeof(out->id));
     out->state = h->state;
@@ -533,5 +539,4 @@ int pw_core_host_find(const struct pw_core *c, const char *id, struct pw_host_vi
     out->nlabels = h->nlabels;
     if (h->nlabels > 0)
         memcpy(out->labels, h->labels, h->nlabels * sizeof(*h->labels));
-    return PW_OK;
 }

@@ -282,11 +282,16 @@ struct pw_host_view {
     struct pw_label labels[PW_PROTO_MAX_LABELS];
     size_t nlabels;
 };
-/* Iteration over hosts: i from 0 until it returns 0. */
-int pw_core_host_view(const struct pw_core *c, size_t i, struct pw_host_view *out);
+/* Iteration in O(n) over everything: cb is called once per host / function / VM with a view
+ * valid during the call; cb must not call into the core. Order: registration order for hosts
+ * and functions, by host then placement for VMs. */
+struct pw_vm_view;
+typedef void (*pw_core_host_cb)(void *arg, const struct pw_host_view *h);
+typedef void (*pw_core_function_cb)(void *arg, const struct pw_function_spec *f);
+typedef void (*pw_core_vm_cb)(void *arg, const struct pw_vm_view *v);
+void pw_core_host_each(const struct pw_core *c, pw_core_host_cb cb, void *arg);
+void pw_core_function_each(const struct pw_core *c, pw_core_function_cb cb, void *arg);
 int pw_core_host_find(const struct pw_core *c, const char *id, struct pw_host_view *out);
-/* Iteration over functions by index (order unspecified, stable between mutations). */
-int pw_core_function_at(const struct pw_core *c, size_t i, struct pw_function_spec *out);
 size_t pw_core_function_count(const struct pw_core *c);
 
 struct pw_vm_view {
@@ -301,8 +306,9 @@ struct pw_vm_view {
  * unknown or over. */
 int pw_core_lease_find(const struct pw_core *c, uint64_t lease_id, struct pw_vm_view *out);
 
-/* Iteration over every VM; i from 0 until it returns 0. O(n) per call: for tests and debug. */
+/* pw_core_vm_at is the i-th VM of pw_core_vm_each's order; O(n) per call: for tests. */
 int pw_core_vm_at(const struct pw_core *c, size_t i, struct pw_vm_view *out);
+void pw_core_vm_each(const struct pw_core *c, pw_core_vm_cb cb, void *arg);
 
 struct pw_core_stats {
     uint64_t hosts_alive, hosts_dead, functions, vms, leases, waiters;
