@@ -34,6 +34,15 @@
 #define PW_IMAGE_MAX 256
 #define PW_ERRMSG_MAX 256
 #define PW_CPULIST_MAX 256
+#define PW_PROTO_MAX_SNAPSHOTS 1024 /* local golden snapshots listed per message */
+
+/* Host labels with a meaning to placement (docs/placement.md). Other labels are kept and shown
+ * but not interpreted. cost_per_gib_hour is a decimal number >= 0 (e.g. "0.0125"). */
+#define PW_LABEL_CLOUD "cloud"
+#define PW_LABEL_REGION "region"
+#define PW_LABEL_ZONE "zone"
+#define PW_LABEL_INSTANCE_TYPE "instance_type"
+#define PW_LABEL_COST "cost_per_gib_hour"
 
 /* VM states as an agent sees them. The scheduler adds idle/leased on top of RUNNING. */
 #define PW_AVM_STATE_MAP(X)                                    \
@@ -153,6 +162,10 @@ struct pw_msg_hello {
     size_t nnuma;
     struct pw_vm_info *vms;     /* full inventory */
     size_t nvms;
+    /* Functions whose golden snapshot is on this host's disk (placement prefers them). */
+    char (*snapshots)[PW_NAME_MAX]; /* nsnapshots entries, each a valid name */
+    size_t nsnapshots;
+    int draining;               /* the host's own operator asked it to take no new VMs */
 };
 
 /* report: the long poll. Repeats unacknowledged events; inventory only when asked. */
@@ -170,6 +183,12 @@ struct pw_msg_report {
     int has_inventory;
     struct pw_vm_info *vms;
     size_t nvms;
+    /* The snapshot list, sent only when it changed since the last acknowledged report (and
+     * then complete, possibly empty). */
+    int has_snapshots;
+    char (*snapshots)[PW_NAME_MAX];
+    size_t nsnapshots;
+    int draining; /* as in hello; every report carries the current value */
 };
 
 /* reply: the scheduler's answer to hello or report. */

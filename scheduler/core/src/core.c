@@ -94,7 +94,7 @@ int pw_function_spec_validate(const struct pw_function_spec *s, char *errbuf, si
     else if (!(s->pool.quantile >= 0.5 && s->pool.quantile < 1.0))
         why = "pool quantile must be in [0.5, 1)";
     if (why == NULL)
-        return PW_OK;
+        return pw_placement_spec_validate(&s->placement, errbuf, errlen);
     if (errbuf != NULL && errlen > 0)
         pw_strlcpy(errbuf, why, errlen);
     return PW_ERR_INVAL;
@@ -112,6 +112,7 @@ void pw_core_config_default(struct pw_core_config *c)
     c->max_waiters_per_fn = 1000;
     c->max_cmds_per_host = 1024;
     c->lease_notes = 1;
+    pw_placer_config_default(&c->placement);
 }
 
 /* ---- hash helpers ---- */
@@ -222,7 +223,10 @@ struct pw_core *pw_core_new(const struct pw_core_config *cfg, int64_t now)
     pw_htab_init(&c->vms);
     pw_htab_init(&c->leases);
     pw_htab_init(&c->waiters);
-    pw_htab_init(&c->hostfns);
+    if (c->cfg.placement.candidates == 0)
+        pw_placer_config_default(&c->cfg.placement);
+    c->placer = pw_core_placer_new(&c->cfg);
+    pw_list_init(&c->draining);
     pw_list_init(&c->fn_list);
     pw_list_init(&c->dying);
     pw_list_init(&c->host_list);
@@ -253,11 +257,7 @@ void pw_core_free(struct pw_core *c)
     pw_htab_fini(&c->vms);
     pw_htab_fini(&c->leases);
     pw_htab_fini(&c->waiters);
-    size_t b = 0;
-    struct pw_hnode *n = NULL, *e;
-    while ((e = pw_htab_next(&c->hostfns, &b, &n)) != NULL)
-        free(pw_container_of(e, struct hostfn, hnode));
-    pw_htab_fini(&c->hostfns);
+    pw_placer_free(c->placer);
     free(c->acts);
     free(c);
 }
@@ -296,6 +296,7 @@ int pw_core_function_put(struct pw_core *c, int64_t now, const struct pw_functio
     /* Memory and vCPUs of running VMs stay what they were placed with; only new VMs use the
      * new shape. */
     f->spec = *spec;
+    f->name_hash = pw_hash_str(spec->name);
     pw_core_reconcile(c, f, now);
     return PW_OK;
 }
@@ -397,11 +398,8 @@ struct vm *pw_core_vm_new(struct pw_core *c, int64_t now, uint64_t id, struct fn
     pw_htab_insert(&c->vms, &v->hnode, pw_hash_u64(id));
     pw_list_push_tail(&h->vms, &v->host_link);
     h->nvms++;
-    pw_core_hostfn_add(c, h, f, 1);
-    if (numa_idx < h->nnuma) {
-        h->numa[numa_idx].mem_used_mb += memory_mb;
-        h->numa[numa_idx].vcpu_used += (int32_t)vcpus;
-    }
+    pw_placer_fn_count(c->placer, h->ph, f, 1);
+    pw_placer_node_use(c->placer, h->ph, numa_idx, memory_mb, vcpus, 1);
     f->n[state]++;
     if (state == PW_VM_IDLE)
         pw_list_push_head(&f->idle, &v->fn_link);
@@ -432,6 +430,11 @@ void pw_core_vm_set_state(struct pw_core *c, struct vm *v, enum pw_vm_state to, 
     if (from == PW_VM_IDLE)
         pw_list_remove(&v->fn_link);
     f->n[from]--;
+    if (v->repl != NULL) {
+        f->moving[from]--;
+        if (to != PW_VM_GONE)
+            f->moving[to]++;
+    }
     v->state = to;
     v->since = now;
     if (to == PW_VM_IDLE) {
@@ -445,13 +448,16 @@ void pw_core_vm_set_state(struct pw_core *c, struct vm *v, enum pw_vm_state to, 
         return;
     }
     struct host *h = v->host;
-    if (v->numa_idx < h->nnuma) {
-        h->numa[v->numa_idx].mem_used_mb -= v->memory_mb;
-        h->numa[v->numa_idx].vcpu_used -= (int32_t)v->vcpus;
+    if (v->repl != NULL) {
+        v->repl->repl_of = NULL;
+        v->repl = NULL;
     }
+    if (v->repl_of != NULL)
+        pw_core_vm_unlink_repl(v);
+    pw_placer_node_use(c->placer, h->ph, v->numa_idx, v->memory_mb, v->vcpus, -1);
     pw_list_remove(&v->host_link);
     h->nvms--;
-    pw_core_hostfn_add(c, h, f, -1);
+    pw_placer_fn_count(c->placer, h->ph, f, -1);
     pw_htab_remove(&c->vms, &v->hnode);
     free(v);
     fn_maybe_free(c, f);
@@ -583,6 +589,11 @@ void pw_core_vm_ready(struct pw_core *c, struct vm *v, int64_t now, const char *
     struct pw_list *wl = pw_list_head(&f->waiters);
     if (wl != NULL)
         answer(c, pw_container_of(wl, struct waiter, fn_link), PW_OK, v, now);
+    /* A replacement for a VM on a draining host: the old one goes now if it is idle. */
+    if (v->repl_of != NULL && v->repl_of->state == PW_VM_IDLE)
+        pw_core_drain_vm(c, v->repl_of, now);
+    else if (v->state == PW_VM_IDLE && pw_core_host_out(v->host))
+        pw_core_drain_vm(c, v, now);
     pw_core_reconcile(c, f, now);
 }
 
@@ -648,6 +659,8 @@ int pw_core_release(struct pw_core *c, int64_t now, uint64_t lease_id, int64_t d
             answer(c, pw_container_of(wl, struct waiter, fn_link), PW_OK, v, now);
         else
             lease_note(c, v, PW_CMD_UNLEASE);
+        if (v->state == PW_VM_IDLE && pw_core_host_out(v->host))
+            pw_core_drain_vm(c, v, now);
     }
     if (!f->deleted)
         pw_core_reconcile(c, f, now);
@@ -660,6 +673,20 @@ static uint32_t live_count(const struct fn *f)
 {
     return f->n[PW_VM_RESTORING] + f->n[PW_VM_IDLE] + f->n[PW_VM_LEASED];
 }
+
+/* The pool as reconcile sees it: a VM being moved off a draining host is counted through its
+ * replacement, not itself. */
+static uint32_t live_eff(const struct fn *f)
+{
+    return live_count(f) - f->moving[PW_VM_RESTORING] - f->moving[PW_VM_IDLE] - f->moving[PW_VM_LEASED];
+}
+
+static uint32_t idle_eff(const struct fn *f)
+{
+    return f->n[PW_VM_IDLE] - f->moving[PW_VM_IDLE];
+}
+
+#define REAP_SCAN 256 /* idle VMs compared when choosing which to remove */
 
 /* total_floor is the number of VMs kept alive whatever the traffic: the keepalive policy's min,
  * raised by a policy engine's overlay, never above max. */
@@ -676,13 +703,13 @@ static uint32_t target_idle(const struct fn *f)
     return f->spec.pool.kind == PW_POLICY_FIXED ? f->spec.pool.min : 0;
 }
 
-static void place_restore(struct pw_core *c, struct fn *f, int64_t now, int for_waiter)
+struct vm *pw_core_place_restore(struct pw_core *c, struct fn *f, int64_t now, int for_waiter)
 {
     struct host *h;
     size_t numa_idx;
     if (!pw_core_place(c, f, &h, &numa_idx)) {
         pw_core_metric(c, PW_METRIC_NO_CAPACITY, f, 0);
-        return;
+        return NULL;
     }
     struct vm *v = pw_core_vm_new(c, now, new_id(c), f, h, numa_idx, PW_VM_RESTORING, f->spec.memory_mb,
                                   f->spec.vcpus);
@@ -697,10 +724,11 @@ static void place_restore(struct pw_core *c, struct fn *f, int64_t now, int for_
     cmd.numa_node = h->numa[numa_idx].info.id;
     if (!pw_core_host_cmd(c, h, &cmd)) {
         pw_core_vm_set_state(c, v, PW_VM_GONE, now);
-        return;
+        return NULL;
     }
     if (for_waiter)
         pw_core_metric(c, PW_METRIC_COLD_START, f, 0);
+    return v;
 }
 
 /* pw_core_reconcile brings f's pool toward its policy: restores for parked acquires and the
@@ -712,12 +740,12 @@ void pw_core_reconcile(struct pw_core *c, struct fn *f, int64_t now)
     const struct pw_pool_policy *p = &f->spec.pool;
     uint32_t max = p->max;
 
-    /* Above max (max was lowered): idle VMs go first, oldest first, then unclaimed restores. */
-    while (live_count(f) > max) {
-        struct pw_list *il = pw_list_tail(&f->idle);
-        if (il == NULL)
+    /* Above max (max was lowered): idle VMs go, worst placed first (placer.h). */
+    while (live_eff(f) > max) {
+        struct vm *v = pw_core_pick_victim(c, f, now, 0, 0, REAP_SCAN);
+        if (v == NULL)
             break;
-        pw_core_vm_destroy(c, pw_container_of(il, struct vm, fn_link), now);
+        pw_core_vm_destroy(c, v, now);
     }
 
     /* Restores: every parked acquire needs a VM on its way; in grace, agents are still coming
@@ -727,35 +755,34 @@ void pw_core_reconcile(struct pw_core *c, struct fn *f, int64_t now)
     uint32_t cold = want;
     uint32_t floor_total = total_floor(f);
     if (!pw_core_in_grace(c, now)) {
-        uint32_t live = live_count(f);
+        uint32_t live = live_eff(f);
         uint32_t floor_need = floor_total > live ? floor_total - live : 0;
         if (p->kind == PW_POLICY_FIXED) {
             /* future idle = idle + restores not promised to a waiter */
             uint32_t spare = restoring > f->nwaiters ? restoring - f->nwaiters : 0;
-            uint32_t future_idle = f->n[PW_VM_IDLE] + spare;
+            uint32_t future_idle = idle_eff(f) + spare;
             uint32_t idle_need = p->min > future_idle ? p->min - future_idle : 0;
             floor_need = PW_MAX(floor_need, idle_need);
         }
         want += floor_need;
     }
-    uint32_t live = live_count(f);
+    uint32_t live = live_eff(f);
     uint32_t room = max > live ? max - live : 0;
     if (want > room)
         want = room;
     for (uint32_t i = 0; i < want; i++)
-        place_restore(c, f, now, i < cold);
+        pw_core_place_restore(c, f, now, i < cold);
 
-    /* Keep-alive: idle VMs above the floor that sat idle for keepalive_ms are destroyed,
-     * oldest first. */
+    /* Keep-alive: idle VMs above the floor that sat idle for keepalive_ms are destroyed; when
+     * the floor keeps some of them, the worst placed go first (placer.h). */
     int64_t keepalive = f->dyn_set && f->dyn_keepalive_ms >= 0 ? f->dyn_keepalive_ms : p->keepalive_ms;
     for (;;) {
-        struct pw_list *il = pw_list_tail(&f->idle);
-        if (il == NULL)
+        if (p->kind == PW_POLICY_FIXED && idle_eff(f) <= p->min)
             break;
-        struct vm *v = pw_container_of(il, struct vm, fn_link);
-        if (p->kind == PW_POLICY_FIXED && f->n[PW_VM_IDLE] <= p->min)
+        if (live_eff(f) <= floor_total)
             break;
-        if (live_count(f) <= floor_total || now - v->idle_since < keepalive)
+        struct vm *v = pw_core_pick_victim(c, f, now, 1, keepalive, REAP_SCAN);
+        if (v == NULL)
             break;
         pw_core_metric(c, PW_METRIC_VM_EXPIRED, f, (double)(now - v->idle_since));
         pw_core_vm_destroy(c, v, now);
@@ -791,6 +818,7 @@ void pw_core_tick(struct pw_core *c, int64_t now)
         pw_core_vm_destroy(c, v, now);
     }
     pw_core_host_check_liveness(c, now);
+    pw_core_drain_tick(c, now);
     pw_core_reconcile_all(c, now);
 }
 
@@ -829,6 +857,8 @@ int pw_core_pool_view(const struct pw_core *c, const char *name, struct pw_pool_
     out->stopping = f->n[PW_VM_STOPPING];
     out->failed = f->n[PW_VM_FAILED];
     out->waiters = f->nwaiters;
+    for (int s = 0; s < PW_VM__COUNT; s++)
+        out->outgoing += f->moving[s];
     out->target_idle = target_idle(f);
     out->floor = total_floor(f);
     out->dynamic = f->dyn_set;
@@ -944,14 +974,14 @@ static int check_fn(const struct fn *f, char *errbuf, size_t errlen)
     pw_list_foreach(it, &f->waiters) w++;
     CHECK(w == f->nwaiters, "fn %s: waiters %u != %u", f->spec.name, w, f->nwaiters);
     CHECK(!(f->nwaiters > 0 && f->n[PW_VM_IDLE] > 0), "fn %s: parked acquires while VMs idle", f->spec.name);
-    CHECK(f->deleted || live_count(f) <= f->spec.pool.max || f->n[PW_VM_LEASED] > f->spec.pool.max,
-          "fn %s: %u live VMs above max %u", f->spec.name, live_count(f), f->spec.pool.max);
+    CHECK(f->deleted || live_eff(f) <= f->spec.pool.max || f->n[PW_VM_LEASED] > f->spec.pool.max,
+          "fn %s: %u live VMs above max %u", f->spec.name, live_eff(f), f->spec.pool.max);
     return PW_OK;
 }
 
 int pw_core_check(const struct pw_core *c, char *errbuf, size_t errlen)
 {
-    uint32_t counts_by_fn_total = 0;
+    uint32_t counts_by_fn_total = 0, moving_total[PW_VM__COUNT] = {0}, moving[PW_VM__COUNT] = {0};
     const struct pw_list *it;
     pw_list_foreach(it, &c->fn_list)
     {
@@ -959,15 +989,22 @@ int pw_core_check(const struct pw_core *c, char *errbuf, size_t errlen)
         int rv = check_fn(f, errbuf, errlen);
         if (rv != PW_OK)
             return rv;
-        for (int s = 0; s < PW_VM__COUNT; s++)
+        for (int s = 0; s < PW_VM__COUNT; s++) {
             counts_by_fn_total += f->n[s];
+            moving_total[s] += f->moving[s];
+        }
     }
     pw_list_foreach(it, &c->dying)
     {
         const struct fn *f = pw_container_of(it, struct fn, link);
-        for (int s = 0; s < PW_VM__COUNT; s++)
+        for (int s = 0; s < PW_VM__COUNT; s++) {
             counts_by_fn_total += f->n[s];
+            moving_total[s] += f->moving[s];
+        }
     }
+    int rv = pw_placer_check(c->placer, errbuf, errlen);
+    if (rv != PW_OK)
+        return rv;
     size_t vms = 0;
     pw_list_foreach(it, &c->host_list)
     {
@@ -979,6 +1016,12 @@ int pw_core_check(const struct pw_core *c, char *errbuf, size_t errlen)
         {
             const struct vm *v = pw_container_of(vi, struct vm, host_link);
             n++;
+            if ((v->repl != NULL && v->repl->repl_of != v) || (v->repl_of != NULL && v->repl_of->repl != v)) {
+                free(mem);
+                CHECK(0, "VM %" PRIx64 ": drain replacement links disagree", v->id);
+            }
+            if (v->repl != NULL)
+                moving[v->state]++;
             if (v->numa_idx < h->nnuma)
                 mem[v->numa_idx] += v->memory_mb;
             if (v->state == PW_VM_LEASED && (v->lease == NULL || v->lease->vm != v)) {
@@ -995,11 +1038,13 @@ int pw_core_check(const struct pw_core *c, char *errbuf, size_t errlen)
             }
         }
         for (size_t i = 0; i < h->nnuma; i++) {
-            if (mem[i] != h->numa[i].mem_used_mb) {
+            uint64_t used = 0;
+            int32_t vused = 0;
+            pw_placer_node_used(h->ph, i, &used, &vused);
+            if (mem[i] != used) {
                 uint64_t got = mem[i];
                 free(mem);
-                CHECK(0, "host %s node %zu: used %" PRIu64 " != sum %" PRIu64, h->id, i, h->numa[i].mem_used_mb,
-                      got);
+                CHECK(0, "host %s node %zu: used %" PRIu64 " != sum %" PRIu64, h->id, i, used, got);
             }
         }
         free(mem);
@@ -1008,6 +1053,9 @@ int pw_core_check(const struct pw_core *c, char *errbuf, size_t errlen)
     }
     CHECK(vms == c->vms.count, "VMs on hosts %zu != table %zu", vms, c->vms.count);
     CHECK(vms == counts_by_fn_total, "VMs on hosts %zu != per-function counts %u", vms, counts_by_fn_total);
+    for (int s = 0; s < PW_VM__COUNT; s++)
+        CHECK(moving[s] == moving_total[s], "VMs being moved in state %s: %u, counted %u", pw_vm_state_str((enum pw_vm_state)s),
+              moving[s], moving_total[s]);
     size_t leases = 0;
     pw_list_foreach(it, &c->lease_list)
     {

@@ -20,17 +20,25 @@ struct fn {
     uint32_t dyn_floor;
     int64_t dyn_keepalive_ms; /* -1: the pool's own */
     uint64_t acquires, warm, cold, timeouts;
+    uint64_t name_hash; /* pw_hash_str(spec.name): the placer's snapshot key */
+    /* VMs being moved off draining hosts (they have a replacement), by state: reconcile
+     * counts the replacement instead. */
+    uint32_t moving[PW_VM__COUNT];
 };
 
 struct numa {
-    struct pw_numa_node info; /* as reported in hello (totals) and report (free) */
-    uint64_t mem_used_mb;     /* by VMs the core has on this node */
-    int32_t vcpu_used;
+    struct pw_numa_node info; /* as reported in hello (totals) and report (free); what the core
+                                 has placed on it lives in the placer */
 };
 
 struct host {
     struct pw_hnode hnode; /* core->hosts by id */
     struct pw_list link;   /* core->host_list */
+    struct pw_list drain_link; /* core->draining while draining */
+    struct pw_core *core;
+    struct pw_phost *ph;   /* its entry in core->placer */
+    int draining;          /* operator drain */
+    int agent_draining;    /* the agent says it drains */
     char id[PW_NAME_MAX];
     char boot_id[PW_NAME_MAX];
     char driver[32];
@@ -53,14 +61,6 @@ struct host {
     int urgent;             /* the outbox holds a command worth waking the agent for */
 };
 
-/* How many VMs of one function one host runs, for spread scoring in O(1). */
-struct hostfn {
-    struct pw_hnode hnode; /* core->hostfns by (host, fn) */
-    const struct host *h;
-    const struct fn *f;
-    uint32_t n;
-};
-
 struct lease;
 
 struct vm {
@@ -78,6 +78,9 @@ struct vm {
     uint32_t memory_mb;
     uint32_t vcpus;
     char address[PW_LABEL_VALUE_MAX];
+    /* Drain: a VM on a draining host and the VM restored elsewhere to take its place. */
+    struct vm *repl;    /* set on the VM being moved */
+    struct vm *repl_of; /* set on its replacement */
 };
 
 struct lease {
@@ -104,8 +107,10 @@ struct pw_core {
     int64_t started_at;
     int64_t grace_until;       /* adoption grace ends at this time ... */
     uint32_t expected_pending; /* ... or once no expected host is missing */
-    struct pw_htab fns, hosts, vms, leases, waiters, hostfns;
+    struct pw_htab fns, hosts, vms, leases, waiters;
     struct pw_list fn_list, dying, host_list, lease_list, waiter_list;
+    struct pw_list draining; /* hosts draining (struct host.drain_link) */
+    struct pw_placer *placer;
     uint64_t next_id; /* VM and lease ids */
     uint64_t metrics[PW_METRIC__COUNT];
     int64_t last_expiry_scan;
@@ -127,6 +132,10 @@ void pw_core_vm_destroy(struct pw_core *c, struct vm *v, int64_t now);
 struct lease *pw_core_lease_new(struct pw_core *c, struct vm *v, uint64_t id, int64_t now, int64_t expires_at);
 void pw_core_lease_drop(struct pw_core *c, struct lease *l);
 void pw_core_reconcile_all(struct pw_core *c, int64_t now);
+/* pw_core_place_restore places one VM of f and queues its restore; NULL when there is no room
+ * or the agent's outbox is full. for_waiter counts it as a cold start. */
+struct vm *pw_core_place_restore(struct pw_core *c, struct fn *f, int64_t now, int for_waiter);
+struct pw_placer *pw_core_placer_new(const struct pw_core_config *cfg);
 void pw_core_reconcile(struct pw_core *c, struct fn *f, int64_t now);
 int pw_core_in_grace(const struct pw_core *c, int64_t now);
 
@@ -138,9 +147,26 @@ void pw_core_host_check_liveness(struct pw_core *c, int64_t now);
 void pw_core_host_free(struct host *h);
 
 /* placement.c */
-uint32_t pw_core_hostfn_count(const struct pw_core *c, const struct host *h, const struct fn *f);
-void pw_core_hostfn_add(struct pw_core *c, const struct host *h, const struct fn *f, int delta);
-/* pw_core_place picks a host and NUMA node with room for one VM of f. Returns 0 if none. */
-int pw_core_place(const struct pw_core *c, const struct fn *f, struct host **out_host, size_t *out_numa);
+/* pw_core_place picks a host and NUMA node with room for one VM of f (placer.h). Returns 0 if
+ * none. */
+int pw_core_place(struct pw_core *c, const struct fn *f, struct host **out_host, size_t *out_numa);
+/* pw_core_vms_of counts f's VMs the placer knows of (every state but gone). */
+uint32_t pw_core_vms_of(const struct fn *f);
+/* pw_core_pick_victim returns the idle VM of f (not on a draining host) to remove first, among
+ * the `scan` oldest; with only_expired, among those idle for at least keepalive_ms. NULL if
+ * none. */
+struct vm *pw_core_pick_victim(struct pw_core *c, struct fn *f, int64_t now, int only_expired, int64_t keepalive_ms,
+                               size_t scan);
+/* Drain (placement.c): the host's eligibility follows its state and drain flags. */
+void pw_core_host_sync_eligible(struct pw_core *c, struct host *h);
+/* pw_core_host_set_draining applies a change of h's operator or agent drain flag. */
+void pw_core_host_update_drain(struct pw_core *c, struct host *h, int64_t now);
+/* pw_core_drain_vm moves one VM of a draining host along: restores are cancelled, idle VMs get
+ * a replacement and are destroyed once it is ready. */
+void pw_core_drain_vm(struct pw_core *c, struct vm *v, int64_t now);
+void pw_core_drain_tick(struct pw_core *c, int64_t now);
+/* pw_core_vm_unlink_repl breaks v's drain links (v is leaving). */
+void pw_core_vm_unlink_repl(struct vm *v);
+static inline int pw_core_host_out(const struct host *h) { return h->draining || h->agent_draining; }
 
 #endif

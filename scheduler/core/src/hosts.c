@@ -28,6 +28,8 @@ static struct host *host_new(struct pw_core *c, const char *id)
     pw_strlcpy(h->id, id, sizeof(h->id));
     h->state = PW_HOST_DEAD;
     h->next_cmd_id = 1;
+    h->core = c;
+    h->ph = pw_placer_host_add(c->placer, h);
     pw_list_init(&h->vms);
     pw_htab_insert(&c->hosts, &h->hnode, pw_hash_str(h->id));
     pw_list_push_tail(&c->host_list, &h->link);
@@ -54,11 +56,25 @@ void pw_core_expect_host(struct pw_core *c, const char *host_id)
     }
 }
 
+void pw_core_host_remember_drain(struct pw_core *c, const char *host_id)
+{
+    if (!pw_name_valid(host_id))
+        return;
+    struct host *h = pw_core_host_get(c, host_id);
+    if (h == NULL)
+        h = host_new(c, host_id);
+    h->draining = 1;
+    if (!pw_list_linked(&h->drain_link))
+        pw_list_push_tail(&c->draining, &h->drain_link);
+    pw_core_host_sync_eligible(c, h);
+}
+
 static void host_set_state(struct pw_core *c, struct host *h, enum pw_host_state to, int64_t now)
 {
     if (h->state == to)
         return;
     h->state = to;
+    pw_core_host_sync_eligible(c, h);
     struct pw_action *a = pw_core_push_action(c, PW_ACT_STORE_HOST);
     pw_strlcpy(a->host, h->id, sizeof(a->host));
     a->u.host.alive = to == PW_HOST_ALIVE;
@@ -320,6 +336,17 @@ static void sync_inventory(struct pw_core *c, struct host *h, const struct pw_vm
 
 /* ---- hello ---- */
 
+static void set_snapshots(struct pw_core *c, struct host *h, char (*names)[PW_NAME_MAX], size_t n)
+{
+    if (n > PW_PROTO_MAX_SNAPSHOTS)
+        n = PW_PROTO_MAX_SNAPSHOTS;
+    uint64_t *hashes = n ? pw_xmalloc(n * sizeof(*hashes)) : NULL;
+    for (size_t i = 0; i < n; i++)
+        hashes[i] = pw_hash_str(names[i]);
+    pw_placer_host_set_snapshots(c->placer, h->ph, hashes, n);
+    free(hashes);
+}
+
 static int check_numa(const struct pw_numa_node *numa, size_t nnuma)
 {
     if (nnuma == 0 || nnuma > PW_PROTO_MAX_NUMA)
@@ -350,6 +377,7 @@ int pw_core_agent_hello(struct pw_core *c, int64_t now, const struct pw_msg_hell
     struct numa *numa = pw_xcalloc(hm->nnuma, sizeof(*numa));
     for (size_t i = 0; i < hm->nnuma; i++)
         numa[i].info = hm->numa[i];
+    pw_placer_host_set_topology(c->placer, h->ph, hm->numa, hm->nnuma);
     struct pw_list *it;
     pw_list_foreach(it, &h->vms)
     {
@@ -360,10 +388,7 @@ int pw_core_agent_hello(struct pw_core *c, int64_t now, const struct pw_msg_hell
             if (numa[i].info.id == id)
                 k = i;
         v->numa_idx = k;
-        if (k < hm->nnuma) {
-            numa[k].mem_used_mb += v->memory_mb;
-            numa[k].vcpu_used += (int32_t)v->vcpus;
-        }
+        pw_placer_node_use(c->placer, h->ph, k, v->memory_mb, v->vcpus, 1);
     }
     free(h->numa);
     h->numa = numa;
@@ -374,6 +399,8 @@ int pw_core_agent_hello(struct pw_core *c, int64_t now, const struct pw_msg_hell
     h->nlabels = hm->nlabels < PW_PROTO_MAX_LABELS ? hm->nlabels : PW_PROTO_MAX_LABELS;
     if (h->nlabels > 0)
         memcpy(h->labels, hm->labels, h->nlabels * sizeof(*h->labels));
+    pw_placer_host_set_labels(c->placer, h->ph, h->labels, h->nlabels);
+    set_snapshots(c, h, hm->snapshots, hm->nsnapshots);
     h->last_seen = now;
 
     /* A new session: commands the agent never acknowledged are void (inventory reconcile below
@@ -393,6 +420,8 @@ int pw_core_agent_hello(struct pw_core *c, int64_t now, const struct pw_msg_hell
     }
     host_set_state(c, h, PW_HOST_ALIVE, now);
     sync_inventory(c, h, hm->vms, hm->nvms, now);
+    h->agent_draining = hm->draining != 0;
+    pw_core_host_update_drain(c, h, now);
     pw_core_reconcile_all(c, now);
     fill_reply(c, h, reply);
     return PW_OK;
@@ -465,6 +494,9 @@ int pw_core_agent_report(struct pw_core *c, int64_t now, const struct pw_msg_rep
     }
     h->last_seen = now;
     h->load = r->load;
+    pw_placer_host_set_load(c->placer, h->ph, r->load);
+    if (r->has_snapshots)
+        set_snapshots(c, h, r->snapshots, r->nsnapshots);
     for (size_t i = 0; i < r->nnuma; i++) {
         size_t k = numa_index(h, r->numa[i].id);
         if (k < h->nnuma) {
@@ -492,6 +524,10 @@ int pw_core_agent_report(struct pw_core *c, int64_t now, const struct pw_msg_rep
     }
     if (r->has_inventory)
         sync_inventory(c, h, r->vms, r->nvms, now);
+    if (h->state == PW_HOST_ALIVE && (r->draining != 0) != h->agent_draining) {
+        h->agent_draining = r->draining != 0;
+        pw_core_host_update_drain(c, h, now);
+    }
     fill_reply(c, h, reply);
     return PW_OK;
 }
@@ -531,11 +567,23 @@ static void host_view(const struct host *h, struct pw_host_view *out)
     out->nnuma = h->nnuma;
     for (size_t i = 0; i < h->nnuma; i++) {
         out->numa[i] = h->numa[i].info;
-        uint64_t used = h->numa[i].mem_used_mb;
+        uint64_t used = 0;
+        int32_t vused = 0;
+        pw_placer_node_used(h->ph, i, &used, &vused);
         out->numa[i].mem_free_mb = used < h->numa[i].info.mem_total_mb ? h->numa[i].info.mem_total_mb - used : 0;
-        int32_t vfree = h->numa[i].info.vcpu_total - h->numa[i].vcpu_used;
+        int32_t vfree = h->numa[i].info.vcpu_total - vused;
         out->numa[i].vcpu_free = vfree > 0 ? vfree : 0;
     }
+    out->draining = h->draining;
+    out->agent_draining = h->agent_draining;
+    struct pw_phost_info pi;
+    pw_placer_host_info(h->ph, &pi);
+    pw_strlcpy(out->cloud, pi.cloud, sizeof(out->cloud));
+    pw_strlcpy(out->region, pi.region, sizeof(out->region));
+    pw_strlcpy(out->zone, pi.zone, sizeof(out->zone));
+    pw_strlcpy(out->instance_type, pi.instance_type, sizeof(out->instance_type));
+    out->cost_per_gib_hour = pi.cost_per_gib_hour;
+    out->nsnapshots = pi.nsnapshots;
     out->nlabels = h->nlabels;
     if (h->nlabels > 0)
         memcpy(out->labels, h->labels, h->nlabels * sizeof(*h->labels));

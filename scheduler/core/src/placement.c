@@ -1,97 +1,182 @@
-/* placement.c — where a new VM of a function goes.
+/* placement.c — the core's side of placement: asking the placer (placer.h) where a VM goes,
+ * which idle VM to remove first, and draining hosts.
  *
- * Filter: alive hosts whose outbox has room, and a single NUMA node with free memory and vCPU
- * slots for the whole VM (a VM never straddles nodes). Score: fewest VMs of the same function
- * on the host first (spread, so one host's death takes few of a pool), then best fit on the
- * node (least memory left over, less fragmentation), then lower load. This scans every host;
- * the indexed placer with labels, constraints and cost is docs/placement.md's later work. */
+ * Drain: a draining host takes no new VMs. Each of its idle VMs gets a replacement restored on
+ * another host (linked both ways: vm.repl / vm.repl_of); once the replacement is ready the old
+ * VM is destroyed, or when its lease ends if it was leased meanwhile. While a VM has a
+ * replacement, reconcile counts the replacement instead of it (fn.moving), so the pool neither
+ * restores twice nor reaps the replacement. Restores still under way on a draining host are
+ * cancelled: the pool restores them elsewhere. */
 #include "core_internal.h"
+
+#include "pw/error.h"
 
 #include <stdint.h>
 #include <stdlib.h>
 
-struct hostfn_key {
-    const struct host *h;
-    const struct fn *f;
-};
-
-static uint64_t hostfn_hash(const struct host *h, const struct fn *f)
+static int host_ok(void *owner)
 {
-    return pw_hash_u64((uint64_t)(uintptr_t)h * 31 + (uint64_t)(uintptr_t)f);
+    const struct host *h = owner;
+    return h->state == PW_HOST_ALIVE && h->ncmds - h->nnotes < h->core->cfg.max_cmds_per_host;
 }
 
-static int hostfn_eq(const struct pw_hnode *n, const void *key)
+struct pw_placer *pw_core_placer_new(const struct pw_core_config *cfg)
 {
-    const struct hostfn *e = pw_container_of(n, struct hostfn, hnode);
-    const struct hostfn_key *k = key;
-    return e->h == k->h && e->f == k->f;
+    return pw_placer_new(&cfg->placement, host_ok);
 }
 
-uint32_t pw_core_hostfn_count(const struct pw_core *c, const struct host *h, const struct fn *f)
+uint32_t pw_core_vms_of(const struct fn *f)
 {
-    struct hostfn_key k = {h, f};
-    struct pw_hnode *n = pw_htab_find(&c->hostfns, hostfn_hash(h, f), &k, hostfn_eq);
-    return n ? pw_container_of(n, struct hostfn, hnode)->n : 0;
+    uint32_t n = 0;
+    for (int s = 0; s < PW_VM__COUNT; s++)
+        if (s != PW_VM_GONE)
+            n += f->n[s];
+    return n;
 }
 
-void pw_core_hostfn_add(struct pw_core *c, const struct host *h, const struct fn *f, int delta)
+int pw_core_place(struct pw_core *c, const struct fn *f, struct host **out_host, size_t *out_numa)
 {
-    struct hostfn_key k = {h, f};
-    uint64_t hash = hostfn_hash(h, f);
-    struct pw_hnode *n = pw_htab_find(&c->hostfns, hash, &k, hostfn_eq);
-    struct hostfn *e = n ? pw_container_of(n, struct hostfn, hnode) : NULL;
-    if (e == NULL) {
-        if (delta <= 0)
-            return;
-        e = pw_xcalloc(1, sizeof(*e));
-        e->h = h;
-        e->f = f;
-        pw_htab_insert(&c->hostfns, &e->hnode, hash);
-    }
-    e->n = (uint32_t)((int64_t)e->n + delta);
-    if (e->n == 0) {
-        pw_htab_remove(&c->hostfns, &e->hnode);
-        free(e);
-    }
+    struct pw_place_req r = {
+        .fn = f,
+        .fn_hash = f->name_hash,
+        .memory_mb = f->spec.memory_mb,
+        .vcpus = f->spec.vcpus,
+        .fn_total = pw_core_vms_of(f),
+        .spec = &f->spec.placement,
+    };
+    struct pw_place_result res;
+    if (!pw_placer_place(c->placer, &r, &res))
+        return 0;
+    *out_host = pw_placer_host_owner(res.host);
+    *out_numa = res.node;
+    return 1;
 }
 
-int pw_core_place(const struct pw_core *c, const struct fn *f, struct host **out_host, size_t *out_numa)
+struct vm *pw_core_pick_victim(struct pw_core *c, struct fn *f, int64_t now, int only_expired, int64_t keepalive_ms,
+                               size_t scan)
 {
-    struct host *best = NULL;
-    size_t best_numa = 0;
-    uint32_t best_count = UINT32_MAX;
-    uint64_t best_left = UINT64_MAX;
-    double best_load = 0;
-    const struct pw_list *it;
-    pw_list_foreach(it, &c->host_list)
-    {
-        struct host *h = pw_container_of(it, struct host, link);
-        if (h->state != PW_HOST_ALIVE || h->ncmds - h->nnotes >= c->cfg.max_cmds_per_host)
-            continue;
-        uint32_t count = UINT32_MAX;
-        for (size_t i = 0; i < h->nnuma; i++) {
-            const struct numa *nd = &h->numa[i];
-            if (nd->mem_used_mb + f->spec.memory_mb > nd->info.mem_total_mb)
-                continue;
-            if (nd->vcpu_used + (int32_t)f->spec.vcpus > nd->info.vcpu_total)
-                continue;
-            if (count == UINT32_MAX)
-                count = pw_core_hostfn_count(c, h, f);
-            uint64_t left = nd->info.mem_total_mb - nd->mem_used_mb - f->spec.memory_mb;
-            int better = best == NULL || count < best_count ||
-                         (count == best_count && (left < best_left || (left == best_left && h->load < best_load)));
-            if (better) {
-                best = h;
-                best_numa = i;
-                best_count = count;
-                best_left = left;
-                best_load = h->load;
-            }
+    struct vm *best = NULL;
+    double best_score = 0;
+    uint32_t total = pw_core_vms_of(f);
+    size_t seen = 0;
+    /* The idle list is ordered by idle_since, newest at the head: walk from the oldest. */
+    for (struct pw_list *it = f->idle.prev; it != &f->idle && seen < scan; it = it->prev) {
+        struct vm *v = pw_container_of(it, struct vm, fn_link);
+        if (only_expired && now - v->idle_since < keepalive_ms)
+            break;
+        if (pw_core_host_out(v->host))
+            continue; /* the drain takes care of it */
+        seen++;
+        double s = pw_placer_reap_score(c->placer, v->host->ph, f, total);
+        if (best == NULL || s > best_score) {
+            best = v;
+            best_score = s;
         }
     }
-    if (best == NULL)
-        return 0;
-    *out_host = best;
-    *out_numa = best_numa;
-    return 1;
+    return best;
+}
+
+/* ---- drain ---- */
+
+void pw_core_host_sync_eligible(struct pw_core *c, struct host *h)
+{
+    pw_placer_host_set_eligible(c->placer, h->ph, h->state == PW_HOST_ALIVE && !pw_core_host_out(h));
+}
+
+void pw_core_vm_unlink_repl(struct vm *v)
+{
+    if (v->repl != NULL) {
+        v->fn->moving[v->state]--;
+        v->repl->repl_of = NULL;
+        v->repl = NULL;
+    }
+    if (v->repl_of != NULL) {
+        struct vm *o = v->repl_of;
+        o->fn->moving[o->state]--;
+        o->repl = NULL;
+        v->repl_of = NULL;
+    }
+}
+
+static int vm_ready(const struct vm *v)
+{
+    return v->state == PW_VM_IDLE || v->state == PW_VM_LEASED;
+}
+
+void pw_core_drain_vm(struct pw_core *c, struct vm *v, int64_t now)
+{
+    struct fn *f = v->fn;
+    switch (v->state) {
+    case PW_VM_RESTORING:
+        pw_core_vm_destroy(c, v, now);
+        if (!f->deleted)
+            pw_core_reconcile(c, f, now);
+        break;
+    case PW_VM_IDLE:
+        if (v->repl != NULL) {
+            if (vm_ready(v->repl)) {
+                pw_core_metric(c, PW_METRIC_VM_MOVED, f, 0);
+                pw_core_vm_destroy(c, v, now);
+            }
+            break;
+        }
+        if (f->deleted)
+            break;
+        struct vm *r = pw_core_place_restore(c, f, now, 0);
+        if (r != NULL) {
+            v->repl = r;
+            r->repl_of = v;
+            f->moving[v->state]++;
+        }
+        break;
+    default:
+        break; /* leased VMs finish first; stopping and failed ones are on their way out */
+    }
+}
+
+void pw_core_drain_tick(struct pw_core *c, int64_t now)
+{
+    struct pw_list *hit, *htmp;
+    pw_list_foreach_safe(hit, htmp, &c->draining)
+    {
+        struct host *h = pw_container_of(hit, struct host, drain_link);
+        if (h->state != PW_HOST_ALIVE)
+            continue;
+        struct pw_list *it, *tmp;
+        pw_list_foreach_safe(it, tmp, &h->vms) pw_core_drain_vm(c, pw_container_of(it, struct vm, host_link), now);
+    }
+}
+
+void pw_core_host_update_drain(struct pw_core *c, struct host *h, int64_t now)
+{
+    int out = pw_core_host_out(h);
+    int listed = pw_list_linked(&h->drain_link);
+    pw_core_host_sync_eligible(c, h);
+    if (out && !listed) {
+        pw_list_push_tail(&c->draining, &h->drain_link);
+        struct pw_list *it, *tmp;
+        pw_list_foreach_safe(it, tmp, &h->vms) pw_core_drain_vm(c, pw_container_of(it, struct vm, host_link), now);
+    } else if (!out && listed) {
+        /* Undrained: moves under way stop; replacements already made stay in the pool and
+         * the surplus ages out by keep-alive. */
+        pw_list_remove(&h->drain_link);
+        struct pw_list *it;
+        pw_list_foreach(it, &h->vms)
+        {
+            struct vm *v = pw_container_of(it, struct vm, host_link);
+            if (v->repl != NULL)
+                pw_core_vm_unlink_repl(v);
+        }
+        pw_core_reconcile_all(c, now);
+    }
+}
+
+int pw_core_host_drain(struct pw_core *c, int64_t now, const char *host_id, int drain)
+{
+    struct host *h = pw_core_host_get(c, host_id);
+    if (h == NULL)
+        return PW_ERR_NOTFOUND;
+    h->draining = drain != 0;
+    pw_core_host_update_drain(c, h, now);
+    return PW_OK;
 }

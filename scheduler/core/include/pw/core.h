@@ -12,6 +12,7 @@
 #ifndef PW_CORE_H
 #define PW_CORE_H
 
+#include "pw/placer.h"
 #include "pw/proto.h"
 #include "pw/util.h"
 
@@ -52,6 +53,7 @@ struct pw_function_spec {
     uint32_t memory_mb;       /* 1..1048576 */
     uint32_t vcpus;           /* 1..256 */
     struct pw_pool_policy pool;
+    struct pw_placement_spec placement; /* where its VMs may go (placer.h); zero = anywhere */
 };
 
 /* pw_function_spec_validate checks ranges (name, memory, vcpus, min <= max <= hard max,
@@ -72,6 +74,7 @@ struct pw_core_config {
     uint32_t max_waiters_per_fn; /* parked acquires per function; more get PW_ERR_LIMIT */
     uint32_t max_cmds_per_host;  /* unacknowledged commands per agent (lease notes: a quarter more) */
     int lease_notes;             /* tell agents of leases (for adoption after a restart); default 1 */
+    struct pw_placer_config placement; /* weights and search bounds (placer.h) */
 };
 void pw_core_config_default(struct pw_core_config *c);
 
@@ -106,6 +109,17 @@ int pw_core_clear_dynamic(struct pw_core *c, int64_t now, const char *fn);
 /* pw_core_expect_host tells the core a host was alive before a restart, so the adoption grace
  * can end early once every expected host has said hello. */
 void pw_core_expect_host(struct pw_core *c, const char *host_id);
+
+/* pw_core_host_drain sets (drain = 1) or clears an operator's drain on a host: no new VMs go
+ * there; each of its idle VMs gets a replacement restored elsewhere and is destroyed once that
+ * replacement is ready; its restoring VMs are destroyed (the pool restores them elsewhere);
+ * leased VMs finish their lease, then are replaced the same way. While a host drains, a pool
+ * may exceed its max by the VMs still on it. An agent can also report draining itself (either
+ * source drains). Returns PW_OK or PW_ERR_NOTFOUND for an unknown host. */
+int pw_core_host_drain(struct pw_core *c, int64_t now, const char *host_id, int drain);
+/* pw_core_host_remember_drain records a persisted operator drain for a host that has not said
+ * hello yet (prewarmd at start), so it never receives a VM in between. */
+void pw_core_host_remember_drain(struct pw_core *c, const char *host_id);
 
 /* pw_core_agent_hello registers (or re-registers) an agent with its topology and inventory,
  * adopting VMs the core does not know and forgetting ones the agent no longer has. Fills
@@ -173,6 +187,7 @@ enum pw_act_type {
     X(VM_LOST, "vm_lost")                 /* VM gone without our asking */   \
     X(AGENT_DEAD, "agent_dead")                                              \
     X(NO_CAPACITY, "no_capacity")         /* placement found no room */      \
+    X(VM_MOVED, "vm_moved")               /* an idle VM on a draining host was replaced */ \
     X(AGENT_PROTO_ERROR, "agent_proto_error")
 
 enum pw_metric_id {
@@ -251,6 +266,7 @@ struct pw_pool_view {
     struct pw_function_spec spec;
     uint32_t restoring, idle, leased, stopping, failed;
     uint32_t waiters;
+    uint32_t outgoing;    /* of the above, VMs on draining hosts (replaced, then destroyed) */
     uint32_t target_idle; /* what reconcile aims for now */
     uint32_t floor;       /* VMs kept alive whatever the traffic (policy min or dynamic overlay) */
     int dynamic;          /* a policy engine's overlay is set */
@@ -281,6 +297,11 @@ struct pw_host_view {
     uint32_t vms;
     struct pw_label labels[PW_PROTO_MAX_LABELS];
     size_t nlabels;
+    int draining;       /* an operator drain (pw_core_host_drain) */
+    int agent_draining; /* the agent reports draining */
+    char cloud[PW_NAME_MAX], region[PW_NAME_MAX], zone[PW_NAME_MAX], instance_type[PW_NAME_MAX];
+    double cost_per_gib_hour;
+    size_t nsnapshots; /* local golden snapshots */
 };
 /* Iteration in O(n) over everything: cb is called once per host / function / VM with a view
  * valid during the call; cb must not call into the core. Order: registration order for hosts
