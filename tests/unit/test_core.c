@@ -30,6 +30,9 @@ struct sim_agent {
     size_t nvms;
     uint32_t node_mem_mb;
     size_t nnodes;
+    struct pw_label labels[4];
+    size_t nlabels;
+    int draining;
 };
 
 struct env {
@@ -155,6 +158,9 @@ static int do_hello(struct env *e, const char *id, size_t nnodes, uint32_t node_
     h.nnuma = a->nnodes;
     h.vms = a->vms;
     h.nvms = a->nvms;
+    h.labels = a->labels;
+    h.nlabels = a->nlabels;
+    h.draining = a->draining;
     struct pw_msg reply;
     memset(&reply, 0, sizeof(reply));
     int rv = pw_core_agent_hello(e->c, e->now, &h, &reply);
@@ -213,6 +219,7 @@ static struct pw_msg report(struct env *e, struct sim_agent *a)
     r.cmd_ack = a->cmd_ack;
     r.events = a->events;
     r.nevents = a->nevents;
+    r.draining = a->draining;
     struct pw_msg reply;
     memset(&reply, 0, sizeof(reply));
     assert_int_equal(pw_core_agent_report(e->c, e->now, &r, &reply), PW_OK);
@@ -357,6 +364,32 @@ static void advance_alive(struct env *e, int64_t ms)
         check(e);
     }
     sync_all(e);
+}
+
+/* hello_labeled says hello from a new agent with a zone and a price. */
+static void hello_labeled(struct env *e, const char *id, uint32_t node_mem_mb, const char *zone, const char *cost)
+{
+    struct sim_agent *a = &e->agents[e->nagents++];
+    memset(a, 0, sizeof(*a));
+    pw_strlcpy(a->id, id, sizeof(a->id));
+    snprintf(a->boot, sizeof(a->boot), "boot-%s-1", id);
+    a->nnodes = 1;
+    a->node_mem_mb = node_mem_mb;
+    pw_strlcpy(a->labels[0].key, PW_LABEL_ZONE, sizeof(a->labels[0].key));
+    pw_strlcpy(a->labels[0].value, zone, sizeof(a->labels[0].value));
+    pw_strlcpy(a->labels[1].key, PW_LABEL_COST, sizeof(a->labels[1].key));
+    pw_strlcpy(a->labels[1].value, cost, sizeof(a->labels[1].value));
+    a->nlabels = 2;
+    assert_int_equal(do_hello(e, id, 1, node_mem_mb), PW_OK);
+}
+
+static uint32_t host_vms(struct env *e, const char *id)
+{
+    struct pw_host_view *v = malloc(sizeof(*v));
+    assert_int_equal(pw_core_host_find(e->c, id, v), PW_OK);
+    uint32_t n = v->vms;
+    free(v);
+    return n;
 }
 
 /* ---- tests ---- */
@@ -1291,6 +1324,200 @@ static void test_dynamic_overlay(void **state)
     env_free(e);
 }
 
+/* ---- placement and drain ---- */
+
+static size_t prewarms_to(struct env *e, const char *host)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < e->nacts; i++)
+        if (e->acts[i].type == PW_ACT_AGENT_CMD && e->acts[i].u.cmd.type == PW_CMD_PREWARM &&
+            strcmp(e->acts[i].host, host) == 0)
+            n++;
+    return n;
+}
+
+/* Draining a host: replacements first, then the old VMs go; a lease on the draining host
+ * finishes; no acquire is cold. */
+static void test_drain_moves_idle_vms(void **state)
+{
+    (void)state;
+    struct env *e = env_new(1, 0);
+    hello_labeled(e, "a", 8192, "z1", "0.01");
+    put_fn(e, "f", PW_POLICY_FIXED, 2, 10, 60000, 512);
+    sync_all(e);
+    assert_int_equal(host_vms(e, "a"), 2);
+    hello_labeled(e, "b", 8192, "z2", "0.02");
+    assert_int_equal(host_vms(e, "b"), 0); /* the pool was full */
+    e->nacts = 0;
+    assert_int_equal(pw_core_host_drain(e->c, e->now, "a", 1), PW_OK);
+    drain(e);
+    check(e);
+    assert_int_equal(prewarms_to(e, "b"), 2);
+    assert_int_equal(count_acts(e, PW_ACT_AGENT_CMD, PW_CMD_DESTROY), 0); /* not before replaced */
+    struct pw_pool_view v = pool(e, "f");
+    assert_int_equal(v.idle, 2);
+    assert_int_equal(v.restoring, 2);
+    assert_int_equal(v.outgoing, 2);
+    struct pw_host_view *hv = malloc(sizeof(*hv));
+    assert_int_equal(pw_core_host_find(e->c, "a", hv), PW_OK);
+    assert_int_equal(hv->draining, 1);
+    assert_string_equal(hv->zone, "z1");
+    assert_true(hv->cost_per_gib_hour > 0.0099 && hv->cost_per_gib_hour < 0.0101);
+    /* An acquire while moving is warm, on the old host. */
+    assert_int_equal(pw_core_acquire(e->c, e->now, "f", 1, e->now + 5000), PW_OK);
+    drain(e);
+    const struct pw_action *ans = find_answer(e, 1);
+    assert_non_null(ans);
+    assert_int_equal(ans->u.answer.err, PW_OK);
+    assert_int_equal(ans->u.answer.lease.cold, 0);
+    assert_string_equal(ans->u.answer.lease.host, "a");
+    uint64_t lease = ans->u.answer.lease.lease_id;
+    /* The replacements come up: the idle old VM goes, the leased one stays. */
+    sync_agent(e, "b", 1);
+    sync_agent(e, "a", 1);
+    assert_int_equal(host_vms(e, "a"), 1);
+    assert_int_equal(count_metric(e, PW_METRIC_VM_MOVED), 1);
+    /* Its lease ends: it goes too. */
+    assert_int_equal(pw_core_release(e->c, e->now, lease, 10, PW_RELEASE_OK), PW_OK);
+    drain(e);
+    sync_all(e);
+    assert_int_equal(host_vms(e, "a"), 0);
+    assert_int_equal(host_vms(e, "b"), 2);
+    v = pool(e, "f");
+    assert_int_equal(v.idle, 2);
+    assert_int_equal(v.outgoing, 0);
+    assert_int_equal(count_metric(e, PW_METRIC_VM_MOVED), 2);
+    assert_int_equal(count_metric(e, PW_METRIC_COLD_START), 0);
+    /* Nothing new lands on a draining host, even when b is the only other choice and full. */
+    put_fn(e, "g", PW_POLICY_FIXED, 1, 10, 60000, 512);
+    sync_all(e);
+    assert_int_equal(host_vms(e, "a"), 0);
+    /* Undrain: a takes VMs again; unknown hosts are refused. */
+    assert_int_equal(pw_core_host_drain(e->c, e->now, "a", 0), PW_OK);
+    assert_int_equal(pw_core_host_drain(e->c, e->now, "nope", 1), PW_ERR_NOTFOUND);
+    put_fn(e, "h", PW_POLICY_FIXED, 1, 10, 60000, 512);
+    sync_all(e);
+    assert_int_equal(host_vms(e, "a"), 1); /* cheaper */
+    free(hv);
+    env_free(e);
+}
+
+/* Restores under way on a draining host are cancelled and redone elsewhere. */
+static void test_drain_cancels_restores(void **state)
+{
+    (void)state;
+    struct env *e = env_new(1, 0);
+    hello_labeled(e, "a", 8192, "z1", "0.01");
+    put_fn(e, "f", PW_POLICY_FIXED, 2, 10, 60000, 512);
+    sync_agent(e, "a", 0); /* restoring on a */
+    hello_labeled(e, "b", 8192, "z2", "0.02");
+    e->nacts = 0;
+    assert_int_equal(pw_core_host_drain(e->c, e->now, "a", 1), PW_OK);
+    drain(e);
+    check(e);
+    assert_int_equal(count_acts(e, PW_ACT_AGENT_CMD, PW_CMD_DESTROY), 2);
+    assert_int_equal(prewarms_to(e, "b"), 2);
+    sync_all(e);
+    assert_int_equal(host_vms(e, "a"), 0);
+    assert_int_equal(pool(e, "f").idle, 2);
+    env_free(e);
+}
+
+/* The agent itself can say it drains (its own operator); the effect is the same. */
+static void test_agent_reported_drain(void **state)
+{
+    (void)state;
+    struct env *e = env_new(1, 0);
+    hello_labeled(e, "a", 8192, "z1", "0.01");
+    put_fn(e, "f", PW_POLICY_FIXED, 2, 10, 60000, 512);
+    sync_all(e);
+    hello_labeled(e, "b", 8192, "z2", "0.02");
+    agent(e, "a")->draining = 1;
+    e->nacts = 0;
+    sync_agent(e, "a", 1);
+    assert_int_equal(prewarms_to(e, "b"), 2);
+    struct pw_host_view *hv = malloc(sizeof(*hv));
+    assert_int_equal(pw_core_host_find(e->c, "a", hv), PW_OK);
+    assert_int_equal(hv->agent_draining, 1);
+    assert_int_equal(hv->draining, 0);
+    sync_all(e);
+    assert_int_equal(host_vms(e, "a"), 0);
+    assert_int_equal(host_vms(e, "b"), 2);
+    /* It stops draining: it is eligible again (and cheaper). */
+    agent(e, "a")->draining = 0;
+    sync_agent(e, "a", 1);
+    put_fn(e, "g", PW_POLICY_FIXED, 1, 10, 60000, 512);
+    sync_all(e);
+    assert_int_equal(host_vms(e, "a"), 1);
+    free(hv);
+    env_free(e);
+}
+
+/* Constraints and spread through the core: only zone z2, at most half on one host. */
+static void test_constraints_in_core(void **state)
+{
+    (void)state;
+    struct env *e = env_new(1, 0);
+    hello_labeled(e, "a", 8192, "z1", "0.01");
+    hello_labeled(e, "b", 8192, "z2", "0.02");
+    hello_labeled(e, "c", 8192, "z2", "0.02");
+    struct pw_function_spec s;
+    memset(&s, 0, sizeof(s));
+    pw_strlcpy(s.name, "f", sizeof(s.name));
+    s.memory_mb = 512;
+    s.vcpus = 1;
+    pw_pool_policy_default(&s.pool);
+    s.pool.min = 4;
+    pw_strlcpy(s.placement.zones[0], "z2", PW_NAME_MAX);
+    s.placement.nzones = 1;
+    s.placement.max_host_share = 0.5;
+    assert_int_equal(pw_core_function_put(e->c, e->now, &s), PW_OK);
+    drain(e);
+    sync_all(e);
+    assert_int_equal(host_vms(e, "a"), 0); /* cheapest, but not allowed */
+    assert_int_equal(host_vms(e, "b"), 2);
+    assert_int_equal(host_vms(e, "c"), 2);
+    /* An invalid constraint is refused and changes nothing. */
+    pw_strlcpy(s.placement.zones[0], "bad zone", PW_NAME_MAX);
+    s.pool.min = 0;
+    assert_int_equal(pw_core_function_put(e->c, e->now, &s), PW_ERR_INVAL);
+    assert_int_equal(pool(e, "f").spec.pool.min, 4);
+    env_free(e);
+}
+
+/* Lowering a pool reaps from the expensive host first. */
+static void test_reap_expensive_first(void **state)
+{
+    (void)state;
+    struct env *e = env_new(1, 0);
+    hello_labeled(e, "cheap", 1024, "z1", "0.01"); /* room for two */
+    hello_labeled(e, "dear", 8192, "z2", "0.03");
+    put_fn(e, "f", PW_POLICY_FIXED, 4, 10, 0, 512);
+    sync_all(e);
+    assert_int_equal(host_vms(e, "cheap"), 2);
+    assert_int_equal(host_vms(e, "dear"), 2);
+    put_fn(e, "f", PW_POLICY_FIXED, 2, 10, 0, 512);
+    sync_all(e);
+    assert_int_equal(host_vms(e, "cheap"), 2);
+    assert_int_equal(host_vms(e, "dear"), 0);
+    env_free(e);
+}
+
+/* A drain persisted before a restart holds before the host says hello. */
+static void test_remembered_drain(void **state)
+{
+    (void)state;
+    struct env *e = env_new(1, 0);
+    pw_core_host_remember_drain(e->c, "b");
+    hello_labeled(e, "a", 8192, "z1", "0.02");
+    hello_labeled(e, "b", 8192, "z2", "0.01");
+    put_fn(e, "f", PW_POLICY_FIXED, 3, 10, 60000, 512);
+    sync_all(e);
+    assert_int_equal(host_vms(e, "a"), 3);
+    assert_int_equal(host_vms(e, "b"), 0);
+    env_free(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1321,6 +1548,12 @@ int main(void)
         cmocka_unit_test(test_lease_lifecycle),
         cmocka_unit_test(test_notes_never_block_commands),
         cmocka_unit_test(test_dynamic_overlay),
+        cmocka_unit_test(test_drain_moves_idle_vms),
+        cmocka_unit_test(test_drain_cancels_restores),
+        cmocka_unit_test(test_agent_reported_drain),
+        cmocka_unit_test(test_constraints_in_core),
+        cmocka_unit_test(test_reap_expensive_first),
+        cmocka_unit_test(test_remembered_drain),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
