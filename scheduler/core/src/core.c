@@ -703,11 +703,11 @@ static uint32_t target_idle(const struct fn *f)
     return f->spec.pool.kind == PW_POLICY_FIXED ? f->spec.pool.min : 0;
 }
 
-struct vm *pw_core_place_restore(struct pw_core *c, struct fn *f, int64_t now, int for_waiter)
+struct vm *pw_core_place_restore(struct pw_core *c, struct fn *f, int64_t now, int for_waiter, int replacing)
 {
     struct host *h;
     size_t numa_idx;
-    if (!pw_core_place(c, f, &h, &numa_idx)) {
+    if (!pw_core_place(c, f, replacing, &h, &numa_idx)) {
         pw_core_metric(c, PW_METRIC_NO_CAPACITY, f, 0);
         return NULL;
     }
@@ -771,7 +771,7 @@ void pw_core_reconcile(struct pw_core *c, struct fn *f, int64_t now)
     if (want > room)
         want = room;
     for (uint32_t i = 0; i < want; i++)
-        pw_core_place_restore(c, f, now, i < cold);
+        pw_core_place_restore(c, f, now, i < cold, 0);
 
     /* Keep-alive: idle VMs above the floor that sat idle for keepalive_ms are destroyed; when
      * the floor keeps some of them, the worst placed go first (placer.h). */

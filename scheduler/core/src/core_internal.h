@@ -134,7 +134,7 @@ void pw_core_lease_drop(struct pw_core *c, struct lease *l);
 void pw_core_reconcile_all(struct pw_core *c, int64_t now);
 /* pw_core_place_restore places one VM of f and queues its restore; NULL when there is no room
  * or the agent's outbox is full. for_waiter counts it as a cold start. */
-struct vm *pw_core_place_restore(struct pw_core *c, struct fn *f, int64_t now, int for_waiter);
+struct vm *pw_core_place_restore(struct pw_core *c, struct fn *f, int64_t now, int for_waiter, int replacing);
 struct pw_placer *pw_core_placer_new(const struct pw_core_config *cfg);
 void pw_core_reconcile(struct pw_core *c, struct fn *f, int64_t now);
 int pw_core_in_grace(const struct pw_core *c, int64_t now);
@@ -148,8 +148,9 @@ void pw_core_host_free(struct host *h);
 
 /* placement.c */
 /* pw_core_place picks a host and NUMA node with room for one VM of f (placer.h). Returns 0 if
- * none. */
-int pw_core_place(struct pw_core *c, const struct fn *f, struct host **out_host, size_t *out_numa);
+ * none. Spread limits are taken against the pool as it will be once the moves off draining
+ * hosts are done (replacing: this VM replaces one of them). */
+int pw_core_place(struct pw_core *c, const struct fn *f, int replacing, struct host **out_host, size_t *out_numa);
 /* pw_core_vms_of counts f's VMs the placer knows of (every state but gone). */
 uint32_t pw_core_vms_of(const struct fn *f);
 /* pw_core_pick_victim returns the idle VM of f (not on a draining host) to remove first, among

@@ -34,14 +34,16 @@ uint32_t pw_core_vms_of(const struct fn *f)
     return n;
 }
 
-int pw_core_place(struct pw_core *c, const struct fn *f, struct host **out_host, size_t *out_numa)
+int pw_core_place(struct pw_core *c, const struct fn *f, int replacing, struct host **out_host, size_t *out_numa)
 {
+    uint32_t live = f->n[PW_VM_RESTORING] + f->n[PW_VM_IDLE] + f->n[PW_VM_LEASED];
+    uint32_t going = f->moving[PW_VM_IDLE] + f->moving[PW_VM_LEASED] + (replacing ? 1u : 0u);
     struct pw_place_req r = {
         .fn = f,
         .fn_hash = f->name_hash,
         .memory_mb = f->spec.memory_mb,
         .vcpus = f->spec.vcpus,
-        .fn_total = pw_core_vms_of(f),
+        .fn_total = live > going ? live - going : 0,
         .spec = &f->spec.placement,
     };
     struct pw_place_result res;
@@ -122,7 +124,7 @@ void pw_core_drain_vm(struct pw_core *c, struct vm *v, int64_t now)
         }
         if (f->deleted)
             break;
-        struct vm *r = pw_core_place_restore(c, f, now, 0);
+        struct vm *r = pw_core_place_restore(c, f, now, 0, 1);
         if (r != NULL) {
             v->repl = r;
             r->repl_of = v;
