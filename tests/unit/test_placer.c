@@ -589,16 +589,34 @@ static void test_reap_prefers_worst_places(void **state)
     int fn;
     pw_placer_fn_count(c.p, c.h[cheap], &fn, 2);
     pw_placer_fn_count(c.p, c.h[dear], &fn, 2);
-    double s_cheap = pw_placer_reap_score(c.p, c.h[cheap], &fn, 4);
-    double s_dear = pw_placer_reap_score(c.p, c.h[dear], &fn, 4);
+    double s_cheap = pw_placer_reap_score(c.p, c.h[cheap], &fn, 4, NULL);
+    double s_dear = pw_placer_reap_score(c.p, c.h[dear], &fn, 4, NULL);
     assert_true(s_dear > s_cheap);
     /* A crowded place goes before a sparse one at equal cost. */
     size_t crowded = add_host(&c, 1, 65536, 64, NULL, NULL, "a", "0.01");
     pw_placer_fn_count(c.p, c.h[crowded], &fn, 6);
-    assert_true(pw_placer_reap_score(c.p, c.h[crowded], &fn, 10) > pw_placer_reap_score(c.p, c.h[cheap], &fn, 10));
+    assert_true(pw_placer_reap_score(c.p, c.h[crowded], &fn, 10, NULL) > pw_placer_reap_score(c.p, c.h[cheap], &fn, 10, NULL));
+    /* A host holding more than a limit allows for a smaller pool goes first, even if cheap:
+     * 3 of 4 on `cheap` with max_host_share 0.5; at 3 VMs the limit is 2. */
+    {
+        struct cluster d;
+        cl_init(&d, NULL);
+        size_t lo = add_host(&d, 1, 65536, 64, NULL, NULL, "a", "0.01");
+        size_t hi = add_host(&d, 1, 65536, 64, NULL, NULL, "b", "0.03");
+        struct pw_placement_spec spec;
+        memset(&spec, 0, sizeof(spec));
+        spec.max_host_share = 0.5;
+        pw_placer_fn_count(d.p, d.h[lo], &fn, 3);
+        pw_placer_fn_count(d.p, d.h[hi], &fn, 1);
+        assert_true(pw_placer_reap_score(d.p, d.h[hi], &fn, 4, NULL) > pw_placer_reap_score(d.p, d.h[lo], &fn, 4, NULL));
+        assert_true(pw_placer_reap_score(d.p, d.h[lo], &fn, 4, &spec) > pw_placer_reap_score(d.p, d.h[hi], &fn, 4, &spec));
+        pw_placer_fn_count(d.p, d.h[lo], &fn, -3);
+        pw_placer_fn_count(d.p, d.h[hi], &fn, -1);
+        cl_fini(&d);
+    }
     /* A draining host goes before everything. */
     pw_placer_host_set_eligible(c.p, c.h[cheap], 0);
-    assert_true(pw_placer_reap_score(c.p, c.h[cheap], &fn, 10) > pw_placer_reap_score(c.p, c.h[dear], &fn, 10));
+    assert_true(pw_placer_reap_score(c.p, c.h[cheap], &fn, 10, NULL) > pw_placer_reap_score(c.p, c.h[dear], &fn, 10, NULL));
     pw_placer_fn_count(c.p, c.h[cheap], &fn, -2);
     pw_placer_fn_count(c.p, c.h[dear], &fn, -2);
     pw_placer_fn_count(c.p, c.h[crowded], &fn, -6);

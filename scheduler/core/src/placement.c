@@ -59,7 +59,9 @@ struct vm *pw_core_pick_victim(struct pw_core *c, struct fn *f, int64_t now, int
 {
     struct vm *best = NULL;
     double best_score = 0;
-    uint32_t total = pw_core_vms_of(f);
+    uint32_t live = f->n[PW_VM_RESTORING] + f->n[PW_VM_IDLE] + f->n[PW_VM_LEASED];
+    uint32_t going = f->moving[PW_VM_IDLE] + f->moving[PW_VM_LEASED];
+    uint32_t total = live > going ? live - going : 0;
     size_t seen = 0;
     /* The idle list is ordered by idle_since, newest at the head: walk from the oldest. */
     for (struct pw_list *it = f->idle.prev; it != &f->idle && seen < scan; it = it->prev) {
@@ -69,7 +71,7 @@ struct vm *pw_core_pick_victim(struct pw_core *c, struct fn *f, int64_t now, int
         if (pw_core_host_out(v->host))
             continue; /* the drain takes care of it */
         seen++;
-        double s = pw_placer_reap_score(c->placer, v->host->ph, f, total);
+        double s = pw_placer_reap_score(c->placer, v->host->ph, f, total, &f->spec.placement);
         if (best == NULL || s > best_score) {
             best = v;
             best_score = s;

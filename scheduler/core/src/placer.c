@@ -15,6 +15,7 @@
 #define NWORDS ((NBUCKETS + 63) / 64)
 #define SNAP_CANDIDATES 32 /* snapshot holders looked at per decision */
 #define REAP_INELIGIBLE 1000.0
+#define REAP_OVER_LIMIT 100.0
 
 struct pnode {
     struct pw_phost *h;
@@ -868,13 +869,21 @@ double pw_placer_score(const struct pw_placer *p, const struct pw_phost *h, size
     return d.best.score;
 }
 
-double pw_placer_reap_score(const struct pw_placer *p, const struct pw_phost *h, const void *fn, uint32_t fn_total)
+double pw_placer_reap_score(const struct pw_placer *p, const struct pw_phost *h, const void *fn, uint32_t fn_total,
+                            const struct pw_placement_spec *spec)
 {
     const struct pw_placer_weights *w = &p->cfg.w;
     double inv = fn_total > 0 ? 1.0 / fn_total : 1;
     double load = h->ncpus > 0 ? h->load / h->ncpus : h->load;
-    double spread = 0.5 * ((double)pw_placer_host_fn(p, h, fn) + (double)pw_placer_zone_fn(p, h, fn)) * inv;
+    uint32_t host_n = pw_placer_host_fn(p, h, fn), zone_n = pw_placer_zone_fn(p, h, fn);
+    double spread = 0.5 * ((double)host_n + (double)zone_n) * inv;
     double s = w->cost * cost_term(p, h->cost) + w->load * (load < 1 ? load : 1) + w->spread * spread;
+    if (spec != NULL && fn_total >= 2) {
+        /* Were a VM removed elsewhere, would this place hold too many of the smaller pool? */
+        uint32_t after = fn_total - 1;
+        if (host_n > share_limit(spec->max_host_share, after - 1) || zone_n > share_limit(spec->max_zone_share, after - 1))
+            s += REAP_OVER_LIMIT;
+    }
     return h->eligible ? s : s + REAP_INELIGIBLE;
 }
 

@@ -154,8 +154,10 @@ double pw_placer_score(const struct pw_placer *p, const struct pw_phost *h, size
 
 /* pw_placer_reap_score ranks an existing VM of fn on h for removal: higher goes first. Terms:
  * cost, load and spread (the function's share on the host and in its zone) with the placement
- * weights; an ineligible (draining) host ranks above every eligible one. */
-double pw_placer_reap_score(const struct pw_placer *p, const struct pw_phost *h, const void *fn, uint32_t fn_total);
+ * weights; a host or zone that would break spec's limits once the pool is one smaller ranks
+ * above those (spec may be NULL); an ineligible (draining) host ranks above everything. */
+double pw_placer_reap_score(const struct pw_placer *p, const struct pw_phost *h, const void *fn, uint32_t fn_total,
+                            const struct pw_placement_spec *spec);
 
 /* pw_placer_check verifies the index against the hosts (for tests; O(everything)). Returns
  * PW_OK or PW_ERR_INTERNAL with the first violation in errbuf. */
