@@ -1548,6 +1548,38 @@ static void test_drain_respects_spread(void **state)
     env_free(e);
 }
 
+/* A zone limit during a drain: the draining host's VMs do not count against its zone, so
+ * they can move to another host of the same zone. */
+static void test_drain_within_zone_limit(void **state)
+{
+    (void)state;
+    struct env *e = env_new(1, 0);
+    hello_labeled(e, "a", 8192, "z1", "0.01");
+    hello_labeled(e, "b", 8192, "z2", "0.02");
+    hello_labeled(e, "c", 8192, "z3", "0.02");
+    hello_labeled(e, "d", 8192, "z1", "0.03");
+    struct pw_function_spec s;
+    memset(&s, 0, sizeof(s));
+    pw_strlcpy(s.name, "f", sizeof(s.name));
+    s.memory_mb = 512;
+    s.vcpus = 1;
+    pw_pool_policy_default(&s.pool);
+    s.pool.min = 6;
+    s.placement.max_zone_share = 0.33;
+    assert_int_equal(pw_core_function_put(e->c, e->now, &s), PW_OK);
+    drain(e);
+    sync_all(e);
+    assert_int_equal(host_vms(e, "a"), 2);
+    assert_int_equal(host_vms(e, "b"), 2);
+    assert_int_equal(host_vms(e, "c"), 2);
+    assert_int_equal(pw_core_host_drain(e->c, e->now, "a", 1), PW_OK);
+    drain(e);
+    sync_all(e);
+    assert_int_equal(host_vms(e, "a"), 0);
+    assert_int_equal(host_vms(e, "d"), 2);
+    env_free(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1585,6 +1617,7 @@ int main(void)
         cmocka_unit_test(test_reap_expensive_first),
         cmocka_unit_test(test_remembered_drain),
         cmocka_unit_test(test_drain_respects_spread),
+        cmocka_unit_test(test_drain_within_zone_limit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

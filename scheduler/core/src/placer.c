@@ -450,7 +450,8 @@ void pw_placer_host_remove(struct pw_placer *p, struct pw_phost *h)
     pw_list_foreach_safe(it, tmp, &h->fns)
     {
         struct cnt *c = pw_container_of(it, struct cnt, link);
-        cnt_add(&p->zonefn, h->cls->z, c->fn, -(int64_t)c->n, NULL);
+        if (h->eligible)
+            cnt_add(&p->zonefn, h->cls->z, c->fn, -(int64_t)c->n, NULL);
         cnt_add(&p->hostfn, h, c->fn, -(int64_t)c->n, NULL);
     }
     for (size_t i = 0; i < h->nsnaps; i++)
@@ -494,7 +495,7 @@ void pw_placer_host_set_labels(struct pw_placer *p, struct pw_phost *h, const st
     pw_strlcpy(h->zone, zone, sizeof(h->zone));
     h->cost = cost;
     host_place_in(p, h);
-    if (h->cls->z != old->z) {
+    if (h->cls->z != old->z && h->eligible) {
         struct pw_list *it;
         pw_list_foreach(it, &h->fns)
         {
@@ -528,11 +529,17 @@ void pw_placer_host_set_topology(struct pw_placer *p, struct pw_phost *h, const 
 
 void pw_placer_host_set_eligible(struct pw_placer *p, struct pw_phost *h, int eligible)
 {
-    (void)p;
     eligible = eligible != 0;
     if (h->eligible == eligible)
         return;
     h->eligible = eligible;
+    /* Zone counts cover hosts that take VMs: what a drained host holds is on its way out. */
+    struct pw_list *it;
+    pw_list_foreach(it, &h->fns)
+    {
+        struct cnt *c = pw_container_of(it, struct cnt, link);
+        cnt_add(&p->zonefn, h->cls->z, c->fn, eligible ? (int64_t)c->n : -(int64_t)c->n, NULL);
+    }
     host_reindex(h);
 }
 
@@ -661,7 +668,8 @@ int pw_placer_node_used(const struct pw_phost *h, size_t node, uint64_t *mem_mb,
 void pw_placer_fn_count(struct pw_placer *p, struct pw_phost *h, const void *fn, int delta)
 {
     cnt_add(&p->hostfn, h, fn, delta, &h->fns);
-    cnt_add(&p->zonefn, h->cls->z, fn, delta, NULL);
+    if (h->eligible)
+        cnt_add(&p->zonefn, h->cls->z, fn, delta, NULL);
 }
 
 uint32_t pw_placer_host_fn(const struct pw_placer *p, const struct pw_phost *h, const void *fn)
@@ -946,7 +954,7 @@ int pw_placer_check(const struct pw_placer *p, char *errbuf, size_t errlen)
         pw_list_foreach(it, &p->hosts)
         {
             const struct pw_phost *h = pw_container_of(it, struct pw_phost, link);
-            if (h->cls->z == zc->where)
+            if (h->cls->z == zc->where && h->eligible)
                 sum += pw_placer_host_fn(p, h, zc->fn);
         }
         if (sum != zc->n) {

@@ -124,6 +124,8 @@ int pw_placer_node_used(const struct pw_phost *h, size_t node, uint64_t *mem_mb,
 /* pw_placer_fn_count changes the number of fn's VMs on h (and in h's zone) by delta. */
 void pw_placer_fn_count(struct pw_placer *p, struct pw_phost *h, const void *fn, int delta);
 uint32_t pw_placer_host_fn(const struct pw_placer *p, const struct pw_phost *h, const void *fn);
+/* pw_placer_zone_fn counts fn's VMs in h's zone on eligible hosts (a drained host's VMs are on
+ * their way out and do not count against the zone's spread limit). */
 uint32_t pw_placer_zone_fn(const struct pw_placer *p, const struct pw_phost *h, const void *fn);
 
 /* ---- decisions ---- */
