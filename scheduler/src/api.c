@@ -19,7 +19,7 @@
 #define ROUTE_PARTS 6
 
 enum { ERR_NOTFOUND, ERR_LIMIT, ERR_BAD, ERR_STORE };
-enum { WRITE_PUT, WRITE_DELETE };
+enum { WRITE_PUT, WRITE_DELETE, WRITE_DRAIN };
 
 /* ---- responses ---- */
 
@@ -34,6 +34,47 @@ static void respond_err(struct pw_http_req *r, enum pw_err err, const char *mess
     pw_http_respond_error(r, pw_err_http_status(err), pw_err_name(err), message, NULL);
 }
 
+/* add_num appends v in the shortest form that reads back as the same double (null when it is
+ * not finite, which JSON cannot carry). */
+static void add_num(struct pw_buf *b, double v)
+{
+    if (!isfinite(v)) {
+        pw_buf_adds(b, "null");
+        return;
+    }
+    char s[32];
+    snprintf(s, sizeof(s), "%.15g", v);
+    if (strtod(s, NULL) != v)
+        snprintf(s, sizeof(s), "%.17g", v);
+    pw_buf_adds(b, s);
+}
+
+static void names_json(struct pw_buf *b, const char *key, const char (*names)[PW_NAME_MAX], size_t n)
+{
+    pw_buf_printf(b, "\"%s\":[", key);
+    for (size_t i = 0; i < n && i < PW_PLACE_MAX_SEL; i++) {
+        if (i > 0)
+            pw_buf_adds(b, ",");
+        pw_buf_add_json_str(b, names[i]);
+    }
+    pw_buf_adds(b, "]");
+}
+
+static void placement_json(struct pw_buf *b, const struct pw_placement_spec *p)
+{
+    pw_buf_adds(b, "{");
+    names_json(b, "clouds", p->clouds, p->nclouds);
+    pw_buf_adds(b, ",");
+    names_json(b, "regions", p->regions, p->nregions);
+    pw_buf_adds(b, ",");
+    names_json(b, "zones", p->zones, p->nzones);
+    pw_buf_adds(b, ",\"max_host_share\":");
+    add_num(b, p->max_host_share);
+    pw_buf_adds(b, ",\"max_zone_share\":");
+    add_num(b, p->max_zone_share);
+    pw_buf_adds(b, "}");
+}
+
 static void function_json(struct pw_buf *b, const struct pw_function_spec *s)
 {
     pw_buf_adds(b, "{\"name\":");
@@ -41,9 +82,11 @@ static void function_json(struct pw_buf *b, const struct pw_function_spec *s)
     pw_buf_adds(b, ",\"image\":");
     pw_buf_add_json_str(b, s->image);
     pw_buf_printf(b, ",\"memory_mb\":%u,\"vcpus\":%u,\"pool\":{\"policy\":\"%s\",\"min\":%u,\"max\":%u,"
-                     "\"keepalive_ms\":%" PRId64 ",\"quantile\":%g}}",
+                     "\"keepalive_ms\":%" PRId64 ",\"quantile\":%g},\"placement\":",
                   s->memory_mb, s->vcpus, pw_policy_str(s->pool.kind), s->pool.min, s->pool.max, s->pool.keepalive_ms,
                   s->pool.quantile);
+    placement_json(b, &s->placement);
+    pw_buf_adds(b, "}");
 }
 
 static void pool_json(struct pw_buf *b, const struct pw_pool_view *v)
@@ -54,10 +97,11 @@ static void pool_json(struct pw_buf *b, const struct pw_pool_view *v)
                   ",\"policy\":\"%s\",\"min\":%u,\"max\":%u,\"keepalive_ms\":%" PRId64 ",\"quantile\":%g,"
                   "\"target_idle\":%u,\"floor\":%u,"
                   "\"restoring\":%u,\"idle\":%u,\"leased\":%u,\"stopping\":%u,\"failed\":%u,\"waiters\":%u,"
+                  "\"outgoing\":%u,"
                   "\"acquires\":%" PRIu64 ",\"warm\":%" PRIu64 ",\"cold\":%" PRIu64 ",\"timeouts\":%" PRIu64 "}",
                   pw_policy_str(v->spec.pool.kind), v->spec.pool.min, v->spec.pool.max, v->spec.pool.keepalive_ms,
-                  v->spec.pool.quantile, v->target_idle, v->floor, v->restoring, v->idle, v->leased, v->stopping, v->failed, v->waiters, v->acquires,
-                  v->warm, v->cold, v->timeouts);
+                  v->spec.pool.quantile, v->target_idle, v->floor, v->restoring, v->idle, v->leased, v->stopping, v->failed, v->waiters,
+                  v->outgoing, v->acquires, v->warm, v->cold, v->timeouts);
 }
 
 /* ---- body parsing ---- */
@@ -144,14 +188,120 @@ static int apply_pool(struct pw_http_req *r, const cJSON *obj, struct pw_pool_po
     return 1;
 }
 
+/* get_names reads a placement list (an array of names, or null for none) into names. Returns 0
+ * after answering 400. */
+static int get_names(struct pw_http_req *r, const cJSON *it, char (*names)[PW_NAME_MAX], size_t *n)
+{
+    char msg[200];
+    *n = 0;
+    if (cJSON_IsNull(it))
+        return 1;
+    if (!cJSON_IsArray(it) || cJSON_GetArraySize(it) > PW_PLACE_MAX_SEL) {
+        snprintf(msg, sizeof(msg), "\"placement.%s\" must be an array of at most %d names", it->string,
+                 PW_PLACE_MAX_SEL);
+        respond_err(r, PW_ERR_INVAL, msg);
+        return 0;
+    }
+    const cJSON *e;
+    cJSON_ArrayForEach(e, it) {
+        if (!cJSON_IsString(e) || !pw_name_valid(e->valuestring)) {
+            snprintf(msg, sizeof(msg),
+                     "\"placement.%s\" entries must be names: 1-63 characters of [A-Za-z0-9._-] starting with a "
+                     "letter or digit",
+                     it->string);
+            respond_err(r, PW_ERR_INVAL, msg);
+            return 0;
+        }
+        pw_strlcpy(names[(*n)++], e->valuestring, PW_NAME_MAX);
+    }
+    return 1;
+}
+
+/* parse_placement reads a function's "placement" object into out, replacing it whole: a list
+ * or share it does not name is no constraint, and null or {} clears them all. Returns 0 after
+ * answering 400, leaving out untouched. */
+static int parse_placement(struct pw_http_req *r, const cJSON *obj, struct pw_placement_spec *out)
+{
+    struct pw_placement_spec p;
+    memset(&p, 0, sizeof(p));
+    if (cJSON_IsNull(obj)) {
+        *out = p;
+        return 1;
+    }
+    if (!cJSON_IsObject(obj)) {
+        respond_err(r, PW_ERR_INVAL, "\"placement\" must be an object");
+        return 0;
+    }
+    for (const cJSON *it = obj->child; it != NULL; it = it->next) {
+        int ok = 1;
+        if (strcmp(it->string, "clouds") == 0) {
+            ok = get_names(r, it, p.clouds, &p.nclouds);
+        } else if (strcmp(it->string, "regions") == 0) {
+            ok = get_names(r, it, p.regions, &p.nregions);
+        } else if (strcmp(it->string, "zones") == 0) {
+            ok = get_names(r, it, p.zones, &p.nzones);
+        } else if (strcmp(it->string, "max_host_share") == 0 || strcmp(it->string, "max_zone_share") == 0) {
+            if (!cJSON_IsNumber(it) || !(it->valuedouble >= 0 && it->valuedouble <= 1)) {
+                char msg[160];
+                snprintf(msg, sizeof(msg), "\"placement.%s\" must be a number in [0, 1] (0: no limit)", it->string);
+                respond_err(r, PW_ERR_INVAL, msg);
+                return 0;
+            }
+            if (strcmp(it->string, "max_host_share") == 0)
+                p.max_host_share = it->valuedouble;
+            else
+                p.max_zone_share = it->valuedouble;
+        } else {
+            char msg[200];
+            snprintf(msg, sizeof(msg),
+                     "unknown key \"placement.%.63s\" (clouds, regions, zones, max_host_share, max_zone_share)",
+                     it->string);
+            respond_err(r, PW_ERR_INVAL, msg);
+            return 0;
+        }
+        if (!ok)
+            return 0;
+    }
+    char why[200];
+    if (pw_placement_spec_validate(&p, why, sizeof(why)) != PW_OK) {
+        respond_err(r, PW_ERR_INVAL, why);
+        return 0;
+    }
+    *out = p;
+    return 1;
+}
+
 /* ---- config writes: store first, then the core ---- */
+
+static void host_json(struct pw_buf *b, const struct pw_host_view *h, int64_t now);
+
+/* drained applies a committed drain or undrain to the core and answers with the host. */
+static void drained(struct pw_daemon *d, struct pending_write *w, struct pw_buf *b)
+{
+    int64_t now = pw_daemon_now(d);
+    /* The host was known when the request came and the core never forgets a host; should that
+     * change, a drain is still remembered for its next hello. */
+    if (pw_core_host_drain(d->core, now, w->host, w->drain) != PW_OK && w->drain)
+        pw_core_host_remember_drain(d->core, w->host);
+    pw_log_info("api", "host %s %s by the operator", w->host, w->drain ? "drained" : "undrained");
+    pw_daemon_drain(d);
+    struct pw_host_view v;
+    if (pw_core_host_find(d->core, w->host, &v) != PW_OK) {
+        pw_buf_fini(b);
+        respond_err(w->http, PW_ERR_NOTFOUND, "no such host");
+        return;
+    }
+    host_json(b, &v, now);
+    respond_buf(w->http, 200, b, NULL);
+}
 
 static void on_written(void *arg, int err, const char *msg)
 {
     struct pending_write *w = arg;
     struct pw_daemon *d = w->d;
     if (err != PW_OK) {
-        pw_log_warn("api", "store write for %s failed: %s", w->spec.name, msg ? msg : "");
+        pw_log_warn("api", "store write for %s failed: %s", w->kind == WRITE_DRAIN ? w->host : w->spec.name,
+                    msg ? msg : "");
         d->acquire_errors[ERR_STORE]++;
         respond_err(w->http, PW_ERR_STORE, "the store is unavailable; nothing was changed");
         free(w);
@@ -160,6 +310,11 @@ static void on_written(void *arg, int err, const char *msg)
     int64_t now = pw_daemon_now(d);
     struct pw_buf b;
     pw_buf_init(&b, 1 << 16);
+    if (w->kind == WRITE_DRAIN) {
+        drained(d, w, &b);
+        free(w);
+        return;
+    }
     if (w->kind == WRITE_PUT) {
         pw_core_function_put(d->core, now, &w->spec);
         if (w->spec.pool.kind != PW_POLICY_PREDICTIVE)
@@ -224,6 +379,12 @@ static void put_function(struct pw_daemon *d, struct pw_http_req *r, const char 
             ok = apply_pool(r, pool, &s.pool);
         }
     }
+    if (ok) {
+        /* Absent keeps what the function has (nothing for a new one), as for the pool. */
+        const cJSON *placement = cJSON_GetObjectItemCaseSensitive(j, "placement");
+        if (placement != NULL)
+            ok = parse_placement(r, placement, &s.placement);
+    }
     cJSON_Delete(j);
     if (!ok)
         return;
@@ -263,6 +424,28 @@ static void delete_function(struct pw_daemon *d, struct pw_http_req *r, const ch
     w->kind = WRITE_DELETE;
     w->spec = s;
     pw_store_delete_function(d->store, name, "api", on_written, w);
+}
+
+/* host_drain: POST /v1/hosts/{id}/drain and /undrain. The store first, then the core. */
+static void host_drain(struct pw_daemon *d, struct pw_http_req *r, const char *id, int drain)
+{
+    struct pw_host_view v;
+    if (pw_core_host_find(d->core, id, &v) != PW_OK) {
+        respond_err(r, PW_ERR_NOTFOUND, "no such host");
+        return;
+    }
+    /* The body carries nothing yet, but it must be empty or a JSON object. */
+    cJSON *j = parse_body(r);
+    if (j == NULL)
+        return;
+    cJSON_Delete(j);
+    struct pending_write *w = pw_xcalloc(1, sizeof(*w));
+    w->d = d;
+    w->http = r;
+    w->kind = WRITE_DRAIN;
+    pw_strlcpy(w->host, id, sizeof(w->host));
+    w->drain = drain;
+    pw_store_set_host_drain(d->store, id, drain, "api", on_written, w);
 }
 
 /* ---- acquire and release ---- */
@@ -451,8 +634,20 @@ static void host_json(struct pw_buf *b, const struct pw_host_view *h, int64_t no
     pw_buf_add_json_str(b, h->id);
     pw_buf_printf(b, ",\"state\":\"%s\",\"driver\":", pw_host_state_str(h->state));
     pw_buf_add_json_str(b, h->driver);
-    pw_buf_printf(b, ",\"last_seen_ms_ago\":%" PRId64 ",\"load\":%.2f,\"vms\":%u,\"labels\":{", now - h->last_seen,
-                  h->load, h->vms);
+    pw_buf_printf(b, ",\"last_seen_ms_ago\":%" PRId64 ",\"load\":%.2f,\"vms\":%u", now - h->last_seen, h->load,
+                  h->vms);
+    pw_buf_printf(b, ",\"draining\":%s,\"agent_draining\":%s,\"cloud\":", h->draining ? "true" : "false",
+                  h->agent_draining ? "true" : "false");
+    pw_buf_add_json_str(b, h->cloud);
+    pw_buf_adds(b, ",\"region\":");
+    pw_buf_add_json_str(b, h->region);
+    pw_buf_adds(b, ",\"zone\":");
+    pw_buf_add_json_str(b, h->zone);
+    pw_buf_adds(b, ",\"instance_type\":");
+    pw_buf_add_json_str(b, h->instance_type);
+    pw_buf_adds(b, ",\"cost_per_gib_hour\":");
+    add_num(b, h->cost_per_gib_hour);
+    pw_buf_printf(b, ",\"snapshots\":%zu,\"labels\":{", h->nsnapshots);
     for (size_t i = 0; i < h->nlabels; i++) {
         if (i > 0)
             pw_buf_adds(b, ",");
@@ -488,6 +683,19 @@ static void list_hosts(struct pw_daemon *d, struct pw_http_req *r)
     struct list_ctx x = {&b, 0, pw_daemon_now(d)};
     pw_core_host_each(d->core, add_host, &x);
     pw_buf_adds(&b, "]}");
+    respond_buf(r, 200, &b, NULL);
+}
+
+static void get_host(struct pw_daemon *d, struct pw_http_req *r, const char *id)
+{
+    struct pw_host_view v;
+    if (pw_core_host_find(d->core, id, &v) != PW_OK) {
+        respond_err(r, PW_ERR_NOTFOUND, "no such host");
+        return;
+    }
+    struct pw_buf b;
+    pw_buf_init(&b, 1 << 16);
+    host_json(&b, &v, pw_daemon_now(d));
     respond_buf(r, 200, &b, NULL);
 }
 
@@ -563,6 +771,7 @@ static void metrics(struct pw_daemon *d, struct pw_http_req *r)
         {PW_METRIC_VM_LOST, "prewarm_vms_lost_total", "VMs that disappeared without being asked to."},
         {PW_METRIC_AGENT_DEAD, "prewarm_agent_deaths_total", "Agents declared dead."},
         {PW_METRIC_NO_CAPACITY, "prewarm_placement_no_capacity_total", "Placements that found no room."},
+        {PW_METRIC_VM_MOVED, "prewarm_vms_moved_total", "Idle VMs on draining hosts replaced elsewhere."},
     };
     for (size_t i = 0; i < PW_ARRAY_LEN(counters); i++)
         pw_buf_printf(&b, "# HELP %s %s\n# TYPE %s counter\n%s %" PRIu64 "\n", counters[i].name, counters[i].help,
@@ -756,6 +965,21 @@ void pw_api_handle(void *arg, struct pw_http_req *r)
     } else if (strcmp(parts[1], "hosts") == 0 && n == 2) {
         get ? list_hosts(d, r) : method_not_allowed(r);
         return;
+    } else if (strcmp(parts[1], "hosts") == 0 && (n == 3 || n == 4)) {
+        const char *id = parts[2];
+        if (!pw_name_valid(id)) {
+            respond_err(r, PW_ERR_INVAL, "host ids are 1-63 characters of [A-Za-z0-9._-]");
+            return;
+        }
+        if (n == 3) {
+            get ? get_host(d, r, id) : method_not_allowed(r);
+            return;
+        }
+        int drain = strcmp(parts[3], "drain") == 0;
+        if (drain || strcmp(parts[3], "undrain") == 0) {
+            post ? host_drain(d, r, id, drain) : method_not_allowed(r);
+            return;
+        }
     } else if (strcmp(parts[1], "vms") == 0 && n == 2) {
         get ? list_vms(d, r) : method_not_allowed(r);
         return;

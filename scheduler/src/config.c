@@ -8,6 +8,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,10 +38,11 @@ void pw_sched_config_default(struct pw_sched_config *c)
     c->restore_ms = 200;
     c->retrain_every_ms = 6 * 3600 * 1000LL;
     c->retrain_minutes = 360;
+    pw_placer_config_default(&c->placement);
 }
 
 /* One table of settings: key (JSON and flag name), environment variable, kind, where. */
-enum kind { K_STR, K_MS, K_COUNT, K_LEVEL, K_HOSTPORT };
+enum kind { K_STR, K_MS, K_COUNT, K_LEVEL, K_HOSTPORT, K_WEIGHTS };
 
 struct setting {
     const char *key;
@@ -90,7 +92,114 @@ static const struct setting settings[] = {
      "minutes of per-function history kept for retraining, 2 bytes each (360)"},
     {"model-save", "PREWARM_MODEL_SAVE", K_STR, OFF(model_save), SZ(model_save), 0, 0,
      "save each retrained model to this file (default: keep it in memory)"},
+    {"placement-weights", "PREWARM_PLACEMENT_WEIGHTS", K_WEIGHTS, OFF(placement.w), 0, 0, 0,
+     "placement score weights, any of cost=,fit=,spread=,snapshot=,load= (cost=4,fit=1,spread=1,"
+     "snapshot=0.5,load=0.5)"},
+    {"placement-candidates", "PREWARM_PLACEMENT_CANDIDATES", K_COUNT, OFF(placement.candidates), sizeof(uint32_t),
+     1, 4096, "feasible NUMA nodes scored per host class (8)"},
+    {"placement-scan-budget", "PREWARM_PLACEMENT_SCAN_BUDGET", K_COUNT, OFF(placement.scan_budget),
+     sizeof(uint32_t), 1, 1000000, "NUMA nodes looked at per host class before moving on (64)"},
 };
+
+/* The placement weights by name, for the "cost=4,fit=1" form and the file's object. */
+static const struct {
+    const char *name;
+    size_t off;
+} weights[] = {
+    {"cost", offsetof(struct pw_placer_weights, cost)},
+    {"fit", offsetof(struct pw_placer_weights, fit)},
+    {"spread", offsetof(struct pw_placer_weights, spread)},
+    {"snapshot", offsetof(struct pw_placer_weights, snapshot)},
+    {"load", offsetof(struct pw_placer_weights, load)},
+};
+
+/* weight_index returns the index in weights[] of the weight called name (len bytes), or -1. */
+static int weight_index(const char *name, size_t len)
+{
+    for (size_t i = 0; i < PW_ARRAY_LEN(weights); i++)
+        if (strlen(weights[i].name) == len && memcmp(weights[i].name, name, len) == 0)
+            return (int)i;
+    return -1;
+}
+
+static double *weight_field(struct pw_placer_weights *w, int i)
+{
+    return (double *)(void *)((char *)w + weights[i].off);
+}
+
+/* set_weight checks one weight's value (finite, >= 0) and stores it. */
+static int set_weight(double *field, const char *name, int name_len, double v, const char *from, char *errbuf,
+                      size_t errlen)
+{
+    if (!isfinite(v) || v < 0) {
+        snprintf(errbuf, errlen, "%s: placement weight %.*s must be a finite number >= 0, got %g", from, name_len,
+                 name, v);
+        return PW_ERR_INVAL;
+    }
+    *field = v;
+    return PW_OK;
+}
+
+/* parse_weights applies "name=value,..." to a copy of *w and stores it only when all of it is
+ * valid: each name once, one of the five, each value a finite number >= 0. */
+static int parse_weights(struct pw_placer_weights *w, const char *val, const char *from, char *errbuf,
+                         size_t errlen)
+{
+    struct pw_placer_weights nw = *w;
+    unsigned seen = 0;
+    const char *p = val;
+    for (;;) {
+        while (*p == ' ')
+            p++;
+        const char *name = p;
+        while (*p != '\0' && *p != '=' && *p != ',' && *p != ' ')
+            p++;
+        const char *name_end = p;
+        while (*p == ' ')
+            p++;
+        int name_len = (int)(name_end - name);
+        if (*p != '=' || name_len == 0) {
+            snprintf(errbuf, errlen, "%s: placement weights must look like cost=4,fit=1,spread=1,snapshot=0.5,"
+                                     "load=0.5, got \"%s\"", from, val);
+            return PW_ERR_INVAL;
+        }
+        int wi = weight_index(name, (size_t)name_len);
+        if (wi < 0) {
+            snprintf(errbuf, errlen, "%s: unknown placement weight \"%.*s\" (cost, fit, spread, snapshot or load)",
+                     from, name_len, name);
+            return PW_ERR_INVAL;
+        }
+        unsigned bit = 1u << wi;
+        if (seen & bit) {
+            snprintf(errbuf, errlen, "%s: placement weight %.*s given twice", from, name_len, name);
+            return PW_ERR_INVAL;
+        }
+        seen |= bit;
+        p++;
+        char *end;
+        errno = 0;
+        double v = strtod(p, &end);
+        if (end == p || errno != 0) {
+            snprintf(errbuf, errlen, "%s: placement weight %.*s needs a number, got \"%s\"", from, name_len, name,
+                     p);
+            return PW_ERR_INVAL;
+        }
+        if (set_weight(weight_field(&nw, wi), name, name_len, v, from, errbuf, errlen) != PW_OK)
+            return PW_ERR_INVAL;
+        p = end;
+        while (*p == ' ')
+            p++;
+        if (*p == '\0')
+            break;
+        if (*p != ',') {
+            snprintf(errbuf, errlen, "%s: placement weights are separated by commas, got \"%s\"", from, val);
+            return PW_ERR_INVAL;
+        }
+        p++;
+    }
+    *w = nw;
+    return PW_OK;
+}
 
 static int set_value(struct pw_sched_config *c, const struct setting *s, const char *val, const char *from,
                      char *errbuf, size_t errlen)
@@ -163,6 +272,8 @@ static int set_value(struct pw_sched_config *c, const struct setting *s, const c
             *(size_t *)(void *)(base + s->off) = (size_t)v;
         return PW_OK;
     }
+    case K_WEIGHTS:
+        return parse_weights(&c->placement.w, val, from, errbuf, errlen);
     case K_LEVEL: {
         int l = pw_log_parse_level(val);
         if (l < 0) {
@@ -174,6 +285,85 @@ static int set_value(struct pw_sched_config *c, const struct setting *s, const c
     }
     }
     return PW_ERR_INVAL;
+}
+
+/* json_scalar renders a file value as the text a flag would carry: a string as is, an integer
+ * in decimal. Returns -1 for anything else. */
+static int json_scalar(const cJSON *it, char *val, size_t n)
+{
+    if (cJSON_IsString(it))
+        pw_strlcpy(val, it->valuestring, n);
+    else if (cJSON_IsNumber(it) && it->valuedouble == (double)(long long)it->valuedouble)
+        snprintf(val, n, "%lld", (long long)it->valuedouble);
+    else
+        return -1;
+    return 0;
+}
+
+static const struct setting *setting_find(const char *key)
+{
+    for (size_t i = 0; i < PW_ARRAY_LEN(settings); i++)
+        if (strcmp(settings[i].key, key) == 0)
+            return &settings[i];
+    return NULL;
+}
+
+/* load_placement reads the file's "placement" object: "weights" (an object of numbers, or the
+ * flag's string form), "candidates" and "scan_budget". */
+static int load_placement(struct pw_sched_config *c, const cJSON *obj, const char *from, char *errbuf,
+                          size_t errlen)
+{
+    if (!cJSON_IsObject(obj)) {
+        snprintf(errbuf, errlen, "%s: \"placement\" must be an object", from);
+        return PW_ERR_INVAL;
+    }
+    for (const cJSON *it = obj->child; it != NULL; it = it->next) {
+        int rv;
+        if (strcmp(it->string, "weights") == 0 && cJSON_IsObject(it)) {
+            struct pw_placer_weights nw = c->placement.w;
+            for (const cJSON *w = it->child; w != NULL; w = w->next) {
+                int wi = weight_index(w->string, strlen(w->string));
+                if (wi < 0) {
+                    snprintf(errbuf, errlen,
+                             "%s: unknown placement weight \"%s\" (cost, fit, spread, snapshot or load)", from,
+                             w->string);
+                    return PW_ERR_INVAL;
+                }
+                if (!cJSON_IsNumber(w)) {
+                    snprintf(errbuf, errlen, "%s: placement weight %s must be a number", from, w->string);
+                    return PW_ERR_INVAL;
+                }
+                rv = set_weight(weight_field(&nw, wi), w->string, (int)strlen(w->string), w->valuedouble, from,
+                                errbuf, errlen);
+                if (rv != PW_OK)
+                    return rv;
+            }
+            c->placement.w = nw;
+            continue;
+        }
+        const struct setting *s = NULL;
+        if (strcmp(it->string, "weights") == 0)
+            s = setting_find("placement-weights");
+        else if (strcmp(it->string, "candidates") == 0)
+            s = setting_find("placement-candidates");
+        else if (strcmp(it->string, "scan_budget") == 0)
+            s = setting_find("placement-scan-budget");
+        if (s == NULL) {
+            snprintf(errbuf, errlen, "%s: unknown key \"placement.%s\" (weights, candidates or scan_budget)", from,
+                     it->string);
+            return PW_ERR_INVAL;
+        }
+        char val[1100];
+        if (json_scalar(it, val, sizeof(val)) != 0) {
+            snprintf(errbuf, errlen, "%s: \"placement.%s\" must be %s", from, it->string,
+                     s->kind == K_WEIGHTS ? "an object of numbers or a string" : "an integer");
+            return PW_ERR_INVAL;
+        }
+        rv = set_value(c, s, val, from, errbuf, errlen);
+        if (rv != PW_OK)
+            return rv;
+    }
+    return PW_OK;
 }
 
 static int load_file(struct pw_sched_config *c, const char *path, char *errbuf, size_t errlen)
@@ -204,7 +394,13 @@ static int load_file(struct pw_sched_config *c, const char *path, char *errbuf, 
             rv = PW_ERR_INVAL;
         }
     }
+    char from[300];
+    snprintf(from, sizeof(from), "config %s", path);
     for (cJSON *it = root ? root->child : NULL; rv == PW_OK && it != NULL; it = it->next) {
+        if (strcmp(it->string, "placement") == 0) {
+            rv = load_placement(c, it, from, errbuf, errlen);
+            continue;
+        }
         const struct setting *s = NULL;
         for (size_t i = 0; i < PW_ARRAY_LEN(settings); i++) {
             /* JSON keys use underscores where flags use dashes. */
@@ -222,17 +418,11 @@ static int load_file(struct pw_sched_config *c, const char *path, char *errbuf, 
             break;
         }
         char val[1100];
-        if (cJSON_IsString(it))
-            pw_strlcpy(val, it->valuestring, sizeof(val));
-        else if (cJSON_IsNumber(it) && it->valuedouble == (double)(long long)it->valuedouble)
-            snprintf(val, sizeof(val), "%lld", (long long)it->valuedouble);
-        else {
+        if (json_scalar(it, val, sizeof(val)) != 0) {
             snprintf(errbuf, errlen, "config %s: \"%s\" must be a string or an integer", path, it->string);
             rv = PW_ERR_INVAL;
             break;
         }
-        char from[300];
-        snprintf(from, sizeof(from), "config %s", path);
         rv = set_value(c, s, val, from, errbuf, errlen);
     }
     cJSON_Delete(root);
@@ -244,15 +434,17 @@ static void usage(FILE *out)
 {
     fprintf(out, "usage: prewarmd [--config FILE] [options]\n\n"
                  "Prewarm scheduler: keeps pools of snapshot-restored microVMs warm.\n"
-                 "Precedence: defaults < --config FILE (JSON, keys with underscores) < PREWARM_* env < flags.\n\n");
-    fprintf(out, "  %-22s %s\n", "--config FILE", "JSON configuration file (env PREWARM_CONFIG)");
+                 "Precedence: defaults < --config FILE (JSON, keys with underscores) < PREWARM_* env < flags.\n"
+                 "The file may also nest {\"placement\": {\"weights\": {\"cost\": 4, ...}, \"candidates\": 8, "
+                 "\"scan_budget\": 64}}.\n\n");
+    fprintf(out, "  %-25s %s\n", "--config FILE", "JSON configuration file (env PREWARM_CONFIG)");
     for (size_t i = 0; i < PW_ARRAY_LEN(settings); i++) {
         char flag[64];
         snprintf(flag, sizeof(flag), "--%s V", settings[i].key);
-        fprintf(out, "  %-22s %s (env %s)\n", flag, settings[i].help, settings[i].env);
+        fprintf(out, "  %-25s %s (env %s)\n", flag, settings[i].help, settings[i].env);
     }
-    fprintf(out, "  %-22s %s\n", "--help", "this text");
-    fprintf(out, "  %-22s %s\n", "--version", "print the version");
+    fprintf(out, "  %-25s %s\n", "--help", "this text");
+    fprintf(out, "  %-25s %s\n", "--version", "print the version");
 }
 
 int pw_sched_config_load(struct pw_sched_config *c, int argc, char **argv, char *errbuf, size_t errlen)
@@ -321,5 +513,10 @@ int pw_sched_config_load(struct pw_sched_config *c, int argc, char **argv, char 
         c->adopt_grace_ms = 3 * c->heartbeat_ms;
     if (c->acquire_timeout_ms > c->acquire_timeout_max_ms)
         c->acquire_timeout_ms = c->acquire_timeout_max_ms;
+    char why[200];
+    if (pw_placer_config_validate(&c->placement, why, sizeof(why)) != PW_OK) {
+        snprintf(errbuf, errlen, "placement configuration: %s", why);
+        return PW_ERR_INVAL;
+    }
     return PW_OK;
 }

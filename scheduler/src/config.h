@@ -2,6 +2,7 @@
 #ifndef PW_SCHED_CONFIG_H
 #define PW_SCHED_CONFIG_H
 
+#include "pw/placer.h"
 #include "pw/util.h"
 
 #include <stddef.h>
@@ -28,6 +29,7 @@ struct pw_sched_config {
     int64_t retrain_every_ms;     /* background retraining period; 0: never */
     size_t retrain_minutes;       /* minutes of history kept per function for retraining */
     char model_save[512];         /* where a retrained model is saved ("" = memory only) */
+    struct pw_placer_config placement; /* score weights and search bounds, validated */
 };
 
 /* pw_sched_config_default fills the defaults. */
@@ -36,7 +38,13 @@ void pw_sched_config_default(struct pw_sched_config *c);
 /* pw_sched_config_load builds the configuration from argv (flags), the environment
  * (PREWARM_*) and a JSON file given with --config or PREWARM_CONFIG. Returns PW_OK; PW_ERR_INVAL
  * with a one-line reason in errbuf for bad input (exit 2); or -1 when --help/--version printed
- * something and the program should exit 0. Not thread-safe (getopt). */
+ * something and the program should exit 0. Not thread-safe (getopt).
+ *
+ * Placement: --placement-weights / PREWARM_PLACEMENT_WEIGHTS take "cost=4,fit=1,spread=1,
+ * snapshot=0.5,load=0.5" (any subset; the others keep their value from the level below);
+ * --placement-candidates and --placement-scan-budget are integers. The file takes them nested,
+ * {"placement": {"weights": {"cost": 4, ...}, "candidates": 8, "scan_budget": 64}}, or flat
+ * with underscores like every other key. The result passes pw_placer_config_validate. */
 int pw_sched_config_load(struct pw_sched_config *c, int argc, char **argv, char *errbuf, size_t errlen);
 
 #endif

@@ -212,6 +212,16 @@ static void load_host(void *arg, const char *host_id)
     pw_core_expect_host(d->core, host_id);
 }
 
+/* load_drain applies a persisted operator drain before the host can say hello: to the host the
+ * core already expects, else remembered for when it comes. */
+static void load_drain(void *arg, const char *host_id, int alive)
+{
+    struct pw_daemon *d = arg;
+    if (pw_core_host_drain(d->core, pw_daemon_now(d), host_id, 1) != PW_OK)
+        pw_core_host_remember_drain(d->core, host_id);
+    pw_log_info("prewarmd", "host %s is drained by an operator (last known %s)", host_id, alive ? "alive" : "dead");
+}
+
 int pw_daemon_run(const struct pw_sched_config *cfg)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -242,10 +252,16 @@ int pw_daemon_run(const struct pw_sched_config *cfg)
     cc.lease_ttl_ms = cfg->lease_ttl_ms;
     cc.adopt_grace_ms = cfg->adopt_grace_ms;
     cc.max_waiters_per_fn = cfg->max_waiters_per_fn;
+    cc.placement = cfg->placement;
     uv_update_time(d->loop);
     d->core = pw_core_new(&cc, pw_daemon_now(d));
-    /* Hosts first, so functions loaded next wait for their VMs to be adopted. */
+    pw_log_info("prewarmd", "placement weights cost %g fit %g spread %g snapshot %g load %g, candidates %u, "
+                "scan budget %u", cc.placement.w.cost, cc.placement.w.fit, cc.placement.w.spread,
+                cc.placement.w.snapshot, cc.placement.w.load, cc.placement.candidates, cc.placement.scan_budget);
+    /* Hosts first, so functions loaded next wait for their VMs to be adopted; drains before
+     * functions, so no VM is placed on a drained host in between. */
     if (pw_store_load_hosts(d->store, load_host, d) != PW_OK ||
+        pw_store_load_drains(d->store, load_drain, d) != PW_OK ||
         pw_store_load_functions(d->store, load_fn, d) != PW_OK) {
         pw_log_error("prewarmd", "cannot load state from the store");
         goto out_store;

@@ -32,14 +32,16 @@ struct parked {
     struct pw_http_req *http;
 };
 
-/* A config write waiting for the store. */
+/* A config write waiting for the store; the core changes only once it is committed. */
 struct pending_write {
     struct pw_daemon *d;
     struct pw_http_req *http;
-    int kind;      /* WRITE_PUT, WRITE_DELETE */
+    int kind;      /* WRITE_PUT, WRITE_DELETE, WRITE_DRAIN (api.c) */
     int pool_only; /* PUT .../pool: answer with the pool object */
-    struct pw_function_spec spec;
+    struct pw_function_spec spec; /* WRITE_PUT, WRITE_DELETE */
     int existed;
+    char host[PW_NAME_MAX];       /* WRITE_DRAIN: the host */
+    int drain;                    /* WRITE_DRAIN: 1 drain, 0 undrain */
 };
 
 struct pw_daemon {

@@ -12,6 +12,7 @@
 #include "pw/util.h"
 
 #include <assert.h>
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
@@ -64,10 +65,12 @@ struct tnode {
 enum job_kind {
     JOB_PUT_FUNCTION,
     JOB_DELETE_FUNCTION,
+    JOB_SET_DRAIN,
     JOB_FLUSH,          /* telemetry batch; owned rows come back to the loop on failure */
     JOB_LOAD_FUNCTIONS, /* synchronous: the submitter waits for finished */
     JOB_LOAD_HOSTS,     /* synchronous */
-    JOB_LOAD_INVOCATIONS /* synchronous */
+    JOB_LOAD_INVOCATIONS, /* synchronous */
+    JOB_LOAD_DRAINS      /* synchronous */
 };
 
 struct job {
@@ -80,6 +83,10 @@ struct job {
     char *actor;
     pw_store_done_cb cb;
     void *arg;
+    /* set drain */
+    char host[PW_NAME_MAX];
+    int host_valid;
+    int drain;
     /* flush */
     struct trow *rows;
     size_t nrows;
@@ -87,6 +94,7 @@ struct job {
     struct pw_function_spec *fns;
     size_t nfns;
     char (*hosts)[PW_NAME_MAX];
+    unsigned char *alive; /* load drains: per host */
     size_t nhosts;
     int64_t since_minute; /* load invocations */
     int finished; /* synchronous jobs, under mu */
@@ -466,9 +474,14 @@ static int tx_end(struct pw_store *s, int rv, char *msg, size_t msglen)
 }
 
 static const char SQL_PUT_FUNCTION[] =
-    "INSERT INTO functions (name, image, memory_mb, vcpus) VALUES ($1, $2, $3, $4) "
+    "INSERT INTO functions (name, image, memory_mb, vcpus, placement_clouds, placement_regions, "
+    "placement_zones, placement_max_host_share, placement_max_zone_share) "
+    "VALUES ($1, $2, $3, $4, $5::text[], $6::text[], $7::text[], $8, $9) "
     "ON CONFLICT (name) DO UPDATE SET image = EXCLUDED.image, memory_mb = EXCLUDED.memory_mb, "
-    "vcpus = EXCLUDED.vcpus, updated_at = now()";
+    "vcpus = EXCLUDED.vcpus, placement_clouds = EXCLUDED.placement_clouds, "
+    "placement_regions = EXCLUDED.placement_regions, placement_zones = EXCLUDED.placement_zones, "
+    "placement_max_host_share = EXCLUDED.placement_max_host_share, "
+    "placement_max_zone_share = EXCLUDED.placement_max_zone_share, updated_at = now()";
 static const char SQL_PUT_POLICY[] =
     "INSERT INTO pool_policies (function, policy, min, max, keepalive_ms, quantile) "
     "VALUES ($1, $2, $3, $4, $5, $6) "
@@ -479,32 +492,92 @@ static const char SQL_AUDIT_PUT[] =
     "INSERT INTO audit_log (actor, action, subject, detail) VALUES ($1, 'function.put', $2, "
     "jsonb_build_object('image', $3::text, 'memory_mb', $4::integer, 'vcpus', $5::integer, "
     "'pool', jsonb_build_object('policy', $6::text, 'min', $7::integer, 'max', $8::integer, "
-    "'keepalive_ms', $9::bigint, 'quantile', $10::double precision)))";
+    "'keepalive_ms', $9::bigint, 'quantile', $10::double precision), "
+    "'placement', jsonb_build_object('clouds', to_jsonb($11::text[]), 'regions', to_jsonb($12::text[]), "
+    "'zones', to_jsonb($13::text[]), 'max_host_share', $14::double precision, "
+    "'max_zone_share', $15::double precision)))";
 static const char SQL_DELETE_FUNCTION[] = "DELETE FROM functions WHERE name = $1";
 static const char SQL_AUDIT_DELETE[] =
     "INSERT INTO audit_log (actor, action, subject, detail) VALUES ($1, 'function.delete', $2, "
     "jsonb_build_object('existed', $3::boolean))";
+/* The row lock keeps "changed" in the audit row exact against a concurrent writer of the row. */
+static const char SQL_DRAIN_READ[] = "SELECT draining FROM hosts WHERE id = $1 FOR UPDATE";
+/* A drain may come before the host's first telemetry row: the row it creates is never seen and
+ * not alive, so the telemetry upsert (last_seen <= its own) overwrites both. */
+static const char SQL_DRAIN_SET[] =
+    "INSERT INTO hosts (id, alive, last_seen, draining, drain_changed_at, drain_changed_by) "
+    "VALUES ($1, false, '-infinity', true, now(), $2) "
+    "ON CONFLICT (id) DO UPDATE SET draining = true, "
+    "drain_changed_at = CASE WHEN hosts.draining THEN hosts.drain_changed_at ELSE now() END, "
+    "drain_changed_by = CASE WHEN hosts.draining THEN hosts.drain_changed_by ELSE EXCLUDED.drain_changed_by END, "
+    "updated_at = now()";
+static const char SQL_UNDRAIN_SET[] =
+    "UPDATE hosts SET draining = false, drain_changed_at = now(), drain_changed_by = $2, updated_at = now() "
+    "WHERE id = $1 AND draining";
+static const char SQL_AUDIT_DRAIN[] =
+    "INSERT INTO audit_log (actor, action, subject, detail) VALUES ($1, $2, $3, "
+    "jsonb_build_object('draining', $4::boolean, 'changed', $5::boolean))";
+
+/* Room for PW_PLACE_MAX_SEL names of PW_NAME_MAX - 1 bytes, each fully escaped and quoted. */
+#define TEXT_ARRAY_MAX (PW_PLACE_MAX_SEL * (2 * PW_NAME_MAX + 3) + 3)
+
+/* text_array writes names[0..n) (n <= PW_PLACE_MAX_SEL) as a PostgreSQL array literal, every
+ * element quoted. Names are valid names (no quote or backslash), but escaping keeps the literal
+ * right whatever they hold. */
+static void text_array(char out[TEXT_ARRAY_MAX], const char (*names)[PW_NAME_MAX], size_t n)
+{
+    assert(n <= PW_PLACE_MAX_SEL);
+    size_t k = 0;
+    out[k++] = '{';
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0)
+            out[k++] = ',';
+        out[k++] = '"';
+        for (size_t c = 0; c < PW_NAME_MAX - 1 && names[i][c] != '\0'; c++) {
+            if (names[i][c] == '"' || names[i][c] == '\\')
+                out[k++] = '\\';
+            out[k++] = names[i][c];
+        }
+        out[k++] = '"';
+    }
+    out[k++] = '}';
+    out[k] = '\0';
+}
 
 static void run_put_function(struct pw_store *s, struct job *j)
 {
     const struct pw_function_spec *f = &j->spec;
+    const struct pw_placement_spec *pl = &f->placement;
     if ((unsigned)f->pool.kind >= PW_POLICY__COUNT) {
         j->err = PW_ERR_STORE;
         msgf(j->msg, sizeof(j->msg), "put function %s: unknown pool policy %d", f->name,
                  (int)f->pool.kind);
         return;
     }
+    if (pl->nclouds > PW_PLACE_MAX_SEL || pl->nregions > PW_PLACE_MAX_SEL || pl->nzones > PW_PLACE_MAX_SEL) {
+        j->err = PW_ERR_STORE;
+        msgf(j->msg, sizeof(j->msg), "put function %s: a placement list has more than %d entries", f->name,
+             PW_PLACE_MAX_SEL);
+        return;
+    }
     const char *policy = pw_policy_str(f->pool.kind);
-    char mem[16], vcpus[16], min[16], max[16], ka[24], q[32];
+    char mem[16], vcpus[16], min[16], max[16], ka[24], q[32], hs[32], zs[32];
+    char clouds[TEXT_ARRAY_MAX], regions[TEXT_ARRAY_MAX], zones[TEXT_ARRAY_MAX];
     msgf(mem, sizeof(mem), "%" PRIu32, f->memory_mb);
     msgf(vcpus, sizeof(vcpus), "%" PRIu32, f->vcpus);
     msgf(min, sizeof(min), "%" PRIu32, f->pool.min);
     msgf(max, sizeof(max), "%" PRIu32, f->pool.max);
     msgf(ka, sizeof(ka), "%" PRId64, f->pool.keepalive_ms);
     msgf(q, sizeof(q), "%.17g", f->pool.quantile);
-    const char *pf[4] = {f->name, f->image, mem, vcpus};
+    msgf(hs, sizeof(hs), "%.17g", pl->max_host_share);
+    msgf(zs, sizeof(zs), "%.17g", pl->max_zone_share);
+    text_array(clouds, pl->clouds, pl->nclouds);
+    text_array(regions, pl->regions, pl->nregions);
+    text_array(zones, pl->zones, pl->nzones);
+    const char *pf[9] = {f->name, f->image, mem, vcpus, clouds, regions, zones, hs, zs};
     const char *pp[6] = {f->name, policy, min, max, ka, q};
-    const char *pa[10] = {j->actor, f->name, f->image, mem, vcpus, policy, min, max, ka, q};
+    const char *pa[15] = {j->actor, f->name, f->image, mem, vcpus, policy, min, max, ka, q,
+                          clouds, regions, zones, hs, zs};
 
     int rv = exec_cmd(s, s->conn, "begin", "BEGIN", 0, NULL, j->msg, sizeof(j->msg));
     if (rv != PW_OK) {
@@ -512,11 +585,11 @@ static void run_put_function(struct pw_store *s, struct job *j)
         j->err = rv;
         return;
     }
-    rv = exec_cmd(s, s->conn, "put function", SQL_PUT_FUNCTION, 4, pf, j->msg, sizeof(j->msg));
+    rv = exec_cmd(s, s->conn, "put function", SQL_PUT_FUNCTION, 9, pf, j->msg, sizeof(j->msg));
     if (rv == PW_OK)
         rv = exec_cmd(s, s->conn, "put pool policy", SQL_PUT_POLICY, 6, pp, j->msg, sizeof(j->msg));
     if (rv == PW_OK)
-        rv = exec_cmd(s, s->conn, "audit function.put", SQL_AUDIT_PUT, 10, pa, j->msg, sizeof(j->msg));
+        rv = exec_cmd(s, s->conn, "audit function.put", SQL_AUDIT_PUT, 15, pa, j->msg, sizeof(j->msg));
     j->err = tx_end(s, rv, j->msg, sizeof(j->msg));
 }
 
@@ -539,6 +612,41 @@ static void run_delete_function(struct pw_store *s, struct job *j)
         const char *pa[3] = {j->actor, j->spec.name, existed};
         rv = exec_cmd(s, s->conn, "audit function.delete", SQL_AUDIT_DELETE, 3, pa, j->msg,
                       sizeof(j->msg));
+    }
+    j->err = tx_end(s, rv, j->msg, sizeof(j->msg));
+}
+
+/* run_set_drain sets or clears a host's drain with its audit row, in one transaction. */
+static void run_set_drain(struct pw_store *s, struct job *j)
+{
+    const char *action = j->drain ? "host.drain" : "host.undrain";
+    if (!j->host_valid) {
+        j->err = PW_ERR_STORE;
+        msgf(j->msg, sizeof(j->msg), "%s: host id \"%s\" is not a valid name", action, j->host);
+        return;
+    }
+    int rv = exec_cmd(s, s->conn, "begin", "BEGIN", 0, NULL, j->msg, sizeof(j->msg));
+    if (rv != PW_OK) {
+        check_bad(s, j->msg);
+        j->err = rv;
+        return;
+    }
+    const char *pr[1] = {j->host};
+    PGresult *r = exec(s, s->conn, "read host drain", SQL_DRAIN_READ, 1, pr, PGRES_TUPLES_OK, j->msg,
+                       sizeof(j->msg));
+    if (r == NULL) {
+        rv = PW_ERR_STORE;
+    } else {
+        int was = PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+        PQclear(r);
+        const char *ps[2] = {j->host, j->actor};
+        rv = exec_cmd(s, s->conn, action, j->drain ? SQL_DRAIN_SET : SQL_UNDRAIN_SET, 2, ps, j->msg,
+                      sizeof(j->msg));
+        if (rv == PW_OK) {
+            const char *pa[5] = {j->actor, action, j->host, j->drain ? "true" : "false",
+                                 was != j->drain ? "true" : "false"};
+            rv = exec_cmd(s, s->conn, "audit host drain", SQL_AUDIT_DRAIN, 5, pa, j->msg, sizeof(j->msg));
+        }
     }
     j->err = tx_end(s, rv, j->msg, sizeof(j->msg));
 }
@@ -640,38 +748,82 @@ static int parse_i64(const char *v, int64_t *out)
     return 0;
 }
 
+static int parse_double(const char *v, double *out)
+{
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno != 0 || end == v || *end != '\0')
+        return -1;
+    *out = x;
+    return 0;
+}
+
+/* parse_names reads a JSON array of at most PW_PLACE_MAX_SEL strings that fit PW_NAME_MAX. */
+static int parse_names(const char *json, char (*out)[PW_NAME_MAX], size_t *n)
+{
+    int rv = -1;
+    cJSON *a = cJSON_Parse(json);
+    *n = 0;
+    if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) > PW_PLACE_MAX_SEL)
+        goto out;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, a) {
+        if (!cJSON_IsString(it) || pw_strlcpy(out[*n], it->valuestring, PW_NAME_MAX) >= PW_NAME_MAX)
+            goto out;
+        (*n)++;
+    }
+    rv = 0;
+out:
+    cJSON_Delete(a);
+    return rv;
+}
+
+/* Columns of SQL_LOAD_FUNCTIONS, in order. */
+enum {
+    COL_NAME, COL_IMAGE, COL_MEMORY, COL_VCPUS, COL_CLOUDS, COL_REGIONS, COL_ZONES, COL_HOST_SHARE,
+    COL_ZONE_SHARE, COL_POLICY, COL_MIN, COL_MAX, COL_KEEPALIVE, COL_QUANTILE
+};
+static const char SQL_LOAD_FUNCTIONS[] =
+    "SELECT f.name, f.image, f.memory_mb, f.vcpus, array_to_json(f.placement_clouds)::text, "
+    "array_to_json(f.placement_regions)::text, array_to_json(f.placement_zones)::text, "
+    "f.placement_max_host_share, f.placement_max_zone_share, "
+    "p.policy, p.min, p.max, p.keepalive_ms, p.quantile "
+    "FROM functions f LEFT JOIN pool_policies p ON p.function = f.name ORDER BY f.name";
+
 /* row_to_spec fills f from a row of the load query; returns -1 for a row that does not fit. */
 static int row_to_spec(PGresult *r, int i, struct pw_function_spec *f)
 {
     memset(f, 0, sizeof(*f));
-    if (pw_strlcpy(f->name, PQgetvalue(r, i, 0), sizeof(f->name)) >= sizeof(f->name) ||
-        pw_strlcpy(f->image, PQgetvalue(r, i, 1), sizeof(f->image)) >= sizeof(f->image) ||
-        parse_u32(PQgetvalue(r, i, 2), &f->memory_mb) != 0 || parse_u32(PQgetvalue(r, i, 3), &f->vcpus) != 0)
+    struct pw_placement_spec *pl = &f->placement;
+    if (pw_strlcpy(f->name, PQgetvalue(r, i, COL_NAME), sizeof(f->name)) >= sizeof(f->name) ||
+        pw_strlcpy(f->image, PQgetvalue(r, i, COL_IMAGE), sizeof(f->image)) >= sizeof(f->image) ||
+        parse_u32(PQgetvalue(r, i, COL_MEMORY), &f->memory_mb) != 0 ||
+        parse_u32(PQgetvalue(r, i, COL_VCPUS), &f->vcpus) != 0 ||
+        parse_names(PQgetvalue(r, i, COL_CLOUDS), pl->clouds, &pl->nclouds) != 0 ||
+        parse_names(PQgetvalue(r, i, COL_REGIONS), pl->regions, &pl->nregions) != 0 ||
+        parse_names(PQgetvalue(r, i, COL_ZONES), pl->zones, &pl->nzones) != 0 ||
+        parse_double(PQgetvalue(r, i, COL_HOST_SHARE), &pl->max_host_share) != 0 ||
+        parse_double(PQgetvalue(r, i, COL_ZONE_SHARE), &pl->max_zone_share) != 0)
         return -1;
-    if (PQgetisnull(r, i, 4)) {
+    if (PQgetisnull(r, i, COL_POLICY)) {
         pw_pool_policy_default(&f->pool);
         return 0;
     }
-    int kind = pw_policy_parse(PQgetvalue(r, i, 4));
-    if (kind < 0 || parse_u32(PQgetvalue(r, i, 5), &f->pool.min) != 0 ||
-        parse_u32(PQgetvalue(r, i, 6), &f->pool.max) != 0 ||
-        parse_i64(PQgetvalue(r, i, 7), &f->pool.keepalive_ms) != 0)
+    int kind = pw_policy_parse(PQgetvalue(r, i, COL_POLICY));
+    if (kind < 0 || parse_u32(PQgetvalue(r, i, COL_MIN), &f->pool.min) != 0 ||
+        parse_u32(PQgetvalue(r, i, COL_MAX), &f->pool.max) != 0 ||
+        parse_i64(PQgetvalue(r, i, COL_KEEPALIVE), &f->pool.keepalive_ms) != 0 ||
+        parse_double(PQgetvalue(r, i, COL_QUANTILE), &f->pool.quantile) != 0)
         return -1;
     f->pool.kind = (enum pw_policy_kind)kind;
-    char *end;
-    f->pool.quantile = strtod(PQgetvalue(r, i, 8), &end);
-    if (*end != '\0')
-        return -1;
     return 0;
 }
 
 static void run_load_functions(struct pw_store *s, struct job *j)
 {
-    PGresult *r = exec(s, s->conn, "load functions",
-                       "SELECT f.name, f.image, f.memory_mb, f.vcpus, p.policy, p.min, p.max, "
-                       "p.keepalive_ms, p.quantile FROM functions f LEFT JOIN pool_policies p ON p.function = f.name "
-                       "ORDER BY f.name",
-                       0, NULL, PGRES_TUPLES_OK, j->msg, sizeof(j->msg));
+    PGresult *r = exec(s, s->conn, "load functions", SQL_LOAD_FUNCTIONS, 0, NULL, PGRES_TUPLES_OK, j->msg,
+                       sizeof(j->msg));
     if (r == NULL) {
         j->err = PW_ERR_STORE;
         check_bad(s, j->msg);
@@ -744,6 +896,29 @@ static void run_load_hosts(struct pw_store *s, struct job *j)
     PQclear(r);
 }
 
+static void run_load_drains(struct pw_store *s, struct job *j)
+{
+    PGresult *r = exec(s, s->conn, "load drains", "SELECT id, alive FROM hosts WHERE draining ORDER BY id", 0,
+                       NULL, PGRES_TUPLES_OK, j->msg, sizeof(j->msg));
+    if (r == NULL) {
+        j->err = PW_ERR_STORE;
+        check_bad(s, j->msg);
+        return;
+    }
+    int n = PQntuples(r);
+    j->hosts = pw_xcalloc(n > 0 ? (size_t)n : 1, sizeof(*j->hosts));
+    j->alive = pw_xcalloc(n > 0 ? (size_t)n : 1, sizeof(*j->alive));
+    for (int i = 0; i < n; i++) {
+        if (pw_strlcpy(j->hosts[j->nhosts], PQgetvalue(r, i, 0), PW_NAME_MAX) >= PW_NAME_MAX) {
+            pw_log_warn(COMP, "skipping drained host row %s: id too long", PQgetvalue(r, i, 0));
+            continue;
+        }
+        j->alive[j->nhosts] = strcmp(PQgetvalue(r, i, 1), "t") == 0;
+        j->nhosts++;
+    }
+    PQclear(r);
+}
+
 static void run_job(struct pw_store *s, struct job *j)
 {
     j->err = PW_OK;
@@ -757,6 +932,9 @@ static void run_job(struct pw_store *s, struct job *j)
     case JOB_DELETE_FUNCTION:
         run_delete_function(s, j);
         break;
+    case JOB_SET_DRAIN:
+        run_set_drain(s, j);
+        break;
     case JOB_FLUSH:
         run_flush(s, j);
         break;
@@ -769,6 +947,9 @@ static void run_job(struct pw_store *s, struct job *j)
     case JOB_LOAD_INVOCATIONS:
         run_load_invocations(s, j);
         break;
+    case JOB_LOAD_DRAINS:
+        run_load_drains(s, j);
+        break;
     }
     if (s->conn != NULL)
         s->next_check = pw_now_mono_ms() + HEALTH_CHECK_MS;
@@ -776,12 +957,13 @@ static void run_job(struct pw_store *s, struct job *j)
 
 static int job_is_config(const struct job *j)
 {
-    return j->kind == JOB_PUT_FUNCTION || j->kind == JOB_DELETE_FUNCTION;
+    return j->kind == JOB_PUT_FUNCTION || j->kind == JOB_DELETE_FUNCTION || j->kind == JOB_SET_DRAIN;
 }
 
 static int job_is_sync(const struct job *j)
 {
-    return j->kind == JOB_LOAD_FUNCTIONS || j->kind == JOB_LOAD_HOSTS || j->kind == JOB_LOAD_INVOCATIONS;
+    return j->kind == JOB_LOAD_FUNCTIONS || j->kind == JOB_LOAD_HOSTS || j->kind == JOB_LOAD_INVOCATIONS ||
+           j->kind == JOB_LOAD_DRAINS;
 }
 
 static struct timespec mono_deadline(int64_t at_ms)
@@ -857,6 +1039,7 @@ static void job_free(struct job *j)
     free(j->rows);
     free(j->fns);
     free(j->hosts);
+    free(j->alive);
     free(j);
 }
 
@@ -932,6 +1115,22 @@ void pw_store_put_function(struct pw_store *s, const struct pw_function_spec *sp
     j->spec = *spec;
     j->spec.name[sizeof(j->spec.name) - 1] = '\0';
     j->spec.image[sizeof(j->spec.image) - 1] = '\0';
+    struct pw_placement_spec *pl = &j->spec.placement;
+    for (size_t i = 0; i < PW_PLACE_MAX_SEL; i++) {
+        pl->clouds[i][PW_NAME_MAX - 1] = '\0';
+        pl->regions[i][PW_NAME_MAX - 1] = '\0';
+        pl->zones[i][PW_NAME_MAX - 1] = '\0';
+    }
+    submit(s, j);
+}
+
+void pw_store_set_host_drain(struct pw_store *s, const char *host_id, int drain, const char *actor,
+                             pw_store_done_cb cb, void *arg)
+{
+    struct job *j = config_job(s, JOB_SET_DRAIN, actor, cb, arg);
+    j->host_valid = pw_name_valid(host_id);
+    pw_strlcpy(j->host, host_id, sizeof(j->host));
+    j->drain = drain != 0;
     submit(s, j);
 }
 
@@ -992,6 +1191,20 @@ int pw_store_load_hosts(struct pw_store *s, pw_store_host_cb cb, void *arg)
         pw_log_warn(COMP, "loading hosts failed: %s", j->msg);
     for (size_t i = 0; rv == PW_OK && i < j->nhosts; i++)
         cb(arg, j->hosts[i]);
+    job_free(j);
+    return rv;
+}
+
+int pw_store_load_drains(struct pw_store *s, pw_store_drain_cb cb, void *arg)
+{
+    struct job *j = pw_xcalloc(1, sizeof(*j));
+    j->kind = JOB_LOAD_DRAINS;
+    run_sync(s, j);
+    int rv = j->err;
+    if (rv != PW_OK)
+        pw_log_warn(COMP, "loading host drains failed: %s", j->msg);
+    for (size_t i = 0; rv == PW_OK && i < j->nhosts; i++)
+        cb(arg, j->hosts[i], j->alive[i]);
     job_free(j);
     return rv;
 }

@@ -1,10 +1,11 @@
 /* store.h — PostgreSQL behind a queue.
  *
  * One store thread owns the libpq connection; the loop thread submits jobs and gets their
- * results back on the loop (uv_async). Config writes (functions, pools, audit) are submitted
- * one by one and answered when committed. Telemetry (invocation counts per function per minute,
- * host rows) is buffered on the loop thread within a bound and flushed in batches by the store
- * thread with multi-row upserts at synchronous_commit=off; it never blocks the acquire path.
+ * results back on the loop (uv_async). Config writes (functions with their pools and placement,
+ * host drains, each with its audit row) are submitted one by one and answered when committed.
+ * Telemetry (invocation counts per function per minute, host rows) is buffered on the loop
+ * thread within a bound and flushed in batches by the store thread with multi-row upserts at
+ * synchronous_commit=off; it never blocks the acquire path.
  * If PostgreSQL is down, jobs fail fast with PW_ERR_STORE, telemetry stays buffered (oldest
  * dropped and counted beyond the bound), and the thread reconnects with backoff.
  *
@@ -60,6 +61,12 @@ int pw_store_load_functions(struct pw_store *s, pw_store_function_cb cb, void *a
 typedef void (*pw_store_host_cb)(void *arg, const char *host_id);
 int pw_store_load_hosts(struct pw_store *s, pw_store_host_cb cb, void *arg);
 
+/* pw_store_load_drains calls cb for every host an operator left draining, ordered by id, with
+ * whether the host was last known alive, synchronously (before the loop runs). host_id is owned
+ * by the store and valid during the call. Returns PW_OK or PW_ERR_STORE (cb not called). */
+typedef void (*pw_store_drain_cb)(void *arg, const char *host_id, int alive);
+int pw_store_load_drains(struct pw_store *s, pw_store_drain_cb cb, void *arg);
+
 /* pw_store_load_invocations calls cb for every stored (function, minute, count) with minute >=
  * since_minute, ordered by function then minute, synchronously (before the loop runs or while
  * nothing else waits on the store). Returns PW_OK or PW_ERR_STORE. */
@@ -72,14 +79,24 @@ int pw_store_load_invocations(struct pw_store *s, int64_t since_minute, pw_store
  * must not call the store again. */
 typedef void (*pw_store_done_cb)(void *arg, int err, const char *msg);
 
-/* pw_store_put_function upserts a function and its pool policy and appends an audit row
- * (actor, action "function.put"), in one transaction. spec is copied. */
+/* pw_store_put_function upserts a function (with its placement constraints) and its pool
+ * policy and appends an audit row (actor, action "function.put"), in one transaction. spec is
+ * copied; a placement list longer than PW_PLACE_MAX_SEL fails the write. */
 void pw_store_put_function(struct pw_store *s, const struct pw_function_spec *spec, const char *actor,
                            pw_store_done_cb cb, void *arg);
 /* pw_store_delete_function deletes a function (and its policy) and appends an audit row. Missing
  * rows are not an error. */
 void pw_store_delete_function(struct pw_store *s, const char *name, const char *actor,
                               pw_store_done_cb cb, void *arg);
+
+/* pw_store_set_host_drain records an operator's drain (drain != 0) or undrain of host_id and
+ * appends an audit row (actor, action "host.drain" or "host.undrain", detail {"draining",
+ * "changed"}), in one transaction, answered through cb once committed. A drain creates the
+ * host's row when it has none yet (alive false, never seen: its telemetry fills that in); an
+ * undrain of a host without a row only writes the audit row. host_id and actor are copied; a
+ * host_id that is not a valid name (pw_name_valid) fails the write. */
+void pw_store_set_host_drain(struct pw_store *s, const char *host_id, int drain, const char *actor,
+                             pw_store_done_cb cb, void *arg);
 
 /* Telemetry: buffered, never blocks. minute is wall-clock minutes since the Unix epoch.
  * pw_store_add_invocations adds count to (fn, minute); repeated calls for the same key merge. */

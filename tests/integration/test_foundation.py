@@ -9,6 +9,9 @@ fixtures 2node and 4node), heartbeat 500 ms, sim restore 300 ms. Checks, in orde
  (d) acquire on an empty pool is a cold start       (h) the agent restarts and is alive again
  (e) min=0 + keep-alive drains the pool             (i) prewarmd SIGKILL + restart: config persists,
                                                         VMs are adopted, not duplicated
+ (j) invocations reach PostgreSQL                   (k) placement constraints persist; an operator
+                                                        drain moves VMs off a host and survives a
+                                                        restart; undrain
 Prints one line per check and "N passed, M failed" last; exits non-zero on any failure.
 """
 
@@ -210,13 +213,27 @@ def check_f(c):
     st, body = c.http("PUT", "/v1/functions/" + F1, {"image": "img-f1", "memory_mb": 128, "vcpus": 1,
                                                       "pool": {"policy": "fixed", "min": 7, "max": 3}})
     want("function with pool min>max", st, body, 400)
+    good = {"image": "img-f1", "memory_mb": 128, "vcpus": 1}
+    for what, placement in (("placement not an object", [1]),
+                            ("placement zone not a name", {"zones": ["bad zone"]}),
+                            ("placement zones not a list", {"zones": "a"}),
+                            ("placement too many zones", {"zones": ["z%d" % i for i in range(9)]}),
+                            ("placement share above 1", {"max_host_share": 1.5}),
+                            ("placement share negative", {"max_zone_share": -0.1}),
+                            ("placement share not a number", {"max_zone_share": "0.5"}),
+                            ("placement unknown key", {"zone": ["a"]})):
+        st, body = c.http("PUT", "/v1/functions/" + F1, dict(good, placement=placement))
+        want(what, st, body, 400)
+        msg = ((body or {}).get("error") or {}).get("message", "") if isinstance(body, dict) else ""
+        if "placement" not in msg:
+            problems.append("%s: the error message does not say what is wrong: %r" % (what, body))
     time.sleep(0.3)  # give a wrongly accepted change time to show
     after = snapshot(c)
     if before != after:
         diff = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
         problems.append("state changed: %s" % diff)
     expect(not problems, "; ".join(problems))
-    return "400/404/413/404/400/400, state unchanged"
+    return "400/404/413/404/400/400 and 8 bad placements 400, state unchanged"
 
 
 # ---- (g) ------------------------------------------------------------------------------------
@@ -338,6 +355,107 @@ def check_j(c):
     return "stored per-minute counts cover %s" % acquires
 
 
+# ---- (k) ------------------------------------------------------------------------------------
+NO_PLACEMENT = {"clouds": [], "regions": [], "zones": [], "max_host_share": 0, "max_zone_share": 0}
+
+
+def psql_one(c, sql):
+    psql = "/usr/lib/postgresql/15/bin/psql"
+    if not os.path.exists(psql):
+        psql = "psql"
+    r = subprocess.run([psql, "-h", c.pg.dir, "-U", "postgres", "-d", "postgres", "-At", "-c", sql],
+                       capture_output=True, text=True, timeout=10)
+    return r.stdout.strip()
+
+
+def check_k(c):
+    """Placement constraints round-trip through the API and PostgreSQL; an operator drain moves
+    every idle VM off a host, is stored with an audit row, survives a prewarmd restart and is
+    undone by undrain."""
+    # Placement: set, kept by a PUT that does not name it, cleared by null.
+    placement = {"clouds": [], "regions": [], "zones": ["a", "b"], "max_host_share": 1, "max_zone_share": 0.75}
+    st, fn = c.http("PUT", "/v1/functions/" + F2, {"placement": placement})
+    expect(st == 200 and fn.get("placement") == placement, "PUT f2 placement -> %s" % st, fn)
+    st, fn = c.http("PUT", "/v1/functions/" + F2, {"image": "img-f2"})
+    expect(st == 200 and fn.get("placement") == placement, "a PUT without placement keeps it", fn)
+    st, pool = c.http("PUT", "/v1/functions/%s/pool" % F2, {"min": 0})
+    expect(st == 200 and c.get_json("/v1/functions/" + F2).get("placement") == placement,
+           "a pool PUT keeps the placement", c.get_json("/v1/functions/" + F2))
+    expect(isinstance(pool.get("outgoing"), int), "the pool object has outgoing", pool)
+
+    # Hosts: the new fields, and errors for unknown or invalid ids.
+    hosts = c.hosts()
+    for h in hosts.values():
+        types = {"draining": (bool,), "agent_draining": (bool,), "cloud": (str,), "region": (str,),
+                 "zone": (str,), "instance_type": (str,), "cost_per_gib_hour": (int, float), "snapshots": (int,)}
+        expect(all(type(h.get(k)) in t for k, t in types.items()),
+               "host %s has draining, agent_draining, cloud, region, zone, instance_type, "
+               "cost_per_gib_hour, snapshots" % h.get("id"), h)
+        expect(h.get("zone") == c.agents[h["id"]].labels.get("zone") and h.get("draining") is False,
+               "host %s: zone from its label, not draining" % h.get("id"), h)
+        one = c.get_json("/v1/hosts/" + h["id"])
+        expect(one.get("id") == h["id"] and one.get("zone") == h.get("zone"), "GET /v1/hosts/{id}", one)
+    for method, path, code in (("POST", "/v1/hosts/no-such-host/drain", 404),
+                               ("POST", "/v1/hosts/no-such-host/undrain", 404),
+                               ("GET", "/v1/hosts/no-such-host", 404),
+                               ("POST", "/v1/hosts/bad%20id/drain", 400),
+                               ("GET", "/v1/hosts/%s/drain" % sorted(hosts)[0], 405)):
+        st, body = c.http(method, path)
+        expect(st == code and is_error_body(body, st), "%s %s -> %s (want %d)" % (method, path, st, code), body)
+    expect(psql_one(c, "SELECT count(*) FROM hosts WHERE id = 'no-such-host'") == "0",
+           "a refused drain wrote nothing")
+
+    # Drain the host with the most VMs: everything idle moves to the other one.
+    for fn in (F1, F2):
+        wait_until(lambda: settled(c, fn), 3.0, "%s pool settled before the drain" % fn)
+    per_host = {}
+    for v in c.vms():
+        per_host[v["host"]] = per_host.get(v["host"], 0) + 1
+    victim = max(sorted(c.agents), key=lambda h: per_host.get(h, 0))
+    other = [a for a in sorted(c.agents) if a != victim][0]
+    f1_idle = c.pool(F1).get("idle")
+    st, h = c.http("POST", "/v1/hosts/%s/drain" % victim)
+    expect(st == 200 and h.get("id") == victim and h.get("draining") is True, "drain %s -> %s" % (victim, st), h)
+
+    def moved():
+        vs = c.vms()
+        on_victim = [v for v in vs if v.get("host") == victim]
+        q = c.pool(F1)
+        return (not on_victim and q.get("idle") == f1_idle and q.get("outgoing") == 0,
+                {"on_victim": vm_summary(on_victim), "f1": pool_view(q, ("idle", "restoring", "stopping",
+                                                                         "outgoing"))})
+    wait_until(moved, 5.0, "no VM left on drained %s and f1 back to idle==%s on %s" % (victim, f1_idle, other))
+    expect(c.hosts()[victim].get("draining") is True, "GET /v1/hosts shows the drain", c.hosts()[victim])
+
+    # The drain is stored and survives a restart: nothing is placed on the host afterwards.
+    stored = psql_one(c, "SELECT draining::text || ' ' || drain_changed_by FROM hosts WHERE id = '%s'" % victim)
+    expect(stored == "true api", "hosts row says draining, by api", stored)
+    c.kill_scheduler(signal.SIGKILL)
+    c.start_scheduler(wait=True)
+    c.wait_agents_alive(list(c.agents), timeout=3.0)
+    expect(c.get_json("/v1/hosts/" + victim).get("draining") is True, "the drain survives the restart",
+           c.get_json("/v1/hosts/" + victim))
+    expect(c.get_json("/v1/functions/" + F2).get("placement") == placement,
+           "the placement survives the restart", c.get_json("/v1/functions/" + F2))
+    c.wait_adopt_grace()
+    st, lease = c.http("POST", "/v1/functions/%s/acquire" % F1, {"timeout_ms": 5000})
+    expect(st == 200 and lease.get("host") == other, "an acquire after the restart is served on %s" % other, lease)
+    st, body = c.http("POST", "/v1/leases/%s/release" % lease["lease_id"], {"duration_ms": 1})
+    expect(st == 200, "release -> %s" % st, body)
+    on_victim = c.vms(host=victim)
+    expect(not on_victim, "no VM placed on the drained host after the restart", vm_summary(on_victim))
+
+    # Undrain, and clear the placement.
+    st, h = c.http("POST", "/v1/hosts/%s/undrain" % victim, raw=b"")
+    expect(st == 200 and h.get("draining") is False, "undrain %s -> %s" % (victim, st), h)
+    expect(c.get_json("/v1/hosts/" + victim).get("draining") is False, "GET shows the undrain")
+    audit = psql_one(c, "SELECT string_agg(action, ',' ORDER BY id) FROM audit_log WHERE subject = '%s'" % victim)
+    expect(audit == "host.drain,host.undrain", "audit rows for the drain and the undrain", audit)
+    st, fn = c.http("PUT", "/v1/functions/" + F2, {"placement": None})
+    expect(st == 200 and fn.get("placement") == NO_PLACEMENT, "placement null clears it", fn)
+    return "drained %s (%d VMs moved to %s), restart kept it, undrained" % (victim, per_host.get(victim, 0), other)
+
+
 def main():
     checks = Checks("test_foundation: PostgreSQL + prewarmd + 2 agents (sim)")
     cluster = Cluster(agents=AGENTS, heartbeat_ms=HEARTBEAT_MS, sim_restore_ms=RESTORE_MS,
@@ -356,7 +474,8 @@ def main():
                              ("(g) killed agent declared dead, pool refills elsewhere", check_g),
                              ("(h) restarted agent alive again", check_h),
                              ("(i) prewarmd restart keeps config and adopts VMs", check_i),
-                             ("(j) invocations reach PostgreSQL per function per minute", check_j)):
+                             ("(j) invocations reach PostgreSQL per function per minute", check_j),
+                             ("(k) placement persists; drain moves VMs, survives a restart", check_k)):
                 checks.check(name, fn, c)
             checks.sanitizers_clean(c)
             c.failed = not checks.ok

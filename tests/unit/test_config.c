@@ -37,6 +37,18 @@ static void clear_env(void)
     unsetenv("PREWARM_CONFIG");
     unsetenv("PREWARM_HEARTBEAT_MS");
     unsetenv("PREWARM_HTTP");
+    unsetenv("PREWARM_PLACEMENT_WEIGHTS");
+    unsetenv("PREWARM_PLACEMENT_CANDIDATES");
+    unsetenv("PREWARM_PLACEMENT_SCAN_BUDGET");
+}
+
+/* assert_weights compares every weight exactly (they are parsed, never computed). */
+static void assert_weights(const struct pw_placer_weights *w, double cost, double fit, double spread,
+                           double snapshot, double load)
+{
+    if (w->cost != cost || w->fit != fit || w->spread != spread || w->snapshot != snapshot || w->load != load)
+        fail_msg("weights cost=%g fit=%g spread=%g snapshot=%g load=%g, want %g %g %g %g %g", w->cost, w->fit,
+                 w->spread, w->snapshot, w->load, cost, fit, spread, snapshot, load);
 }
 
 static void test_defaults(void **state)
@@ -51,6 +63,11 @@ static void test_defaults(void **state)
     assert_int_equal(c.http_port, 8080);
     assert_int_equal(c.heartbeat_ms, 1000);
     assert_int_equal(c.adopt_grace_ms, 3000); /* 3 heartbeats */
+    struct pw_placer_config want;
+    pw_placer_config_default(&want);
+    assert_weights(&c.placement.w, want.w.cost, want.w.fit, want.w.spread, want.w.snapshot, want.w.load);
+    assert_int_equal(c.placement.candidates, want.candidates);
+    assert_int_equal(c.placement.scan_budget, want.scan_budget);
 }
 
 static void test_precedence(void **state)
@@ -118,12 +135,113 @@ static void test_bad_values(void **state)
     clear_env();
 }
 
+static void test_placement(void **state)
+{
+    (void)state;
+    clear_env();
+    struct pw_placer_config def;
+    pw_placer_config_default(&def);
+    struct pw_sched_config c;
+    char err[256];
+
+    /* The file's nested form: weights not named keep their defaults. */
+    write_file("{\"placement\": {\"weights\": {\"cost\": 2.5, \"load\": 0}, \"candidates\": 4, "
+               "\"scan_budget\": 32}}");
+    char *argv[] = {"prewarmd", "--config", path, NULL};
+    assert_int_equal(load(&c, err, 3, argv), PW_OK);
+    assert_weights(&c.placement.w, 2.5, def.w.fit, def.w.spread, def.w.snapshot, 0);
+    assert_int_equal(c.placement.candidates, 4);
+    assert_int_equal(c.placement.scan_budget, 32);
+
+    /* The environment over the file, a flag over both; each names only what it changes. */
+    setenv("PREWARM_PLACEMENT_WEIGHTS", " fit = 3 , spread=0.25", 1);
+    setenv("PREWARM_PLACEMENT_CANDIDATES", "6", 1);
+    assert_int_equal(load(&c, err, 3, argv), PW_OK);
+    assert_weights(&c.placement.w, 2.5, 3, 0.25, def.w.snapshot, 0);
+    assert_int_equal(c.placement.candidates, 6);
+    char *argv2[] = {"prewarmd", "--config", path, "--placement-weights", "snapshot=2,fit=1e-3",
+                     "--placement-scan-budget", "128", NULL};
+    assert_int_equal(load(&c, err, 7, argv2), PW_OK);
+    assert_weights(&c.placement.w, 2.5, 0.001, 0.25, 2, 0);
+    assert_int_equal(c.placement.candidates, 6);
+    assert_int_equal(c.placement.scan_budget, 128);
+    assert_int_equal(pw_placer_config_validate(&c.placement, err, sizeof(err)), PW_OK);
+    clear_env();
+
+    /* The flat keys and the string form work in the file too. */
+    write_file("{\"placement_weights\": \"cost=7\", \"placement_candidates\": 3, "
+               "\"placement\": {\"weights\": \"load=1.5\"}}");
+    assert_int_equal(load(&c, err, 3, argv), PW_OK);
+    assert_weights(&c.placement.w, 7, def.w.fit, def.w.spread, def.w.snapshot, 1.5);
+    assert_int_equal(c.placement.candidates, 3);
+    unlink(path);
+}
+
+static void test_placement_errors(void **state)
+{
+    (void)state;
+    clear_env();
+    static const struct {
+        const char *weights, *needle;
+    } bad[] = {
+        {"cost=-1", "cost must be a finite number >= 0"},
+        {"cost=nan", "finite number"},
+        {"cost=inf", "finite number"},
+        {"bogus=1", "unknown placement weight \"bogus\""},
+        {"cost", "must look like cost=4"},
+        {"=1", "must look like"},
+        {"", "must look like"},
+        {"cost=1;fit=2", "separated by commas"},
+        {"cost=1,", "must look like"},
+        {"cost=1,cost=2", "cost given twice"},
+        {"cost=abc", "cost needs a number"},
+        {"cost=1x", "separated by commas"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char *a[] = {"prewarmd", "--placement-weights", (char *)bad[i].weights, NULL};
+        expect_error(3, a, bad[i].needle);
+        expect_error(3, a, "flag --placement-weights");
+    }
+    char *a1[] = {"prewarmd", "--placement-candidates", "0", NULL};
+    expect_error(3, a1, "placement-candidates must be in 1..");
+    char *a2[] = {"prewarmd", "--placement-scan-budget", "-5", NULL};
+    expect_error(3, a2, "placement-scan-budget must be in 1..");
+    /* Each value is fine alone; together they fail the placer's own validation. */
+    char *a4[] = {"prewarmd", "--placement-candidates", "16", "--placement-scan-budget", "8", NULL};
+    expect_error(5, a4, "placement configuration: ");
+    char *a5[] = {"prewarmd", "--placement-weights", "cost=2e6", NULL};
+    expect_error(3, a5, "placement configuration: ");
+    setenv("PREWARM_PLACEMENT_WEIGHTS", "load=-0.5", 1);
+    char *a3[] = {"prewarmd", NULL};
+    expect_error(1, a3, "PREWARM_PLACEMENT_WEIGHTS");
+    clear_env();
+
+    char *af[] = {"prewarmd", "--config", path, NULL};
+    write_file("{\"placement\": 3}");
+    expect_error(3, af, "\"placement\" must be an object");
+    write_file("{\"placement\": {\"weights\": {\"cost\": \"4\"}}}");
+    expect_error(3, af, "placement weight cost must be a number");
+    write_file("{\"placement\": {\"weights\": {\"cpu\": 1}}}");
+    expect_error(3, af, "unknown placement weight \"cpu\"");
+    write_file("{\"placement\": {\"weights\": {\"fit\": -2}}}");
+    expect_error(3, af, "fit must be a finite number >= 0");
+    write_file("{\"placement\": {\"candidate\": 8}}");
+    expect_error(3, af, "unknown key \"placement.candidate\"");
+    write_file("{\"placement\": {\"candidates\": 2.5}}");
+    expect_error(3, af, "\"placement.candidates\" must be an integer");
+    write_file("{\"placement\": {\"weights\": [1, 2]}}");
+    expect_error(3, af, "an object of numbers or a string");
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_precedence),
         cmocka_unit_test(test_bad_values),
+        cmocka_unit_test(test_placement),
+        cmocka_unit_test(test_placement_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

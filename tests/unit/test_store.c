@@ -307,6 +307,50 @@ static void assert_spec_equal(const struct pw_function_spec *a, const struct pw_
     assert_int_equal(a->pool.max, b->pool.max);
     assert_int_equal(a->pool.keepalive_ms, b->pool.keepalive_ms);
     assert_true(a->pool.quantile == b->pool.quantile);
+    const struct pw_placement_spec *p = &a->placement, *q = &b->placement;
+    assert_int_equal(p->nclouds, q->nclouds);
+    for (size_t i = 0; i < p->nclouds; i++)
+        assert_string_equal(p->clouds[i], q->clouds[i]);
+    assert_int_equal(p->nregions, q->nregions);
+    for (size_t i = 0; i < p->nregions; i++)
+        assert_string_equal(p->regions[i], q->regions[i]);
+    assert_int_equal(p->nzones, q->nzones);
+    for (size_t i = 0; i < p->nzones; i++)
+        assert_string_equal(p->zones[i], q->zones[i]);
+    /* Exact, not approximately: the shares must come back bit for bit. */
+    if (memcmp(&p->max_host_share, &q->max_host_share, sizeof(double)) != 0 ||
+        memcmp(&p->max_zone_share, &q->max_zone_share, sizeof(double)) != 0)
+        fail_msg("shares differ: host %.17g vs %.17g, zone %.17g vs %.17g", p->max_host_share, q->max_host_share,
+                 p->max_zone_share, q->max_zone_share);
+}
+
+struct drained {
+    char hosts[8][PW_NAME_MAX];
+    int alive[8];
+    size_t n;
+};
+
+static void on_drain(void *arg, const char *id, int alive)
+{
+    struct drained *l = arg;
+    assert_true(l->n < PW_ARRAY_LEN(l->hosts));
+    snprintf(l->hosts[l->n], PW_NAME_MAX, "%s", id);
+    l->alive[l->n++] = alive;
+}
+
+static void load_drains(struct pw_store *s, struct drained *l)
+{
+    memset(l, 0, sizeof(*l));
+    assert_int_equal(pw_store_load_drains(s, on_drain, l), PW_OK);
+}
+
+static void drain_sync(uv_loop_t *loop, struct pw_store *s, const char *host, int drain, const char *actor,
+                       struct done *d)
+{
+    memset(d, 0, sizeof(*d));
+    pw_store_set_host_drain(s, host, drain, actor, on_done, d);
+    assert_true(wait_for(loop, done_called, d, WAIT_MS));
+    assert_int_equal(d->called, 1);
 }
 
 /* ---- tests ---- */
@@ -532,6 +576,266 @@ static void test_functions(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+static void test_placement(void **state)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    char ci[700], v[512];
+    new_db("t_placement", ci, sizeof(ci));
+    struct pw_store *s = open_store(&loop, ci, NULL, NULL);
+    struct done d;
+    struct loaded l;
+    struct pw_function_spec a, b, bad;
+
+    /* Every list used, one of them full, and shares that only survive a lossless round trip. */
+    make_spec(&a, "fn-a", "img:a", 256, PW_POLICY_FIXED, 1, 10, 60000);
+    struct pw_placement_spec *p = &a.placement;
+    snprintf(p->clouds[0], PW_NAME_MAX, "aws");
+    snprintf(p->clouds[1], PW_NAME_MAX, "gcp");
+    p->nclouds = 2;
+    snprintf(p->regions[0], PW_NAME_MAX, "eu-west-1");
+    p->nregions = 1;
+    for (size_t i = 0; i < PW_PLACE_MAX_SEL; i++)
+        snprintf(p->zones[i], PW_NAME_MAX, "zone_%zu.x-z", i);
+    snprintf(p->zones[3], PW_NAME_MAX, "NULL"); /* a valid name that an unquoted array literal would lose */
+    snprintf(p->zones[7], PW_NAME_MAX, "%s", "z123456789012345678901234567890123456789012345678901234567890ab");
+    assert_int_equal(strlen(p->zones[7]), PW_NAME_MAX - 1);
+    p->nzones = PW_PLACE_MAX_SEL;
+    p->max_host_share = 1.0 / 3.0;
+    p->max_zone_share = 0.1;
+    put_sync(&loop, s, &a, "alice", &d);
+    if (d.err != PW_OK)
+        fail_msg("put with placement: %s", d.msg);
+    /* b has no constraints at all. */
+    make_spec(&b, "fn-b", "img:b", 128, PW_POLICY_KEEPALIVE, 0, 5, 1000);
+    put_sync(&loop, s, &b, "alice", &d);
+    assert_int_equal(d.err, PW_OK);
+    memset(&l, 0, sizeof(l));
+    assert_int_equal(pw_store_load_functions(s, on_function, &l), PW_OK);
+    assert_int_equal(l.n, 2);
+    assert_spec_equal(&l.fns[0], &a);
+    assert_spec_equal(&l.fns[1], &b);
+    query(ci, v, sizeof(v), "SELECT placement_zones[4] || ' ' || array_length(placement_zones, 1) FROM functions "
+          "WHERE name = $1", 1, "fn-a");
+    assert_string_equal(v, "NULL 8");
+
+    /* The audit row carries the placement. */
+    query(ci, v, sizeof(v),
+          "SELECT (detail->'placement'->'clouds')::text || ' ' || (detail->'placement'->>'max_zone_share') "
+          "FROM audit_log WHERE subject = $1 AND action = 'function.put'", 1, "fn-a");
+    assert_string_equal(v, "[\"aws\", \"gcp\"] 0.1");
+
+    /* An update replaces the constraints, including clearing them. */
+    memset(&a.placement, 0, sizeof(a.placement));
+    snprintf(a.placement.zones[0], PW_NAME_MAX, "b");
+    a.placement.nzones = 1;
+    a.placement.max_host_share = 0.5;
+    put_sync(&loop, s, &a, "bob", &d);
+    assert_int_equal(d.err, PW_OK);
+    memset(&l, 0, sizeof(l));
+    assert_int_equal(pw_store_load_functions(s, on_function, &l), PW_OK);
+    assert_spec_equal(&l.fns[0], &a);
+    memset(&a.placement, 0, sizeof(a.placement));
+    put_sync(&loop, s, &a, "bob", &d);
+    assert_int_equal(d.err, PW_OK);
+    memset(&l, 0, sizeof(l));
+    assert_int_equal(pw_store_load_functions(s, on_function, &l), PW_OK);
+    assert_spec_equal(&l.fns[0], &a);
+
+    /* A list longer than the limit fails the write; the stored function is untouched. */
+    bad = a;
+    bad.placement.nregions = PW_PLACE_MAX_SEL + 1;
+    for (size_t i = 0; i < PW_PLACE_MAX_SEL; i++)
+        snprintf(bad.placement.regions[i], PW_NAME_MAX, "r%zu", i);
+    bad.placement.max_host_share = 0.25;
+    put_sync(&loop, s, &bad, "mallory", &d);
+    assert_int_equal(d.err, PW_ERR_STORE);
+    assert_non_null(strstr(d.msg, "placement"));
+    /* So do values only the database checks: a share above 1 and a name that is not a name. */
+    bad = a;
+    bad.placement.max_zone_share = 1.5;
+    put_sync(&loop, s, &bad, "mallory", &d);
+    assert_int_equal(d.err, PW_ERR_STORE);
+    bad = a;
+    snprintf(bad.placement.clouds[0], PW_NAME_MAX, "no spaces");
+    bad.placement.nclouds = 1;
+    put_sync(&loop, s, &bad, "mallory", &d);
+    assert_int_equal(d.err, PW_ERR_STORE);
+    bad = a;
+    snprintf(bad.placement.zones[0], PW_NAME_MAX, "we\"ird\\");
+    bad.placement.nzones = 1;
+    put_sync(&loop, s, &bad, "mallory", &d);
+    assert_int_equal(d.err, PW_ERR_STORE);
+    assert_int_equal(query_ll(ci, "SELECT count(*) FROM audit_log WHERE actor = $1", 1, "mallory", NULL), 0);
+    memset(&l, 0, sizeof(l));
+    assert_int_equal(pw_store_load_functions(s, on_function, &l), PW_OK);
+    assert_int_equal(l.n, 2);
+    assert_spec_equal(&l.fns[0], &a);
+
+    close_store(&loop, s);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+/* test_upgrade: a database at migration 0002 with a function in it gets 0003 at the next open;
+ * the function keeps everything and has no placement constraints. */
+static void test_upgrade(void **state)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    char ci[700], v[64];
+    new_db("t_upgrade", ci, sizeof(ci));
+    size_t old = 0;
+    while (old < pw_migrations_count && strncmp(pw_migrations[old].name, "0003", 4) != 0)
+        old++;
+    assert_int_equal(old, 2);
+    PGconn *c = PQconnectdb(ci);
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    PQsetNoticeProcessor(c, quiet_notice, NULL);
+    PQclear(PQexec(c, "CREATE TABLE schema_migrations (name text PRIMARY KEY, checksum text NOT NULL, "
+                      "applied_at timestamptz NOT NULL DEFAULT now())"));
+    for (size_t i = 0; i < old; i++) {
+        PGresult *r = PQexec(c, pw_migrations[i].sql);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            fail_msg("%s: %s", pw_migrations[i].name, PQresultErrorMessage(r));
+        PQclear(r);
+        const char *params[2] = {pw_migrations[i].name, pw_migrations[i].sql};
+        r = PQexecParams(c, "INSERT INTO schema_migrations (name, checksum) VALUES ($1, md5($2))", 2, NULL,
+                         params, NULL, NULL, 0);
+        assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+        PQclear(r);
+    }
+    PQclear(PQexec(c, "INSERT INTO functions (name, image, memory_mb, vcpus) VALUES ('old', 'img:old', 512, 2)"));
+    PQclear(PQexec(c, "INSERT INTO pool_policies (function, policy, min, max, keepalive_ms, quantile) "
+                      "VALUES ('old', 'predictive', 1, 7, 9000, 0.95)"));
+    PQclear(PQexec(c, "INSERT INTO hosts (id, alive, last_seen) VALUES ('h-old', true, now())"));
+    PQfinish(c);
+
+    struct pw_store *s = open_store(&loop, ci, NULL, NULL);
+    assert_int_equal(query_ll(ci, "SELECT count(*) FROM schema_migrations", 0, NULL, NULL),
+                     (long long)pw_migrations_count);
+    struct loaded l;
+    memset(&l, 0, sizeof(l));
+    assert_int_equal(pw_store_load_functions(s, on_function, &l), PW_OK);
+    assert_int_equal(l.n, 1);
+    struct pw_function_spec want;
+    make_spec(&want, "old", "img:old", 512, PW_POLICY_PREDICTIVE, 1, 7, 9000);
+    want.pool.quantile = 0.95;
+    assert_spec_equal(&l.fns[0], &want);
+    struct drained dr;
+    load_drains(s, &dr);
+    assert_int_equal(dr.n, 0);
+    query(ci, v, sizeof(v), "SELECT draining::text FROM hosts WHERE id = $1", 1, "h-old");
+    assert_string_equal(v, "false");
+    close_store(&loop, s);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static void test_drains(void **state)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    char ci[700], v[256], since[64];
+    new_db("t_drains", ci, sizeof(ci));
+    struct pw_store_options o;
+    pw_store_options_default(&o);
+    o.flush_interval_ms = 50;
+    struct pw_store *s = open_store(&loop, ci, &o, NULL);
+    struct done d;
+    struct drained l;
+
+    load_drains(s, &l);
+    assert_int_equal(l.n, 0);
+
+    /* A host with a row, and one the database has never heard of. */
+    pw_store_put_host(s, "h-known", 1, 1700000000000LL);
+    wait_stats(&loop, s, 1, 1);
+    drain_sync(&loop, s, "h-known", 1, "alice", &d);
+    if (d.err != PW_OK)
+        fail_msg("drain h-known: %s", d.msg);
+    drain_sync(&loop, s, "h-new", 1, "alice", &d);
+    assert_int_equal(d.err, PW_OK);
+    load_drains(s, &l);
+    assert_int_equal(l.n, 2);
+    assert_string_equal(l.hosts[0], "h-known");
+    assert_int_equal(l.alive[0], 1);
+    assert_string_equal(l.hosts[1], "h-new");
+    assert_int_equal(l.alive[1], 0);
+    query(ci, v, sizeof(v), "SELECT drain_changed_by || ' ' || alive::text FROM hosts WHERE id = $1", 1, "h-new");
+    assert_string_equal(v, "alice false");
+    /* A host drained before being seen is not expected at start... */
+    struct loaded hosts;
+    memset(&hosts, 0, sizeof(hosts));
+    assert_int_equal(pw_store_load_hosts(s, on_host, &hosts), PW_OK);
+    assert_int_equal(hosts.nhosts, 1);
+    assert_string_equal(hosts.hosts[0], "h-known");
+    /* ...until its telemetry arrives, which keeps the drain. */
+    pw_store_put_host(s, "h-new", 1, 1700000001000LL);
+    wait_stats(&loop, s, 2, 1);
+    load_drains(s, &l);
+    assert_int_equal(l.n, 2);
+    assert_int_equal(l.alive[1], 1);
+    query(ci, v, sizeof(v), "SELECT extract(epoch FROM last_seen)::bigint FROM hosts WHERE id = $1", 1, "h-new");
+    assert_string_equal(v, "1700000001");
+    /* Telemetry saying a host died keeps the drain too. */
+    pw_store_put_host(s, "h-known", 0, 1700000002000LL);
+    wait_stats(&loop, s, 3, 1);
+    load_drains(s, &l);
+    assert_int_equal(l.n, 2);
+    assert_int_equal(l.alive[0], 0);
+
+    /* Draining again changes nothing but the audit trail: who and since when stay. */
+    query(ci, since, sizeof(since), "SELECT drain_changed_at::text FROM hosts WHERE id = $1", 1, "h-known");
+    drain_sync(&loop, s, "h-known", 1, "bob", &d);
+    assert_int_equal(d.err, PW_OK);
+    query(ci, v, sizeof(v), "SELECT drain_changed_at::text || ' ' || drain_changed_by FROM hosts WHERE id = $1", 1,
+          "h-known");
+    char want[128];
+    snprintf(want, sizeof(want), "%s alice", since);
+    assert_string_equal(v, want);
+
+    /* Undrain: gone from the drained list; an undrain of an unknown host creates no row. */
+    drain_sync(&loop, s, "h-known", 0, "carol", &d);
+    assert_int_equal(d.err, PW_OK);
+    drain_sync(&loop, s, "h-ghost", 0, "carol", &d);
+    assert_int_equal(d.err, PW_OK);
+    load_drains(s, &l);
+    assert_int_equal(l.n, 1);
+    assert_string_equal(l.hosts[0], "h-new");
+    assert_int_equal(query_ll(ci, "SELECT count(*) FROM hosts WHERE id = $1", 1, "h-ghost", NULL), 0);
+    query(ci, v, sizeof(v), "SELECT draining::text || ' ' || drain_changed_by FROM hosts WHERE id = $1", 1,
+          "h-known");
+    assert_string_equal(v, "false carol");
+
+    /* An id that is not a name is refused before any SQL. */
+    struct pw_store_stats st;
+    pw_store_stats(s, &st);
+    drain_sync(&loop, s, "bad id", 1, "mallory", &d);
+    assert_int_equal(d.err, PW_ERR_STORE);
+    assert_non_null(strstr(d.msg, "not a valid name"));
+    assert_int_equal(query_ll(ci, "SELECT count(*) FROM audit_log WHERE actor = $1", 1, "mallory", NULL), 0);
+
+    /* The audit trail, in order, with whether each call changed anything. */
+    query(ci, v, sizeof(v),
+          "SELECT string_agg(actor || ':' || action || ':' || (detail->>'changed'), ',' ORDER BY id) "
+          "FROM audit_log WHERE subject = $1", 1, "h-known");
+    assert_string_equal(v, "alice:host.drain:true,bob:host.drain:false,carol:host.undrain:true");
+    query(ci, v, sizeof(v),
+          "SELECT string_agg(actor || ':' || action || ':' || (detail->>'changed'), ',' ORDER BY id) "
+          "FROM audit_log WHERE subject = $1", 1, "h-ghost");
+    assert_string_equal(v, "carol:host.undrain:false");
+
+    /* A drain survives a restart of the store. */
+    close_store(&loop, s);
+    s = open_store(&loop, ci, NULL, NULL);
+    load_drains(s, &l);
+    assert_int_equal(l.n, 1);
+    assert_string_equal(l.hosts[0], "h-new");
+    pw_store_stats(s, &st);
+    assert_int_equal(st.queue_depth, 0);
+    close_store(&loop, s);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 static long long minute_count(const char *ci, const char *fn, const char *minute)
 {
     return query_ll(ci, "SELECT count FROM invocation_minutes WHERE function = $1 AND minute = $2", 2,
@@ -627,6 +931,10 @@ static void test_store_down(void **state)
     assert_int_equal(d.err, PW_ERR_STORE);
     assert_true(d.msg[0] != '\0');
     print_message("put while down: %s\n", d.msg);
+    drain_sync(&loop, s, "h-down", 1, "alice", &d);
+    assert_int_equal(d.err, PW_ERR_STORE);
+    struct drained dr;
+    assert_int_equal(pw_store_load_drains(s, on_drain, &dr), PW_ERR_STORE);
 
     /* Telemetry stays buffered while down... */
     pw_store_add_invocations(s, "d", 2, 1);
@@ -657,9 +965,14 @@ static void test_store_down(void **state)
     assert_int_equal(minute_count(ci, "d", "4"), 1);
     assert_int_equal(minute_count(ci, "d", "8"), 2);
 
-    /* Config writes work again. */
+    /* Config writes work again; the drain refused while down was not written. */
     put_sync(&loop, s, &f, "alice", &d);
     assert_int_equal(d.err, PW_OK);
+    assert_int_equal(query_ll(ci, "SELECT count(*) FROM hosts WHERE id = $1", 1, "h-down", NULL), 0);
+    drain_sync(&loop, s, "h-down", 1, "alice", &d);
+    assert_int_equal(d.err, PW_OK);
+    load_drains(s, &dr);
+    assert_int_equal(dr.n, 1);
     close_store(&loop, s);
     assert_int_equal(uv_loop_close(&loop), 0);
 }
@@ -672,6 +985,9 @@ int main(void)
         cmocka_unit_test(test_checksum_mismatch),
         cmocka_unit_test(test_concurrent_open),
         cmocka_unit_test(test_functions),
+        cmocka_unit_test(test_placement),
+        cmocka_unit_test(test_upgrade),
+        cmocka_unit_test(test_drains),
         cmocka_unit_test(test_telemetry),
         cmocka_unit_test(test_store_down),
     };
