@@ -6,6 +6,7 @@
 #include "pw/driver.h"
 #include "pw/error.h"
 #include "pw/log.h"
+#include "pw/numabind.h"
 #include "pw/proto.h"
 #include "pw/topology.h"
 #include "pw/util.h"
@@ -48,6 +49,13 @@ static const char *const link_state_names[] = {
 #define LINK_STR(n, s) s,
     LINK_STATE_MAP(LINK_STR)
 #undef LINK_STR
+};
+
+/* What the agent knows of a topology node's NUMA binding (made at its first prewarm). */
+enum bind_state {
+    BIND_UNKNOWN = 0, /* not tried yet */
+    BIND_OK,          /* pw_agent.binds[i] is usable */
+    BIND_NONE,        /* cannot be bound on this machine (logged once) */
 };
 
 /* One VM as the agent reports it. The driver holds its own object for the same vm_id. */
@@ -104,6 +112,22 @@ struct pw_agent {
     int64_t heartbeat_ms;
     int load_warned;
 
+    /* Draining and golden snapshots (loop thread). The snapshot list leaves with a report only
+     * when it differs from the one the scheduler has seen (acked: carried by the last hello or
+     * report that got a reply); sent is what the outstanding request carries. */
+    int draining;
+    int sent_draining;        /* the value the outstanding request carries */
+    int req_has_snaps;        /* the outstanding request carries snap_sent */
+    int snap_acked_valid;
+    char (*snap_now)[PW_NAME_MAX]; /* scratch: the driver's list; PW_PROTO_MAX_SNAPSHOTS slots */
+    char (*snap_sent)[PW_NAME_MAX];
+    char (*snap_acked)[PW_NAME_MAX];
+    size_t nsnap_sent, nsnap_acked;
+
+    /* NUMA bindings per topology node (index as in topo.nodes). */
+    struct pw_numabind binds[PW_PROTO_MAX_NUMA];
+    unsigned char bind_state[PW_PROTO_MAX_NUMA];
+
     /* Events and VMs (loop thread). */
     struct pw_list outbox;
     size_t noutbox;
@@ -115,7 +139,7 @@ struct pw_agent {
     uv_async_t async;
     uv_timer_t backoff_timer;
     uv_timer_t flush_timer;
-    uv_signal_t sigint, sigterm;
+    uv_signal_t sigint, sigterm, sigusr1;
     int handles_up;
     int shut;
 
@@ -123,6 +147,7 @@ struct pw_agent {
     pthread_mutex_t mu;
     struct pw_list done_q;
     int stop_requested;
+    int drain_requested; /* -1, or the value pw_agent_set_draining asked for */
     int async_closed;
 };
 
@@ -244,6 +269,25 @@ static uint64_t newest_event_seq(const struct pw_agent *a)
     return t != NULL ? pw_container_of(t, struct outbox_ev, link)->ev.seq : 0;
 }
 
+/* has_news tells whether the scheduler must hear from us before the held report returns:
+ * events it has not been sent, or a change of draining. */
+static int has_news(const struct pw_agent *a)
+{
+    return newest_event_seq(a) > a->sent_event_seq || a->draining != a->sent_draining;
+}
+
+/* set_draining is the only place draining changes; the change cuts the long poll short. */
+static void set_draining(struct pw_agent *a, int draining, const char *why)
+{
+    draining = draining != 0;
+    if (a->draining == draining)
+        return;
+    pw_log_info(AGENT_COMP, "draining %s -> %s (%s)", a->draining ? "on" : "off",
+                draining ? "on" : "off", why);
+    a->draining = draining;
+    flush_soon(a);
+}
+
 /* ---- driver events ---- */
 
 static void on_driver_event(struct pw_driver *d, const struct pw_driver_event *ev, void *arg)
@@ -277,6 +321,32 @@ static void on_driver_event(struct pw_driver *d, const struct pw_driver_event *e
 
 /* ---- commands ---- */
 
+/* binding_for returns the NUMA binding for topology node `node`, made at its first use, or
+ * NULL for -1, an unknown node or a node that cannot be bound on this machine (logged once). */
+static const struct pw_numabind *binding_for(struct pw_agent *a, int32_t node)
+{
+    size_t i = 0;
+    while (i < a->topo.nnodes && a->topo.nodes[i].id != node)
+        i++;
+    if (node < 0 || i == a->topo.nnodes)
+        return NULL;
+    if (a->bind_state[i] == BIND_UNKNOWN) {
+        char why[PW_ERRMSG_MAX], cpus[PW_CPULIST_MAX];
+        if (pw_numabind_make(&a->binds[i], node, a->topo.nodes[i].cpulist, why, sizeof(why)) ==
+            PW_OK) {
+            a->bind_state[i] = BIND_OK;
+            pw_numabind_format_cpus(&a->binds[i].cpus, cpus, sizeof(cpus));
+            pw_log_info(AGENT_COMP, "NUMA node %d: VMs there are bound to CPUs %s and its memory",
+                        node, cpus);
+        } else {
+            a->bind_state[i] = BIND_NONE;
+            pw_log_warn(AGENT_COMP, "%s; the driver gets no binding for VMs on node %d", why,
+                        node);
+        }
+    }
+    return a->bind_state[i] == BIND_OK ? &a->binds[i] : NULL;
+}
+
 static void cmd_prewarm(struct pw_agent *a, const struct pw_cmd *c)
 {
     if (vm_find(a, c->vm_id) != NULL) {
@@ -286,7 +356,8 @@ static void cmd_prewarm(struct pw_agent *a, const struct pw_cmd *c)
     }
     char why[PW_ERRMSG_MAX] = "";
     int32_t node = c->numa_node;
-    int rv = a->driver.ops->prewarm(&a->driver, c, &node, why, sizeof(why));
+    int rv = a->driver.ops->prewarm(&a->driver, c, binding_for(a, c->numa_node), &node, why,
+                                    sizeof(why));
     if (rv != PW_OK) {
         emit_event(a, c->vm_id, PW_AVM_FAILED, c->function, c->numa_node, 0, NULL,
                    why[0] != '\0' ? why : pw_strerror(rv));
@@ -432,6 +503,38 @@ static size_t fill_numa(struct pw_agent *a, struct pw_numa_node **out)
     return n;
 }
 
+/* take_snapshots asks the driver for its snapshot list (into snap_now); returns the count. */
+static size_t take_snapshots(struct pw_agent *a)
+{
+    if (a->driver.ops->snapshots == NULL)
+        return 0;
+    size_t n = a->driver.ops->snapshots(&a->driver, a->snap_now, PW_PROTO_MAX_SNAPSHOTS);
+    return PW_MIN(n, (size_t)PW_PROTO_MAX_SNAPSHOTS);
+}
+
+static int same_names(char (*x)[PW_NAME_MAX], size_t nx, char (*y)[PW_NAME_MAX], size_t ny)
+{
+    if (nx != ny)
+        return 0;
+    for (size_t i = 0; i < nx; i++)
+        if (strcmp(x[i], y[i]) != 0)
+            return 0;
+    return 1;
+}
+
+/* carry_snapshots copies the n names in snap_now into a message array (*out, *nout) and
+ * remembers them as what the request carries. */
+static void carry_snapshots(struct pw_agent *a, size_t n, char (**out)[PW_NAME_MAX],
+                            size_t *nout)
+{
+    *out = pw_xcalloc(n > 0 ? n : 1, sizeof(**out));
+    memcpy(*out, a->snap_now, n * sizeof(**out));
+    *nout = n;
+    memcpy(a->snap_sent, a->snap_now, n * sizeof(a->snap_sent[0]));
+    a->nsnap_sent = n;
+    a->req_has_snaps = 1;
+}
+
 static void build_hello(struct pw_agent *a, struct pw_msg *m)
 {
     pw_msg_init(m, PW_MSG_HELLO);
@@ -448,6 +551,8 @@ static void build_hello(struct pw_agent *a, struct pw_msg *m)
     memcpy(h->labels, a->cfg.labels, h->nlabels * sizeof(*h->labels));
     h->nnuma = fill_numa(a, &h->numa);
     h->nvms = fill_inventory(a, &h->vms);
+    carry_snapshots(a, take_snapshots(a), &h->snapshots, &h->nsnapshots);
+    h->draining = a->draining;
 }
 
 /* build_report fills a report carrying at most max_events of the oldest unacknowledged events;
@@ -486,6 +591,13 @@ static void build_report(struct pw_agent *a, struct pw_msg *m, size_t max_events
         r->has_inventory = 1;
         r->nvms = fill_inventory(a, &r->vms);
     }
+    size_t nsnaps = take_snapshots(a);
+    a->req_has_snaps = 0;
+    if (!a->snap_acked_valid || !same_names(a->snap_now, nsnaps, a->snap_acked, a->nsnap_acked)) {
+        r->has_snapshots = 1;
+        carry_snapshots(a, nsnaps, &r->snapshots, &r->nsnapshots);
+    }
+    r->draining = a->draining;
 }
 
 /* encode_request builds the next hello or report into out. A report that would not fit
@@ -551,6 +663,7 @@ static void send_next(struct pw_agent *a)
         return;
     }
     a->req_is_hello = a->need_hello;
+    a->sent_draining = a->draining;
     if (!a->need_hello) {
         a->report_seq++;
         a->want_inventory = 0;
@@ -593,6 +706,13 @@ static void handle_reply(struct pw_agent *a, nng_msg *msg)
             pw_log_info(LINK_COMP, "hello accepted (epoch %llu, heartbeat %d ms)",
                         (unsigned long long)m.u.reply.epoch, m.u.reply.heartbeat_ms);
         }
+        if (a->req_has_snaps) {
+            /* The scheduler has seen this list; reports leave it out until it changes. */
+            memcpy(a->snap_acked, a->snap_sent, a->nsnap_sent * sizeof(a->snap_acked[0]));
+            a->nsnap_acked = a->nsnap_sent;
+            a->snap_acked_valid = 1;
+            a->req_has_snaps = 0;
+        }
         apply_reply(a, &m.u.reply);
         pw_msg_fini(&m);
         /* The scheduler does the waiting: report again at once. */
@@ -623,7 +743,7 @@ static void link_done(struct pw_agent *a, struct link_done *d)
 {
     if (a->link == LINK_CLOSED)
         return;
-    int urgent = a->canceling || newest_event_seq(a) > a->sent_event_seq;
+    int urgent = a->canceling || has_news(a);
     a->canceling = 0;
     if (d->rv == 0 && d->phase == LINK_SENDING) {
         /* A cancel that lost the race with the send still means: resend with the news. */
@@ -715,6 +835,7 @@ static void agent_shutdown(struct pw_agent *a)
         uv_close((uv_handle_t *)&a->flush_timer, on_closed);
         uv_close((uv_handle_t *)&a->sigint, on_closed);
         uv_close((uv_handle_t *)&a->sigterm, on_closed);
+        uv_close((uv_handle_t *)&a->sigusr1, on_closed);
         a->handles_up = 0;
     }
 }
@@ -728,6 +849,8 @@ static void on_async(uv_async_t *h)
     pw_list_init(&q);
     pthread_mutex_lock(&a->mu);
     int stop = a->stop_requested;
+    int drain = a->drain_requested;
+    a->drain_requested = -1;
     while (!pw_list_empty(&a->done_q)) {
         struct pw_list *e = pw_list_head(&a->done_q);
         pw_list_remove(e);
@@ -744,6 +867,8 @@ static void on_async(uv_async_t *h)
     if (stop) {
         pw_log_info(AGENT_COMP, "stop requested");
         agent_shutdown(a);
+    } else if (drain >= 0) {
+        set_draining(a, drain, "requested");
     }
 }
 
@@ -752,14 +877,14 @@ static void on_backoff(uv_timer_t *t) { send_next(t->data); }
 static void on_flush(uv_timer_t *t)
 {
     struct pw_agent *a = t->data;
-    if (newest_event_seq(a) <= a->sent_event_seq)
+    if (!has_news(a))
         return;
     if (a->link == LINK_IDLE) {
         send_next(a);
     } else if ((a->link == LINK_SENDING || a->link == LINK_RECEIVING) && !a->canceling) {
         /* The scheduler may hold the outstanding report for a whole heartbeat; new events
          * must not wait that long. Cancel it; the completion sends a fresh report. */
-        pw_log_debug(LINK_COMP, "new events: cancelling the outstanding request");
+        pw_log_debug(LINK_COMP, "news: cancelling the outstanding request");
         a->canceling = 1;
         nng_aio_cancel(a->aio);
     }
@@ -769,6 +894,13 @@ static void on_signal(uv_signal_t *s, int signum)
 {
     pw_log_info(AGENT_COMP, "signal %d: stopping", signum);
     agent_shutdown(s->data);
+}
+
+static void on_sigusr1(uv_signal_t *s, int signum)
+{
+    struct pw_agent *a = s->data;
+    (void)signum;
+    set_draining(a, !a->draining, "SIGUSR1");
 }
 
 /* ---- setup ---- */
@@ -848,6 +980,11 @@ struct pw_agent *pw_agent_new(const struct pw_agent_config *cfg, char *errbuf, s
     a->link = LINK_IDLE;
     a->need_hello = 1;
     a->heartbeat_ms = cfg->initial_heartbeat_ms;
+    a->draining = cfg->draining != 0;
+    a->drain_requested = -1;
+    a->snap_now = pw_xcalloc(PW_PROTO_MAX_SNAPSHOTS, sizeof(*a->snap_now));
+    a->snap_sent = pw_xcalloc(PW_PROTO_MAX_SNAPSHOTS, sizeof(*a->snap_sent));
+    a->snap_acked = pw_xcalloc(PW_PROTO_MAX_SNAPSHOTS, sizeof(*a->snap_acked));
     pw_list_init(&a->outbox);
     pw_list_init(&a->done_q);
     pw_htab_init(&a->vms);
@@ -874,6 +1011,8 @@ struct pw_agent *pw_agent_new(const struct pw_agent_config *cfg, char *errbuf, s
     a->sigint.data = a;
     uv_signal_init(&a->loop, &a->sigterm);
     a->sigterm.data = a;
+    uv_signal_init(&a->loop, &a->sigusr1);
+    a->sigusr1.data = a;
     a->handles_up = 1;
 
     a->driver.ops = pw_driver_find(cfg->driver);
@@ -890,10 +1029,10 @@ struct pw_agent *pw_agent_new(const struct pw_agent_config *cfg, char *errbuf, s
         pw_errf(errbuf, errlen, "%s", why);
         goto fail_loop;
     }
-    pw_log_info(AGENT_COMP, "agent %s boot %s: %zu NUMA node(s)%s, driver %s, scheduler %s",
+    pw_log_info(AGENT_COMP, "agent %s boot %s: %zu NUMA node(s)%s, driver %s, scheduler %s%s",
                 cfg->id, a->boot_id, a->topo.nnodes,
                 a->topo.from_fallback ? " (no NUMA sysfs: one node)" : "", cfg->driver,
-                cfg->scheduler_url);
+                cfg->scheduler_url, a->draining ? ", draining" : "");
     return a;
 
 fail_loop:
@@ -903,6 +1042,9 @@ fail_loop:
 fail:
     pw_htab_fini(&a->vms);
     pthread_mutex_destroy(&a->mu);
+    free(a->snap_now);
+    free(a->snap_sent);
+    free(a->snap_acked);
     free(a);
     return NULL;
 }
@@ -912,6 +1054,7 @@ int pw_agent_run(struct pw_agent *a)
     if (a->cfg.handle_signals) {
         uv_signal_start(&a->sigint, on_signal, SIGINT);
         uv_signal_start(&a->sigterm, on_signal, SIGTERM);
+        uv_signal_start(&a->sigusr1, on_sigusr1, SIGUSR1);
     }
     send_next(a);
     uv_run(&a->loop, UV_RUN_DEFAULT);
@@ -925,6 +1068,15 @@ void pw_agent_stop(struct pw_agent *a)
 {
     pthread_mutex_lock(&a->mu);
     a->stop_requested = 1;
+    if (!a->async_closed)
+        uv_async_send(&a->async);
+    pthread_mutex_unlock(&a->mu);
+}
+
+void pw_agent_set_draining(struct pw_agent *a, int draining)
+{
+    pthread_mutex_lock(&a->mu);
+    a->drain_requested = draining != 0;
     if (!a->async_closed)
         uv_async_send(&a->async);
     pthread_mutex_unlock(&a->mu);
@@ -955,5 +1107,8 @@ void pw_agent_free(struct pw_agent *a)
     }
     pw_htab_fini(&a->vms);
     pthread_mutex_destroy(&a->mu);
+    free(a->snap_now);
+    free(a->snap_sent);
+    free(a->snap_acked);
     free(a);
 }

@@ -64,6 +64,91 @@ static int parse_double(const char *s, double *out)
     return PW_OK;
 }
 
+/* parse_bool accepts true/false, 1/0, yes/no and on/off. */
+static int parse_bool(const char *s, int *out)
+{
+    static const char *const yes[] = {"true", "1", "yes", "on"};
+    static const char *const no[] = {"false", "0", "no", "off"};
+    for (size_t i = 0; i < PW_ARRAY_LEN(yes); i++) {
+        if (strcmp(s, yes[i]) == 0) {
+            *out = 1;
+            return PW_OK;
+        }
+        if (strcmp(s, no[i]) == 0) {
+            *out = 0;
+            return PW_OK;
+        }
+    }
+    return PW_ERR_INVAL;
+}
+
+static int cmp_name(const void *a, const void *b) { return strcmp(a, b); }
+
+/* set_sim_snapshots replaces the list with the comma-separated names in value (blanks around a
+ * name are ignored; duplicates count once); the list is kept sorted. */
+static int set_sim_snapshots(struct pw_agent_config *c, const char *value, char *errbuf,
+                             size_t errlen)
+{
+    char names[PW_AGENT_SIM_SNAPSHOTS_MAX][PW_NAME_MAX];
+    size_t n = 0;
+    const char *p = value;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    if (*p == '\0') {
+        c->nsim_snapshots = 0;
+        return PW_OK;
+    }
+    for (;;) {
+        const char *end = strchr(p, ',');
+        if (end == NULL)
+            end = p + strlen(p);
+        const char *a = p, *b = end;
+        while (a < b && (*a == ' ' || *a == '\t'))
+            a++;
+        while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
+            b--;
+        char name[PW_NAME_MAX];
+        size_t len = (size_t)(b - a);
+        if (len == 0) {
+            pw_errf(errbuf, errlen, "sim_snapshots \"%s\": empty name at offset %td", value,
+                    a - value);
+            return PW_ERR_INVAL;
+        }
+        if (len >= sizeof(name)) {
+            pw_errf(errbuf, errlen, "sim_snapshots: name at offset %td longer than %d bytes",
+                    a - value, PW_NAME_MAX - 1);
+            return PW_ERR_INVAL;
+        }
+        memcpy(name, a, len);
+        name[len] = '\0';
+        if (!pw_name_valid(name)) {
+            pw_errf(errbuf, errlen,
+                    "sim_snapshots: \"%s\" is not a function name ([A-Za-z0-9._-], starting "
+                    "alphanumeric)",
+                    name);
+            return PW_ERR_INVAL;
+        }
+        size_t i = 0;
+        while (i < n && strcmp(names[i], name) != 0)
+            i++;
+        if (i == n) {
+            if (n == PW_AGENT_SIM_SNAPSHOTS_MAX) {
+                pw_errf(errbuf, errlen, "sim_snapshots: more than %d names",
+                        PW_AGENT_SIM_SNAPSHOTS_MAX);
+                return PW_ERR_INVAL;
+            }
+            memcpy(names[n++], name, len + 1);
+        }
+        if (*end == '\0')
+            break;
+        p = end + 1;
+    }
+    qsort(names, n, sizeof(names[0]), cmp_name);
+    memcpy(c->sim_snapshots, names, n * sizeof(names[0]));
+    c->nsim_snapshots = n;
+    return PW_OK;
+}
+
 static int set_label(struct pw_agent_config *c, const char *kv, char *errbuf, size_t errlen)
 {
     const char *eq = strchr(kv, '=');
@@ -97,6 +182,14 @@ static int set_label(struct pw_agent_config *c, const char *kv, char *errbuf, si
             pw_errf(errbuf, errlen, "label \"%s\": value has a control character", key);
             return PW_ERR_INVAL;
         }
+    }
+    double cost;
+    if (strcmp(key, PW_LABEL_COST) == 0 &&
+        (parse_double(value, &cost) != PW_OK || cost < 0 || value[0] == ' ' ||
+         strpbrk(value, "xXpP") != NULL)) {
+        pw_errf(errbuf, errlen, "label %s \"%s\": expected a decimal number >= 0, e.g. 0.0125",
+                key, value);
+        return PW_ERR_INVAL;
     }
     size_t i;
     for (i = 0; i < c->nlabels; i++)
@@ -168,6 +261,20 @@ int pw_agent_config_set(struct pw_agent_config *c, const char *key, const char *
         c->vcpu_overcommit = d;
         return PW_OK;
     }
+    if (strcmp(key, "draining") == 0 || strcmp(key, "sim_process") == 0) {
+        int v;
+        if (parse_bool(value, &v) != PW_OK) {
+            pw_errf(errbuf, errlen, "%s \"%s\": expected true or false", key, value);
+            return PW_ERR_INVAL;
+        }
+        if (key[0] == 'd')
+            c->draining = v;
+        else
+            c->sim_process = v;
+        return PW_OK;
+    }
+    if (strcmp(key, "sim_snapshots") == 0)
+        return set_sim_snapshots(c, value, errbuf, errlen);
     if (strcmp(key, "log_level") == 0) {
         int l = pw_log_parse_level(value);
         if (l < 0) {
@@ -216,9 +323,13 @@ int pw_agent_config_set(struct pw_agent_config *c, const char *key, const char *
     return PW_ERR_INVAL;
 }
 
-/* json_scalar turns a JSON string, number or bool into text for pw_agent_config_set. */
+/* json_scalar turns a JSON string, number or boolean into text for pw_agent_config_set. */
 static int json_scalar(const cJSON *v, char *out, size_t outlen)
 {
+    if (cJSON_IsBool(v)) {
+        pw_strlcpy(out, cJSON_IsTrue(v) ? "true" : "false", outlen);
+        return PW_OK;
+    }
     if (cJSON_IsString(v)) {
         if (strlen(v->valuestring) >= outlen)
             return PW_ERR_INVAL;
@@ -234,6 +345,42 @@ static int json_scalar(const cJSON *v, char *out, size_t outlen)
         return PW_OK;
     }
     return PW_ERR_INVAL;
+}
+
+/* apply_json_names sets a list key from a JSON array of strings, joined with commas. */
+static int apply_json_names(struct pw_agent_config *c, const char *key, const cJSON *arr,
+                            const char *path, char *errbuf, size_t errlen)
+{
+    char why[256];
+    struct pw_buf b;
+    int rv = PW_OK;
+    pw_buf_init(&b, CONFIG_FILE_MAX);
+    const cJSON *it;
+    size_t i = 0;
+    cJSON_ArrayForEach(it, arr)
+    {
+        /* Each element is one name: a comma or an empty string would be misread once joined. */
+        if (!cJSON_IsString(it) || it->valuestring[0] == '\0' ||
+            strchr(it->valuestring, ',') != NULL) {
+            pw_errf(errbuf, errlen, "%s: %s[%zu]: expected a function name", path, key, i);
+            rv = PW_ERR_INVAL;
+            goto out;
+        }
+        if ((i > 0 && pw_buf_adds(&b, ",") != PW_OK) ||
+            pw_buf_adds(&b, it->valuestring) != PW_OK) {
+            pw_errf(errbuf, errlen, "%s: %s: too long", path, key);
+            rv = PW_ERR_INVAL;
+            goto out;
+        }
+        i++;
+    }
+    if (pw_agent_config_set(c, key, b.data != NULL ? b.data : "", why, sizeof(why)) != PW_OK) {
+        pw_errf(errbuf, errlen, "%s: %s", path, why);
+        rv = PW_ERR_INVAL;
+    }
+out:
+    pw_buf_fini(&b);
+    return rv;
 }
 
 static int apply_json(struct pw_agent_config *c, const cJSON *root, const char *path,
@@ -269,8 +416,14 @@ static int apply_json(struct pw_agent_config *c, const cJSON *root, const char *
             }
             continue;
         }
+        if (strcmp(key, "sim_snapshots") == 0 && cJSON_IsArray(item)) {
+            int rv = apply_json_names(c, key, item, path, errbuf, errlen);
+            if (rv != PW_OK)
+                return rv;
+            continue;
+        }
         if (json_scalar(item, text, sizeof(text)) != PW_OK) {
-            pw_errf(errbuf, errlen, "%s: %s: expected a string or number", path, key);
+            pw_errf(errbuf, errlen, "%s: %s: expected a string, number or boolean", path, key);
             return PW_ERR_INVAL;
         }
         if (pw_agent_config_set(c, key, text, why, sizeof(why)) != PW_OK) {

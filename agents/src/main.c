@@ -1,5 +1,5 @@
 /* main.c — prewarm-agent: flags, environment and config file into a pw_agent_config, then the
- * agent loop until SIGINT/SIGTERM. */
+ * agent loop until SIGINT/SIGTERM (SIGUSR1 toggles draining). */
 #include "pw/agent.h"
 #include "pw/agent_config.h"
 #include "pw/driver.h"
@@ -25,12 +25,15 @@ static void usage(FILE *out)
             "                         default %s)\n"
             "  --driver NAME          VMM driver (env PREWARM_DRIVER; default sim)\n"
             "  --topology-root DIR    read sys/ and proc/ under DIR (default /)\n"
-            "  --label KEY=VALUE      host label, repeatable (cloud, region, zone, cost, ...)\n"
+            "  --label KEY=VALUE      host label, repeatable; placement reads cloud, region,\n"
+            "                         zone, instance_type, cost_per_gib_hour (a number >= 0)\n"
             "  --vcpu-overcommit F    vCPU slots per host CPU (default 1)\n"
+            "  --draining             start draining: ask for no new VMs (SIGUSR1 toggles it)\n"
             "  --config FILE          JSON object with the same keys: id, scheduler, driver,\n"
             "                         topology_root, labels {k: v}, vcpu_overcommit, log_level,\n"
-            "                         sim_restore_ms, sim_jitter_ms, sim_stop_ms, sim_fail_rate,\n"
-            "                         sim_seed\n"
+            "                         draining, sim_restore_ms, sim_jitter_ms, sim_stop_ms,\n"
+            "                         sim_fail_rate, sim_seed, sim_snapshots [names],\n"
+            "                         sim_process\n"
             "  --log-level LEVEL      debug, info, warn, error (default info)\n"
             "  --help, --version\n"
             "\n"
@@ -40,6 +43,10 @@ static void usage(FILE *out)
             "  --sim-stop-ms N        stop time is uniform in 0..N ms (default 10)\n"
             "  --sim-fail-rate F      probability 0..1 that a restore fails (default 0)\n"
             "  --sim-seed N           PRNG seed for jitter, stop time, failures (default 1)\n"
+            "  --sim-snapshots LIST   functions with a golden snapshot on disk from the start,\n"
+            "                         comma-separated (every prewarmed function adds one)\n"
+            "  --sim-process          one real placeholder process per VM, bound to the VM's\n"
+            "                         NUMA node (runs unbound, with a warning, if it cannot be)\n"
             "\n"
             "Drivers:\n",
             PW_AGENT_DEFAULT_SCHEDULER);
@@ -62,6 +69,9 @@ enum {
     OPT_SIM_STOP,
     OPT_SIM_FAIL,
     OPT_SIM_SEED,
+    OPT_SIM_SNAPSHOTS,
+    OPT_SIM_PROCESS,
+    OPT_DRAINING,
     OPT_OVERCOMMIT,
     OPT_LOG_LEVEL,
     OPT_CONFIG,
@@ -80,6 +90,9 @@ static const struct option options[] = {
     {"sim-stop-ms", required_argument, NULL, OPT_SIM_STOP},
     {"sim-fail-rate", required_argument, NULL, OPT_SIM_FAIL},
     {"sim-seed", required_argument, NULL, OPT_SIM_SEED},
+    {"sim-snapshots", required_argument, NULL, OPT_SIM_SNAPSHOTS},
+    {"sim-process", no_argument, NULL, OPT_SIM_PROCESS},
+    {"draining", no_argument, NULL, OPT_DRAINING},
     {"vcpu-overcommit", required_argument, NULL, OPT_OVERCOMMIT},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"config", required_argument, NULL, OPT_CONFIG},
@@ -88,7 +101,7 @@ static const struct option options[] = {
     {NULL, 0, NULL, 0},
 };
 
-/* The config key each value-taking flag sets. */
+/* The config key each flag sets (a flag without a value sets its key to "true"). */
 static const char *flag_key(int opt)
 {
     switch (opt) {
@@ -102,6 +115,9 @@ static const char *flag_key(int opt)
     case OPT_SIM_STOP: return "sim_stop_ms";
     case OPT_SIM_FAIL: return "sim_fail_rate";
     case OPT_SIM_SEED: return "sim_seed";
+    case OPT_SIM_SNAPSHOTS: return "sim_snapshots";
+    case OPT_SIM_PROCESS: return "sim_process";
+    case OPT_DRAINING: return "draining";
     case OPT_OVERCOMMIT: return "vcpu_overcommit";
     case OPT_LOG_LEVEL: return "log_level";
     default: return NULL;
@@ -156,7 +172,8 @@ int main(int argc, char **argv)
     optind = 1;
     while ((opt = getopt_long(argc, argv, ":", options, NULL)) != -1) {
         const char *key = flag_key(opt);
-        if (key != NULL && pw_agent_config_set(&cfg, key, optarg, why, sizeof(why)) != PW_OK)
+        const char *value = optarg != NULL ? optarg : "true";
+        if (key != NULL && pw_agent_config_set(&cfg, key, value, why, sizeof(why)) != PW_OK)
             return fail_usage("%s%s", why, "");
     }
     if (pw_agent_config_check(&cfg, why, sizeof(why)) != PW_OK)

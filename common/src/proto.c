@@ -87,6 +87,7 @@ enum fkind {
     K_CMD,    /* enum pw_cmd_type as its string */
     K_LABELS, /* struct pw_label * with a size_t count, as an object {key: value} */
     K_ARRAY,  /* array of structs described by elem, with a size_t count */
+    K_NAMES,  /* char (*)[size] of pw_name_valid() names with a size_t count, as strings */
 };
 
 #define F_REQ 1u      /* always sent; decoding fails without it */
@@ -99,9 +100,9 @@ struct field {
     enum fkind kind;
     unsigned flags;
     size_t off;
-    size_t size;         /* K_STR, K_NAME: buffer size */
-    int64_t min, max;    /* numbers: value range; K_LABELS, K_ARRAY: count range */
-    size_t count_off;    /* K_LABELS, K_ARRAY */
+    size_t size;         /* K_STR, K_NAME, K_NAMES: buffer size (of one name for K_NAMES) */
+    int64_t min, max;    /* numbers: value range; K_LABELS, K_ARRAY, K_NAMES: count range */
+    size_t count_off;    /* K_LABELS, K_ARRAY, K_NAMES */
     size_t flag_off;     /* F_PRESENCE */
     const struct elem *elem;
 };
@@ -124,6 +125,10 @@ struct elem {
 #define F_ARR(st, m, fl, n, lo, hi, el)                                                             \
     {.key = #m, .kind = K_ARRAY, .flags = (fl), .off = offsetof(struct st, m), .min = (lo),         \
      .max = (hi), .count_off = offsetof(struct st, n), .elem = (el)}
+#define F_NAMES(st, m, fl, n, hi, flag)                                                          \
+    {.key = #m, .kind = K_NAMES, .flags = (fl), .off = offsetof(struct st, m),                    \
+     .size = MEMBER_SIZE(st, m[0]), .min = 0, .max = (hi), .count_off = offsetof(struct st, n),   \
+     .flag_off = (flag)}
 #define ELEM(st, t, chk) {.fields = (t), .nfields = PW_ARRAY_LEN(t), .size = sizeof(struct st), .check = (chk)}
 
 static const struct field numa_fields[] = {
@@ -196,6 +201,8 @@ static const struct field hello_fields[] = {
      .max = PW_PROTO_MAX_LABELS, .count_off = offsetof(struct pw_msg_hello, nlabels)},
     F_ARR(pw_msg_hello, numa, F_REQ, nnuma, 1, PW_PROTO_MAX_NUMA, &numa_elem),
     F_ARR(pw_msg_hello, vms, 0, nvms, 0, PW_PROTO_MAX_VMS, &vm_elem),
+    F_NAMES(pw_msg_hello, snapshots, 0, nsnapshots, PW_PROTO_MAX_SNAPSHOTS, 0),
+    F_NUM(K_BOOL, pw_msg_hello, draining, 0, 0, 0),
 };
 
 static const struct field report_fields[] = {
@@ -210,6 +217,10 @@ static const struct field report_fields[] = {
     {.key = "vms", .kind = K_ARRAY, .flags = F_PRESENCE, .off = offsetof(struct pw_msg_report, vms),
      .min = 0, .max = PW_PROTO_MAX_VMS, .count_off = offsetof(struct pw_msg_report, nvms),
      .flag_off = offsetof(struct pw_msg_report, has_inventory), .elem = &vm_elem},
+    /* Like vms: present (possibly empty) exactly when the report carries the list. */
+    F_NAMES(pw_msg_report, snapshots, F_PRESENCE, nsnapshots, PW_PROTO_MAX_SNAPSHOTS,
+            offsetof(struct pw_msg_report, has_snapshots)),
+    F_NUM(K_BOOL, pw_msg_report, draining, 0, 0, 0),
 };
 
 static const struct field reply_fields[] = {
@@ -245,7 +256,7 @@ static void free_arrays(const struct elem *el, void *base)
 {
     for (size_t i = 0; i < el->nfields; i++) {
         const struct field *f = &el->fields[i];
-        if (f->kind != K_ARRAY && f->kind != K_LABELS)
+        if (f->kind != K_ARRAY && f->kind != K_LABELS && f->kind != K_NAMES)
             continue;
         void **p = (void **)((char *)base + f->off);
         free(*p);
@@ -414,6 +425,35 @@ static void enc_labels(struct enc *e, const struct field *f, const void *base)
     put(e, "}", 1);
 }
 
+static void enc_names(struct enc *e, const struct field *f, const void *base)
+{
+    size_t n = *(const size_t *)((const char *)base + f->count_off);
+    const char *names = *(const void *const *)((const char *)base + f->off);
+    bool emit = n > 0;
+    if (f->flags & F_PRESENCE)
+        emit = *(const int *)((const char *)base + f->flag_off) != 0;
+    if (!emit)
+        return;
+    if (n > (size_t)f->max)
+        enc_fail(e, PW_ERR_TOOBIG);
+    if (n > 0 && names == NULL)
+        enc_fail(e, PW_ERR_INVAL);
+    put_key(e, f->key);
+    put(e, "[", 1);
+    for (size_t i = 0; i < n && e->rv == PW_OK; i++) {
+        const char *name = names + i * f->size;
+        long len = text_len(name, f->size);
+        if (len < 0 || !pw_name_valid(name)) {
+            enc_fail(e, PW_ERR_INVAL);
+            break;
+        }
+        if (i > 0)
+            put(e, ",", 1);
+        put_str(e, name, (size_t)len);
+    }
+    put(e, "]", 1);
+}
+
 static void enc_number(struct enc *e, const struct field *f, const void *p)
 {
     int64_t v;
@@ -501,6 +541,7 @@ static void enc_field(struct enc *e, const struct field *f, const void *base)
     }
     case K_LABELS: enc_labels(e, f, base); break;
     case K_ARRAY: enc_array(e, f, base); break;
+    case K_NAMES: enc_names(e, f, base); break;
     }
 }
 
@@ -716,6 +757,40 @@ static int dec_array(struct dec *d, const struct field *f, void *base, const cJS
     return PW_OK;
 }
 
+static int dec_names(struct dec *d, const struct field *f, void *base, const cJSON *v,
+                     const char *where)
+{
+    if (!cJSON_IsArray(v))
+        return dec_fail(d, PW_ERR_PROTO, where, "%s must be an array, not %s", f->key, json_kind(v));
+    size_t n = 0;
+    for (const cJSON *c = v->child; c != NULL; c = c->next)
+        if (++n > (size_t)f->max)
+            return dec_fail(d, PW_ERR_TOOBIG, where, "more than %lld %s", (long long)f->max, f->key);
+    if (f->flags & F_PRESENCE)
+        *(int *)((char *)base + f->flag_off) = 1;
+    if (n == 0)
+        return PW_OK;
+    char *names = pw_xcalloc(n, f->size);
+    *(void **)((char *)base + f->off) = names;
+    *(size_t *)((char *)base + f->count_off) = n;
+    size_t i = 0;
+    char tmp[40];
+    for (const cJSON *c = v->child; c != NULL; c = c->next, i++) {
+        if (!cJSON_IsString(c))
+            return dec_fail(d, PW_ERR_PROTO, where, "%s[%zu] must be a string, not %s", f->key, i,
+                            json_kind(c));
+        size_t len = strlen(c->valuestring);
+        if (len >= f->size)
+            return dec_fail(d, PW_ERR_PROTO, where, "%s[%zu] longer than %zu bytes", f->key, i,
+                            f->size - 1);
+        if (!pw_name_valid(c->valuestring))
+            return dec_fail(d, PW_ERR_PROTO, where, "%s[%zu] \"%s\" is not a valid name", f->key, i,
+                            quote(tmp, sizeof(tmp), c->valuestring));
+        memcpy(names + i * f->size, c->valuestring, len + 1);
+    }
+    return PW_OK;
+}
+
 static int dec_field(struct dec *d, const struct field *f, void *base, const cJSON *v,
                      const char *where)
 {
@@ -767,6 +842,7 @@ static int dec_field(struct dec *d, const struct field *f, void *base, const cJS
     }
     case K_LABELS: return dec_labels(d, f, base, v, where);
     case K_ARRAY: return dec_array(d, f, base, v, where);
+    case K_NAMES: return dec_names(d, f, base, v, where);
     }
     return PW_ERR_INTERNAL;
 }

@@ -12,13 +12,19 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <dirent.h>
+#include <errno.h>
 #include <limits.h>
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
 #include <pthread.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define FIXTURES PW_SOURCE_DIR "/tests/fixtures/topology"
@@ -40,7 +46,8 @@ static void *agent_thread(void *arg)
     return NULL;
 }
 
-/* fake_start listens, then starts an agent on fixture with cfg tweaks applied by tweak. */
+/* fake_start listens, then starts an agent on fixture (a name under tests/fixtures/topology,
+ * or an absolute path) with cfg tweaks applied by tweak. */
 static void fake_start(struct fake *f, const char *fixture,
                        void (*tweak)(struct pw_agent_config *c))
 {
@@ -60,7 +67,10 @@ static void fake_start(struct fake *f, const char *fixture,
     assert_int_equal(pw_agent_config_set(&c, "id", "host-1", err, sizeof(err)), PW_OK);
     assert_int_equal(pw_agent_config_set(&c, "scheduler", f->url, err, sizeof(err)), PW_OK);
     char root[PATH_MAX];
-    snprintf(root, sizeof(root), "%s/%s", FIXTURES, fixture);
+    if (fixture[0] == '/')
+        pw_strlcpy(root, fixture, sizeof(root));
+    else
+        snprintf(root, sizeof(root), "%s/%s", FIXTURES, fixture);
     assert_int_equal(pw_agent_config_set(&c, "topology_root", root, err, sizeof(err)), PW_OK);
     assert_int_equal(pw_agent_config_set(&c, "label", "cloud=aws", err, sizeof(err)), PW_OK);
     assert_int_equal(pw_agent_config_set(&c, "label", "zone=eu-west-1a", err, sizeof(err)),
@@ -260,6 +270,26 @@ static int has_event(const struct pw_msg *m, const void *arg)
 {
     const struct want_ev *w = arg;
     return find_event(m, w->vm_id, w->state) != NULL;
+}
+
+/* A set of events that must all be in one report. */
+struct want_evs {
+    size_t n;
+    struct want_ev ev[4];
+};
+
+static int has_events(const struct pw_msg *m, const void *arg)
+{
+    const struct want_evs *w = arg;
+    for (size_t i = 0; i < w->n; i++)
+        if (find_event(m, w->ev[i].vm_id, w->ev[i].state) == NULL)
+            return 0;
+    return 1;
+}
+
+static int draining_is(const struct pw_msg *m, const void *arg)
+{
+    return m->type == PW_MSG_REPORT && m->u.report.draining == *(const int *)arg;
 }
 
 static const struct pw_vm_info *find_vm(const struct pw_vm_info *vms, size_t n, uint64_t vm_id)
@@ -736,6 +766,489 @@ static void test_config_sources(void **state)
     rmdir(dir);
 }
 
+/* ---- labels, snapshots, draining ---- */
+
+/* write_file replaces path's content with text. */
+static void write_file(const char *path, const char *text)
+{
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs(text, fp);
+    fclose(fp);
+}
+
+/* draining, sim_process, sim_snapshots and the cost label, from every source; bad values are
+ * refused with a reason and change nothing. */
+static void test_config_new_keys(void **state)
+{
+    (void)state;
+    struct pw_agent_config c;
+    char err[256] = "";
+    pw_agent_config_init(&c);
+    assert_int_equal(c.draining, 0);
+    assert_int_equal(c.sim_process, 0);
+    assert_int_equal(c.nsim_snapshots, 0);
+
+    assert_int_equal(pw_agent_config_set(&c, "draining", "yes", err, sizeof(err)), PW_OK);
+    assert_int_equal(c.draining, 1);
+    assert_int_equal(pw_agent_config_set(&c, "draining", "off", err, sizeof(err)), PW_OK);
+    assert_int_equal(c.draining, 0);
+    assert_int_equal(pw_agent_config_set(&c, "sim_process", "1", err, sizeof(err)), PW_OK);
+    assert_int_equal(c.sim_process, 1);
+    assert_int_equal(pw_agent_config_set(&c, "sim_snapshots", "b, a,b", err, sizeof(err)), PW_OK);
+    assert_int_equal(c.nsim_snapshots, 2);
+    assert_string_equal(c.sim_snapshots[0], "a");
+    assert_string_equal(c.sim_snapshots[1], "b");
+    assert_int_equal(pw_agent_config_set(&c, "label", "cost_per_gib_hour=0.0125", err, sizeof(err)),
+                     PW_OK);
+
+    char many[PW_AGENT_SIM_SNAPSHOTS_MAX * 8 + 16] = "";
+    for (int i = 0; i <= PW_AGENT_SIM_SNAPSHOTS_MAX; i++)
+        snprintf(many + strlen(many), sizeof(many) - strlen(many), "%sf%d", i ? "," : "", i);
+    static const char long_name[] =
+        "x1234567890123456789012345678901234567890123456789012345678901234";
+    const char *const bad[][3] = {
+        {"draining", "maybe", "draining \"maybe\": expected true or false"},
+        {"sim_process", "", "sim_process"},
+        {"sim_snapshots", "a,,b", "empty name at offset 2"},
+        {"sim_snapshots", "a,", "empty name"},
+        {"sim_snapshots", ",a", "empty name at offset 0"},
+        {"sim_snapshots", "a b", "\"a b\" is not a function name"},
+        {"sim_snapshots", "ok,-x", "\"-x\" is not a function name"},
+        {"sim_snapshots", long_name, "longer than 63 bytes"},
+        {"sim_snapshots", many, "more than 256 names"},
+        {"label", "cost_per_gib_hour=cheap", "expected a decimal number >= 0"},
+        {"label", "cost_per_gib_hour=-0.5", "expected a decimal number >= 0"},
+        {"label", "cost_per_gib_hour=0x10", "expected a decimal number"},
+        {"label", "cost_per_gib_hour=", "expected a decimal number"},
+        {"label", "cost_per_gib_hour=inf", "expected a decimal number"},
+    };
+    for (size_t i = 0; i < PW_ARRAY_LEN(bad); i++) {
+        err[0] = '\0';
+        if (pw_agent_config_set(&c, bad[i][0], bad[i][1], err, sizeof(err)) != PW_ERR_INVAL)
+            fail_msg("%s=%s accepted", bad[i][0], bad[i][1]);
+        if (strstr(err, bad[i][2]) == NULL)
+            fail_msg("%s=%.20s: reason \"%s\" lacks \"%s\"", bad[i][0], bad[i][1], err,
+                     bad[i][2]);
+    }
+    assert_int_equal(c.nsim_snapshots, 2);
+    assert_int_equal(c.draining, 0);
+    assert_int_equal(pw_agent_config_set(&c, "sim_snapshots", " ", err, sizeof(err)), PW_OK);
+    assert_int_equal(c.nsim_snapshots, 0);
+
+    /* The config file: JSON booleans, and the list as an array or as a string. */
+    char dir[PATH_MAX], path[PATH_MAX + 16];
+    const char *base = getenv("TMPDIR");
+    snprintf(dir, sizeof(dir), "%s/pw-agentcfg-XXXXXX",
+             base != NULL && base[0] != '\0' ? base : "/tmp");
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/agent.json", dir);
+    write_file(path, "{\"draining\": true, \"sim_process\": false, "
+                     "\"sim_snapshots\": [\"thumb\", \"resize\"]}");
+    assert_int_equal(pw_agent_config_load_file(&c, path, err, sizeof(err)), PW_OK);
+    assert_int_equal(c.draining, 1);
+    assert_int_equal(c.sim_process, 0);
+    assert_int_equal(c.nsim_snapshots, 2);
+    assert_string_equal(c.sim_snapshots[0], "resize");
+    write_file(path, "{\"sim_snapshots\": \"one,two,three\"}");
+    assert_int_equal(pw_agent_config_load_file(&c, path, err, sizeof(err)), PW_OK);
+    assert_int_equal(c.nsim_snapshots, 3);
+    write_file(path, "{\"sim_snapshots\": []}");
+    assert_int_equal(pw_agent_config_load_file(&c, path, err, sizeof(err)), PW_OK);
+    assert_int_equal(c.nsim_snapshots, 0);
+    static const char *const bad_files[][2] = {
+        {"{\"sim_snapshots\": [\"ok\", \"\"]}", "sim_snapshots[1]: expected a function name"},
+        {"{\"sim_snapshots\": [\"a,b\"]}", "sim_snapshots[0]"},
+        {"{\"sim_snapshots\": [3]}", "sim_snapshots[0]"},
+        {"{\"sim_snapshots\": [\"bad name\"]}", "not a function name"},
+        {"{\"draining\": \"nope\"}", "draining"},
+        {"{\"draining\": null}", "expected a string, number or boolean"},
+        {"{\"sim_snapshots\": [\"x\"], \"draining\": 2}", "draining \"2\""},
+    };
+    for (size_t i = 0; i < PW_ARRAY_LEN(bad_files); i++) {
+        write_file(path, bad_files[i][0]);
+        err[0] = '\0';
+        assert_int_equal(pw_agent_config_load_file(&c, path, err, sizeof(err)), PW_ERR_INVAL);
+        if (strstr(err, bad_files[i][1]) == NULL)
+            fail_msg("%s: reason \"%s\" lacks \"%s\"", bad_files[i][0], err, bad_files[i][1]);
+    }
+    assert_int_equal(c.nsim_snapshots, 0); /* a refused file changes nothing */
+    assert_int_equal(c.draining, 1);
+    unlink(path);
+    rmdir(dir);
+}
+
+static void seeded(struct pw_agent_config *c)
+{
+    char err[256];
+    assert_int_equal(pw_agent_config_set(c, "sim_snapshots", "fn-c, fn-b,fn-c", err, sizeof(err)),
+                     PW_OK);
+    assert_int_equal(pw_agent_config_set(c, "draining", "true", err, sizeof(err)), PW_OK);
+    assert_int_equal(pw_agent_config_set(c, "label", "region=eu-west-1", err, sizeof(err)), PW_OK);
+    assert_int_equal(pw_agent_config_set(c, "label", "instance_type=m7i.large", err, sizeof(err)),
+                     PW_OK);
+    assert_int_equal(pw_agent_config_set(c, "label", "cost_per_gib_hour=0.0125", err, sizeof(err)),
+                     PW_OK);
+}
+
+static const char *label_of(const struct pw_msg_hello *h, const char *key)
+{
+    for (size_t i = 0; i < h->nlabels; i++)
+        if (strcmp(h->labels[i].key, key) == 0)
+            return h->labels[i].value;
+    return NULL;
+}
+
+/* hello carries the well-known labels, the whole snapshot list and draining; a report carries
+ * draining always and the list only when it changed since the scheduler last saw it: a report
+ * that got no reply does not count as seen. */
+static void test_snapshots_and_draining(void **state)
+{
+    (void)state;
+    struct fake f;
+    struct pw_msg m;
+    fake_start(&f, "1node", seeded);
+    start_session(&f, &m);
+    const struct pw_msg_hello *h = &m.u.hello;
+    assert_string_equal(label_of(h, PW_LABEL_CLOUD), "aws");
+    assert_string_equal(label_of(h, PW_LABEL_REGION), "eu-west-1");
+    assert_string_equal(label_of(h, PW_LABEL_ZONE), "eu-west-1a");
+    assert_string_equal(label_of(h, PW_LABEL_INSTANCE_TYPE), "m7i.large");
+    assert_string_equal(label_of(h, PW_LABEL_COST), "0.0125");
+    assert_int_equal(h->nsnapshots, 2);
+    assert_string_equal(h->snapshots[0], "fn-b");
+    assert_string_equal(h->snapshots[1], "fn-c");
+    assert_int_equal(h->draining, 1);
+    pw_msg_fini(&m);
+
+    /* The hello's reply means the list was seen: the first report leaves it out. */
+    struct reply rp;
+    reply_init(&rp, 1, 0);
+    exchange(&f, &rp, is_report, NULL, &m);
+    assert_int_equal(m.u.report.has_snapshots, 0);
+    assert_null(m.u.report.snapshots);
+    assert_int_equal(m.u.report.draining, 1);
+    pw_msg_fini(&m);
+
+    /* The first prewarm of fn-a makes its golden snapshot: the next report lists all three. */
+    add_cmd(&rp, 1, PW_CMD_PREWARM, 42);
+    uint64_t ack = 1;
+    exchange(&f, &rp, cmd_ack_is, &ack, &m);
+    assert_int_equal(m.u.report.has_snapshots, 1);
+    assert_int_equal(m.u.report.nsnapshots, 3);
+    assert_string_equal(m.u.report.snapshots[0], "fn-a");
+    assert_string_equal(m.u.report.snapshots[1], "fn-b");
+    assert_string_equal(m.u.report.snapshots[2], "fn-c");
+    pw_msg_fini(&m);
+
+    /* That report is held, never answered; RUNNING cuts it short, and the new report still
+     * carries the list, since nobody has seen it. */
+    struct want_ev w = {42, PW_AVM_RUNNING};
+    hold_until(&f, 2000, has_event, &w, &m);
+    assert_int_equal(m.u.report.has_snapshots, 1);
+    assert_int_equal(m.u.report.nsnapshots, 3);
+    uint64_t seq = find_event(&m, 42, PW_AVM_RUNNING)->seq;
+    pw_msg_fini(&m);
+
+    /* Answered now: from here on the list stays out, also after a prewarm of a function that
+     * already has its snapshot. */
+    reply_init(&rp, 1, seq);
+    add_cmd(&rp, 2, PW_CMD_PREWARM, 43);
+    ack = 2;
+    exchange(&f, &rp, cmd_ack_is, &ack, &m);
+    assert_int_equal(m.u.report.has_snapshots, 0);
+    assert_int_equal(m.u.report.draining, 1);
+    pw_msg_fini(&m);
+
+    /* A rehello carries the whole list again. */
+    send_error(&f, "rehello");
+    hold_until(&f, WAIT_MS, is_hello, NULL, &m);
+    assert_int_equal(m.u.hello.nsnapshots, 3);
+    assert_int_equal(m.u.hello.draining, 1);
+    pw_msg_fini(&m);
+    fake_stop(&f);
+}
+
+static void with_signals(struct pw_agent_config *c) { c->handle_signals = 1; }
+
+/* SIGUSR1 toggles draining and pw_agent_set_draining sets it; either change cuts the held
+ * report short (the heartbeat is 5 s, the request timeout 11 s). */
+static void test_draining_toggle(void **state)
+{
+    (void)state;
+    struct fake f;
+    struct pw_msg m;
+    fake_start(&f, "1node", with_signals);
+    start_session(&f, &m);
+    assert_int_equal(m.u.hello.draining, 0);
+    assert_int_equal(m.u.hello.nsnapshots, 0);
+    pw_msg_fini(&m);
+    struct reply rp;
+    reply_init(&rp, 1, 0);
+    exchange(&f, &rp, is_report, NULL, &m);
+    assert_int_equal(m.u.report.draining, 0);
+    pw_msg_fini(&m);
+
+    /* The report is held. */
+    int64_t t0 = pw_now_mono_ms();
+    assert_int_equal(kill(getpid(), SIGUSR1), 0);
+    int want = 1;
+    hold_until(&f, 2000, draining_is, &want, &m);
+    print_message("draining reported %lld ms after SIGUSR1\n",
+                  (long long)(pw_now_mono_ms() - t0));
+    pw_msg_fini(&m);
+
+    /* Every report carries it, not just the first. */
+    reply_init(&rp, 1, 0);
+    exchange(&f, &rp, is_report, NULL, &m);
+    assert_int_equal(m.u.report.draining, 1);
+    pw_msg_fini(&m);
+
+    pw_agent_set_draining(f.agent, 1); /* no change: the held report stays held */
+    pw_agent_set_draining(f.agent, 0);
+    want = 0;
+    hold_until(&f, 2000, draining_is, &want, &m);
+    pw_msg_fini(&m);
+    assert_int_equal(kill(getpid(), SIGUSR1), 0);
+    want = 1;
+    hold_until(&f, 2000, draining_is, &want, &m);
+    pw_msg_fini(&m);
+    fake_stop(&f);
+}
+
+/* ---- NUMA binding of sim placeholder processes ---- */
+
+static char topo_dir[PATH_MAX];
+
+static void put_file(const char *dir, const char *rel, const char *text)
+{
+    char path[PATH_MAX * 2];
+    snprintf(path, sizeof(path), "%s/%s", dir, rel);
+    for (char *p = path + strlen(dir) + 1; (p = strchr(p, '/')) != NULL; p++) {
+        *p = '\0';
+        mkdir(path, 0700);
+        *p = '/';
+    }
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs(text, fp);
+    fclose(fp);
+}
+
+/* make_topology writes a one-node tree whose node 0 has the CPUs in cpulist. */
+static void make_topology(const char *cpulist)
+{
+    const char *base = getenv("TMPDIR");
+    snprintf(topo_dir, sizeof(topo_dir), "%s/pw-agent-topo-XXXXXX",
+             base != NULL && base[0] != '\0' ? base : "/tmp");
+    assert_non_null(mkdtemp(topo_dir));
+    put_file(topo_dir, "sys/devices/system/node/node0/cpulist", cpulist);
+    put_file(topo_dir, "sys/devices/system/node/node0/meminfo",
+             "Node 0 MemTotal: 8388608 kB\nNode 0 MemFree: 7340032 kB\n");
+    put_file(topo_dir, "proc/loadavg", "0.10 0.10 0.10 1/100 1\n");
+}
+
+static void remove_topology(void)
+{
+    static const char *const files[] = {
+        "sys/devices/system/node/node0/cpulist", "sys/devices/system/node/node0/meminfo",
+        "proc/loadavg", "sys/devices/system/node/node0", "sys/devices/system/node",
+        "sys/devices/system", "sys/devices", "sys", "proc", "",
+    };
+    char path[PATH_MAX * 2];
+    for (size_t i = 0; i < PW_ARRAY_LEN(files); i++) {
+        snprintf(path, sizeof(path), "%s/%s", topo_dir, files[i]);
+        remove(path);
+    }
+}
+
+static void sim_process(struct pw_agent_config *c)
+{
+    c->sim_process = 1;
+    c->sim_restore_ms = 50;
+    c->vcpu_overcommit = 8; /* several VMs on a one-CPU node */
+}
+
+/* find_child returns the pid of this process's child called comm (zombies included), or 0. */
+static pid_t find_child(const char *comm)
+{
+    DIR *d = opendir("/proc");
+    assert_non_null(d);
+    pid_t found = 0;
+    struct dirent *de;
+    while (found == 0 && (de = readdir(d)) != NULL) {
+        if (de->d_name[0] < '1' || de->d_name[0] > '9')
+            continue;
+        char path[300], buf[1024];
+        snprintf(path, sizeof(path), "/proc/%s/stat", de->d_name);
+        FILE *fp = fopen(path, "r");
+        if (fp == NULL)
+            continue;
+        size_t n = fread(buf, 1, sizeof(buf) - 1, fp);
+        fclose(fp);
+        buf[n] = '\0';
+        char *l = strchr(buf, '('), *r = strrchr(buf, ')');
+        char st;
+        int ppid;
+        if (l == NULL || r == NULL || sscanf(r + 1, " %c %d", &st, &ppid) != 2)
+            continue;
+        *r = '\0';
+        if (ppid == getpid() && strcmp(l + 1, comm) == 0)
+            found = (pid_t)atoi(de->d_name);
+    }
+    closedir(d);
+    return found;
+}
+
+static void proc_field(pid_t pid, const char *key, char *out, size_t outlen)
+{
+    char path[64], line[4096];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    FILE *fp = fopen(path, "r");
+    if (fp == NULL)
+        fail_msg("cannot open %s: %s", path, strerror(errno));
+    out[0] = '\0';
+    size_t klen = strlen(key);
+    while (fgets(line, sizeof(line), fp) != NULL)
+        if (strncmp(line, key, klen) == 0 && line[klen] == ':') {
+            pw_strlcpy(out, line + klen + 1 + strspn(line + klen + 1, " \t"), outlen);
+            out[strcspn(out, "\n")] = '\0';
+        }
+    fclose(fp);
+}
+
+/* bind_policies counts pid's mappings with memory policy bind:0 and with any other. */
+static void bind_policies(pid_t pid, int *bound, int *other)
+{
+    char path[64], line[8192], addr[64], policy[128];
+    snprintf(path, sizeof(path), "/proc/%d/numa_maps", (int)pid);
+    FILE *fp = fopen(path, "r");
+    assert_non_null(fp);
+    *bound = *other = 0;
+    while (fgets(line, sizeof(line), fp) != NULL)
+        if (sscanf(line, "%63s %127s", addr, policy) == 2)
+            (*(strcmp(policy, "bind:0") == 0 ? bound : other))++;
+    fclose(fp);
+}
+
+/* assert_reaped: the process is gone and was reaped by the agent (not a zombie, not ours to
+ * reap any more). */
+static void assert_reaped(pid_t pid, const char *comm)
+{
+    assert_int_equal(find_child(comm), 0);
+    int st;
+    errno = 0;
+    assert_int_equal(waitpid(pid, &st, WNOHANG), -1);
+    assert_int_equal(errno, ECHILD);
+}
+
+/* Each sim VM gets a placeholder process bound to its node: the node the scheduler chose (vm
+ * 42) or the one the sim picked (vm 43). The kernel shows the binding; destroy and stop kill
+ * and reap the processes. The topology is this machine's node 0 cut down to one CPU, so that a
+ * binding differs from no binding. */
+static void test_sim_process_bound(void **state)
+{
+    (void)state;
+    cpu_set_t allowed;
+    assert_int_equal(sched_getaffinity(0, sizeof(allowed), &allowed), 0);
+    int cpu = CPU_SETSIZE - 1;
+    while (cpu > 0 && !CPU_ISSET(cpu, &allowed))
+        cpu--;
+    if (CPU_COUNT(&allowed) == 1)
+        print_message("only one CPU here: the CPU binding cannot differ from none; the memory "
+                      "policy is still checked\n");
+    char cpus[32];
+    snprintf(cpus, sizeof(cpus), "%d\n", cpu);
+    make_topology(cpus);
+    cpus[strcspn(cpus, "\n")] = '\0';
+
+    struct fake f;
+    struct pw_msg m;
+    fake_start(&f, topo_dir, sim_process);
+    start_session(&f, &m);
+    pw_msg_fini(&m);
+    struct reply rp;
+    reply_init(&rp, 1, 0);
+    add_cmd(&rp, 1, PW_CMD_PREWARM, 42);
+    add_cmd(&rp, 2, PW_CMD_PREWARM, 43)->numa_node = -1;
+    struct want_evs w = {2, {{42, PW_AVM_RUNNING}, {43, PW_AVM_RUNNING}}};
+    exchange(&f, &rp, has_events, &w, &m);
+    uint64_t last = 0;
+    for (size_t i = 0; i < m.u.report.nevents; i++)
+        last = PW_MAX(last, m.u.report.events[i].seq);
+    pw_msg_fini(&m);
+
+    pid_t p42 = find_child("pw-sim-42"), p43 = find_child("pw-sim-43");
+    assert_true(p42 > 0 && p43 > 0);
+    pid_t both[2] = {p42, p43};
+    for (int i = 0; i < 2; i++) {
+        char got[256];
+        int bound, other;
+        proc_field(both[i], "Cpus_allowed_list", got, sizeof(got));
+        assert_string_equal(got, cpus);
+        proc_field(both[i], "State", got, sizeof(got));
+        assert_true(got[0] == 'S'); /* pause()d, not a zombie */
+        bind_policies(both[i], &bound, &other);
+        assert_true(bound > 0);
+        assert_int_equal(other, 0);
+    }
+
+    /* Destroy 42: by the time GONE is reported its process is gone and reaped. */
+    reply_init(&rp, 1, last);
+    add_cmd(&rp, 3, PW_CMD_DESTROY, 42);
+    struct want_ev gone = {42, PW_AVM_GONE};
+    exchange(&f, &rp, has_event, &gone, &m);
+    pw_msg_fini(&m);
+    assert_reaped(p42, "pw-sim-42");
+    assert_true(find_child("pw-sim-43") == p43);
+
+    /* Stopping the agent kills and reaps the rest. */
+    fake_stop(&f);
+    assert_reaped(p43, "pw-sim-43");
+    remove_topology();
+}
+
+/* A topology node whose CPUs this machine does not have cannot be bound: the placeholder runs
+ * unbound (and is still reaped), the VM still runs. */
+static void test_sim_process_unbound(void **state)
+{
+    (void)state;
+    cpu_set_t allowed;
+    assert_int_equal(sched_getaffinity(0, sizeof(allowed), &allowed), 0);
+    int far = 1000;
+    while (far < CPU_SETSIZE - 1 && CPU_ISSET(far, &allowed))
+        far++;
+    char cpus[32], allowed_text[1024] = "";
+    snprintf(cpus, sizeof(cpus), "%d\n", far);
+    make_topology(cpus);
+    /* This process's own CPUs as the kernel prints them, for comparison. */
+    proc_field(getpid(), "Cpus_allowed_list", allowed_text, sizeof(allowed_text));
+
+    struct fake f;
+    struct pw_msg m;
+    fake_start(&f, topo_dir, sim_process);
+    start_session(&f, &m);
+    pw_msg_fini(&m);
+    struct reply rp;
+    reply_init(&rp, 1, 0);
+    add_cmd(&rp, 1, PW_CMD_PREWARM, 7);
+    struct want_ev w = {7, PW_AVM_RUNNING};
+    exchange(&f, &rp, has_event, &w, &m);
+    pw_msg_fini(&m);
+    pid_t p = find_child("pw-sim-7");
+    assert_true(p > 0);
+    char got[1024];
+    int bound, other;
+    proc_field(p, "Cpus_allowed_list", got, sizeof(got));
+    assert_string_equal(got, allowed_text);
+    bind_policies(p, &bound, &other);
+    assert_int_equal(bound, 0);
+    assert_true(other > 0);
+    fake_stop(&f);
+    assert_reaped(p, "pw-sim-7");
+    remove_topology();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -748,6 +1261,11 @@ int main(void)
         cmocka_unit_test(test_outbox_bound),
         cmocka_unit_test(test_stop_unanswered),
         cmocka_unit_test(test_config_sources),
+        cmocka_unit_test(test_config_new_keys),
+        cmocka_unit_test(test_snapshots_and_draining),
+        cmocka_unit_test(test_draining_toggle),
+        cmocka_unit_test(test_sim_process_bound),
+        cmocka_unit_test(test_sim_process_unbound),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

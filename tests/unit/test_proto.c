@@ -69,6 +69,15 @@ static void fill_cmd(struct pw_cmd *c, int i)
     c->lease_ttl_ms = 60000 + i;
 }
 
+/* fill_names returns n valid snapshot names (pw_xcalloc'd; the message owns them). */
+static char (*fill_names(size_t n))[PW_NAME_MAX]
+{
+    char(*names)[PW_NAME_MAX] = n ? pw_xcalloc(n, sizeof(*names)) : NULL;
+    for (size_t i = 0; i < n; i++)
+        snprintf(names[i], sizeof(names[i]), "snap-fn_%zu.v1", i);
+    return names;
+}
+
 static void make_hello(struct pw_msg *m, size_t nvms)
 {
     pw_msg_init(m, PW_MSG_HELLO);
@@ -96,6 +105,11 @@ static void make_hello(struct pw_msg *m, size_t nvms)
     h->vms = nvms ? pw_xcalloc(nvms, sizeof(*h->vms)) : NULL;
     for (size_t i = 0; i < nvms; i++)
         fill_vm(&h->vms[i], (int)i);
+    h->nsnapshots = 3;
+    h->snapshots = fill_names(h->nsnapshots);
+    pw_strlcpy(h->snapshots[2], "x123456789012345678901234567890123456789012345678901234567890ab",
+               sizeof(h->snapshots[2])); /* 63 bytes: the longest name */
+    h->draining = 1;
 }
 
 static void make_report(struct pw_msg *m, size_t nevents, size_t nvms)
@@ -120,6 +134,10 @@ static void make_report(struct pw_msg *m, size_t nevents, size_t nvms)
     r->vms = nvms ? pw_xcalloc(nvms, sizeof(*r->vms)) : NULL;
     for (size_t i = 0; i < nvms; i++)
         fill_vm(&r->vms[i], (int)i);
+    r->has_snapshots = 1;
+    r->nsnapshots = 2;
+    r->snapshots = fill_names(r->nsnapshots);
+    r->draining = 1;
 }
 
 static void make_reply(struct pw_msg *m, size_t ncmds)
@@ -193,6 +211,10 @@ static void cmp_msg(const struct pw_msg *a, const struct pw_msg *b)
         cmp_numa(x->numa, y->numa, x->nnuma);
         assert_int_equal(x->nvms, y->nvms);
         cmp_vms(x->vms, y->vms, x->nvms);
+        assert_int_equal(x->nsnapshots, y->nsnapshots);
+        for (size_t i = 0; i < x->nsnapshots; i++)
+            assert_string_equal(x->snapshots[i], y->snapshots[i]);
+        assert_int_equal(x->draining, y->draining);
         break;
     }
     case PW_MSG_REPORT: {
@@ -220,6 +242,11 @@ static void cmp_msg(const struct pw_msg *a, const struct pw_msg *b)
         assert_int_equal(x->has_inventory, y->has_inventory);
         assert_int_equal(x->nvms, y->nvms);
         cmp_vms(x->vms, y->vms, x->nvms);
+        assert_int_equal(x->has_snapshots, y->has_snapshots);
+        assert_int_equal(x->nsnapshots, y->nsnapshots);
+        for (size_t i = 0; i < x->nsnapshots; i++)
+            assert_string_equal(x->snapshots[i], y->snapshots[i]);
+        assert_int_equal(x->draining, y->draining);
         break;
     }
     case PW_MSG_REPLY: {
@@ -463,6 +490,81 @@ static void test_decode_optional_present(void **state)
     pw_msg_fini(&m);
 }
 
+/* Snapshots and draining: sent only when set, except report.snapshots, which is present
+ * (possibly empty) exactly when has_snapshots is set. */
+static void test_snapshots_and_draining(void **state)
+{
+    struct pw_msg m, d;
+    struct pw_buf b;
+    pw_buf_init(&b, PW_PROTO_MAX_MSG);
+
+    make_hello(&m, 0);
+    assert_int_equal(pw_proto_encode(&m, &b), PW_OK);
+    assert_non_null(strstr(b.data, "\"snapshots\":[\"snap-fn_0.v1\",\"snap-fn_1.v1\",\"x12"));
+    assert_non_null(strstr(b.data, "\"draining\":true"));
+    free(m.u.hello.snapshots);
+    m.u.hello.snapshots = NULL;
+    m.u.hello.nsnapshots = 0;
+    m.u.hello.draining = 0;
+    pw_buf_reset(&b);
+    assert_int_equal(pw_proto_encode(&m, &b), PW_OK);
+    assert_null(strstr(b.data, "\"snapshots\""));
+    assert_null(strstr(b.data, "\"draining\""));
+    pw_msg_fini(&m);
+    decode_ok(b.data, &d);
+    assert_int_equal(d.u.hello.nsnapshots, 0);
+    assert_null(d.u.hello.snapshots);
+    assert_int_equal(d.u.hello.draining, 0);
+    pw_msg_fini(&d);
+
+    /* report: an empty list that is carried is "snapshots":[] and decodes as present. */
+    make_report(&m, 0, 0);
+    free(m.u.report.snapshots);
+    m.u.report.snapshots = NULL;
+    m.u.report.nsnapshots = 0;
+    pw_buf_reset(&b);
+    assert_int_equal(pw_proto_encode(&m, &b), PW_OK);
+    assert_non_null(strstr(b.data, "\"snapshots\":[]"));
+    decode_ok(b.data, &d);
+    assert_int_equal(d.u.report.has_snapshots, 1);
+    assert_int_equal(d.u.report.nsnapshots, 0);
+    assert_int_equal(d.u.report.draining, 1);
+    pw_msg_fini(&d);
+    round_trip(&m);
+
+    /* Not carried: no key at all, whatever the count says, and it decodes as absent. */
+    make_report(&m, 0, 0);
+    m.u.report.has_snapshots = 0;
+    m.u.report.draining = 0;
+    pw_buf_reset(&b);
+    assert_int_equal(pw_proto_encode(&m, &b), PW_OK);
+    assert_null(strstr(b.data, "\"snapshots\""));
+    assert_null(strstr(b.data, "\"draining\""));
+    pw_msg_fini(&m);
+    decode_ok(b.data, &d);
+    assert_int_equal(d.u.report.has_snapshots, 0);
+    assert_int_equal(d.u.report.nsnapshots, 0);
+    assert_null(d.u.report.snapshots);
+    assert_int_equal(d.u.report.draining, 0);
+    pw_msg_fini(&d);
+
+    /* Decoding: explicit false and [] are accepted; fini frees the list. */
+    decode_ok(REPORT_HEAD ",\"draining\":false,\"snapshots\":[\"fn-a\",\"fn-a\",\"B.2\"]}", &d);
+    assert_int_equal(d.u.report.draining, 0);
+    assert_int_equal(d.u.report.has_snapshots, 1);
+    assert_int_equal(d.u.report.nsnapshots, 3);
+    assert_string_equal(d.u.report.snapshots[1], "fn-a"); /* duplicates are the protocol's business */
+    assert_string_equal(d.u.report.snapshots[2], "B.2");
+    pw_msg_fini(&d);
+    assert_null(d.u.report.snapshots);
+    assert_int_equal(d.u.report.has_snapshots, 0);
+    decode_ok(HELLO_HEAD "," NUMA0 ",\"snapshots\":[],\"draining\":true}", &d);
+    assert_int_equal(d.u.hello.nsnapshots, 0);
+    assert_int_equal(d.u.hello.draining, 1);
+    pw_msg_fini(&d);
+    pw_buf_fini(&b);
+}
+
 static void test_big_ids(void **state)
 {
     struct pw_msg m;
@@ -518,6 +620,8 @@ static void test_count_bounds(void **state)
         {REPLY_HEAD, "cmds", CMD0, "", PW_PROTO_MAX_CMDS},
         {HELLO_HEAD, "numa", "{\"id\":0}", "", PW_PROTO_MAX_NUMA},
         {REPORT_HEAD, "numa", "{\"id\":0}", "", PW_PROTO_MAX_NUMA},
+        {HELLO_HEAD, "snapshots", "\"fn-1\"", "," NUMA0, PW_PROTO_MAX_SNAPSHOTS},
+        {REPORT_HEAD, "snapshots", "\"fn-1\"", "", PW_PROTO_MAX_SNAPSHOTS},
     };
     for (size_t i = 0; i < PW_ARRAY_LEN(cases); i++) {
         struct pw_msg m;
@@ -565,6 +669,19 @@ static void test_count_bounds(void **state)
     m.u.hello.nlabels = PW_PROTO_MAX_LABELS + 1;
     m.u.hello.labels = pw_xrealloc(m.u.hello.labels, m.u.hello.nlabels * sizeof(struct pw_label));
     assert_int_equal(pw_proto_encode(&m, &b), PW_ERR_TOOBIG);
+    pw_msg_fini(&m);
+    make_hello(&m, 0);
+    free(m.u.hello.snapshots);
+    m.u.hello.nsnapshots = PW_PROTO_MAX_SNAPSHOTS + 1;
+    m.u.hello.snapshots = fill_names(m.u.hello.nsnapshots);
+    assert_int_equal(pw_proto_encode(&m, &b), PW_ERR_TOOBIG);
+    pw_msg_fini(&m);
+    make_report(&m, 0, 0);
+    free(m.u.report.snapshots);
+    m.u.report.nsnapshots = PW_PROTO_MAX_SNAPSHOTS + 1;
+    m.u.report.snapshots = fill_names(m.u.report.nsnapshots);
+    assert_int_equal(pw_proto_encode(&m, &b), PW_ERR_TOOBIG);
+    assert_int_equal(b.len, 0);
     pw_msg_fini(&m);
     pw_buf_fini(&b);
 }
@@ -750,6 +867,15 @@ static void test_wrong_types(void **state)
         {REPLY_HEAD ",\"cmds\":[{\"id\":\"1\",\"type\":\"reboot\",\"vm_id\":\"1\"}]}", "unknown command type \"reboot\""},
         {REPLY_HEAD ",\"cmds\":[{\"id\":\"1\",\"type\":\"prewarm\",\"vm_id\":\"1\"}]}", "a prewarm command needs a function"},
         {"{\"v\":1,\"type\":\"error\",\"code\":\"c\",\"message\":null}", "message must be a string, not null"},
+        {HELLO_HEAD "," NUMA0 ",\"snapshots\":\"fn-a\"}", "hello: snapshots must be an array, not a string"},
+        {HELLO_HEAD "," NUMA0 ",\"snapshots\":{\"fn-a\":true}}", "snapshots must be an array, not an object"},
+        {HELLO_HEAD "," NUMA0 ",\"snapshots\":[\"fn-a\",7]}", "hello: snapshots[1] must be a string, not a number"},
+        {REPORT_HEAD ",\"snapshots\":null}", "report: snapshots must be an array, not null"},
+        {REPORT_HEAD ",\"snapshots\":[[\"fn-a\"]]}", "snapshots[0] must be a string, not an array"},
+        {REPORT_HEAD ",\"snapshots\":[null]}", "snapshots[0] must be a string, not null"},
+        {HELLO_HEAD "," NUMA0 ",\"draining\":1}", "hello: draining must be a boolean, not a number"},
+        {REPORT_HEAD ",\"draining\":\"true\"}", "report: draining must be a boolean, not a string"},
+        {REPORT_HEAD ",\"draining\":null}", "draining must be a boolean, not null"},
     };
     for (size_t i = 0; i < PW_ARRAY_LEN(cases); i++)
         decode_err(cases[i].json, PW_ERR_PROTO, cases[i].want);
@@ -800,6 +926,12 @@ static void test_invalid_names(void **state)
         {REPORT_HEAD ",\"events\":[{\"seq\":\"1\",\"vm_id\":\"1\",\"state\":\"gone\",\"function\":\".f\"}]}", "function"},
         {REPLY_HEAD ",\"cmds\":[{\"id\":\"1\",\"type\":\"prewarm\",\"vm_id\":\"1\",\"function\":\"\xc3\xa9\"}]}", "function"},
         {"{\"v\":1,\"type\":\"error\",\"code\":\"re hello\"}", "code"},
+        {HELLO_HEAD "," NUMA0 ",\"snapshots\":[\"fn-a\",\"bad name\"]}", "hello: snapshots[1] \"bad name\" is not a valid name"},
+        {HELLO_HEAD "," NUMA0 ",\"snapshots\":[\"\"]}", "snapshots[0] \"\" is not a valid name"},
+        {REPORT_HEAD ",\"snapshots\":[\"_x\"]}", "report: snapshots[0] \"_x\" is not a valid name"},
+        {REPORT_HEAD ",\"snapshots\":[\"../etc\"]}", "snapshots[0]"},
+        {REPORT_HEAD ",\"snapshots\":[\"x1234567890123456789012345678901234567890123456789012345678901234\"]}",
+         "report: snapshots[0] longer than 63 bytes"},
     };
     for (size_t i = 0; i < PW_ARRAY_LEN(cases); i++)
         decode_err(cases[i].json, PW_ERR_PROTO, cases[i].want);
@@ -827,6 +959,20 @@ static void test_invalid_names(void **state)
     pw_msg_fini(&m);
     make_reply(&m, 1);
     m.u.reply.cmds[0].function[0] = '\0'; /* prewarm without a function */
+    assert_int_equal(pw_proto_encode(&m, &b), PW_ERR_INVAL);
+    pw_msg_fini(&m);
+    /* Snapshot names: invalid, empty, unterminated, or a count without an array. */
+    make_hello(&m, 0);
+    pw_strlcpy(m.u.hello.snapshots[1], "a/b", sizeof(m.u.hello.snapshots[1]));
+    assert_int_equal(pw_proto_encode(&m, &b), PW_ERR_INVAL);
+    m.u.hello.snapshots[1][0] = '\0';
+    assert_int_equal(pw_proto_encode(&m, &b), PW_ERR_INVAL);
+    memset(m.u.hello.snapshots[1], 'a', sizeof(m.u.hello.snapshots[1]));
+    assert_int_equal(pw_proto_encode(&m, &b), PW_ERR_INVAL);
+    pw_msg_fini(&m);
+    make_report(&m, 0, 0);
+    free(m.u.report.snapshots);
+    m.u.report.snapshots = NULL;
     assert_int_equal(pw_proto_encode(&m, &b), PW_ERR_INVAL);
     pw_msg_fini(&m);
     assert_int_equal(b.len, 0);
@@ -912,6 +1058,8 @@ static void test_duplicates(void **state)
     decode_err(HELLO_HEAD ",\"numa\":[{\"id\":0,\"id\":1}]}", PW_ERR_PROTO, "hello.numa[0]: duplicate field id");
     decode_err(HELLO_HEAD "," NUMA0 ",\"labels\":{\"k\":\"1\",\"k\":\"2\"}}", PW_ERR_PROTO, "duplicate labels key \"k\"");
     decode_err(REPLY_HEAD ",\"want_inventory\":true,\"want_inventory\":false}", PW_ERR_PROTO, "duplicate field want_inventory");
+    decode_err(REPORT_HEAD ",\"snapshots\":[],\"snapshots\":[\"a\"]}", PW_ERR_PROTO, "report: duplicate field snapshots");
+    decode_err(HELLO_HEAD "," NUMA0 ",\"draining\":true,\"draining\":true}", PW_ERR_PROTO, "hello: duplicate field draining");
 
     struct pw_msg m;
     decode_ok("{\"v\":1,\"type\":\"error\",\"code\":\"c\",\"extra\":1,\"extra\":{\"a\":[]}}", &m);
@@ -934,6 +1082,9 @@ static void test_errors_leave_msg_empty(void **state)
     decode_err(REPORT_HEAD ",\"numa\":[{\"id\":0}],\"events\":[" EV0 "],\"vms\":[" VM0 "],\"load\":\"x\"}",
                PW_ERR_PROTO, "load");
     decode_err(REPLY_HEAD ",\"cmds\":[" CMD0 "," CMD0 ",7]}", PW_ERR_PROTO, "reply.cmds[2]");
+    decode_err(REPORT_HEAD ",\"numa\":[{\"id\":0}],\"vms\":[" VM0 "],\"snapshots\":[\"a\",\"b\",\"c d\"]}",
+               PW_ERR_PROTO, "report: snapshots[2]");
+    decode_err(HELLO_HEAD "," NUMA0 ",\"snapshots\":[\"a\",\"b\"],\"draining\":0}", PW_ERR_PROTO, "draining");
 
     /* fini is safe on zeroed and on already finished messages. */
     struct pw_msg m;
@@ -980,6 +1131,7 @@ int main(void)
         cmocka_unit_test(test_roundtrip_max_counts),
         cmocka_unit_test(test_json_shape),
         cmocka_unit_test(test_decode_optional_present),
+        cmocka_unit_test(test_snapshots_and_draining),
         cmocka_unit_test(test_big_ids),
         cmocka_unit_test(test_count_bounds),
         cmocka_unit_test(test_hello_needs_numa),

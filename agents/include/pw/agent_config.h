@@ -15,22 +15,28 @@
 #define PW_AGENT_URL_MAX 256
 #define PW_AGENT_PATH_MAX 1024
 #define PW_AGENT_DEFAULT_SCHEDULER "tcp://127.0.0.1:7070"
+#define PW_AGENT_SIM_SNAPSHOTS_MAX 256 /* pre-seeded snapshots of the sim driver */
 
 struct pw_agent_config {
     char id[PW_NAME_MAX];                  /* required: this host's name */
     char scheduler_url[PW_AGENT_URL_MAX];  /* NNG URL the agent dials */
     char driver[32];                       /* VMM driver name, "sim" */
     char topology_root[PW_AGENT_PATH_MAX]; /* "/" on a real host; fixture trees in tests */
-    struct pw_label labels[PW_PROTO_MAX_LABELS];
+    struct pw_label labels[PW_PROTO_MAX_LABELS]; /* well-known keys: PW_LABEL_* in proto.h */
     size_t nlabels;
     double vcpu_overcommit;   /* vCPU slots per host CPU, > 0; default 1 */
     enum pw_log_level log_level;
+    int draining;             /* start draining (no new VMs wanted); SIGUSR1 toggles; default 0 */
     /* sim driver */
     int64_t sim_restore_ms;   /* nominal restore time; default 200 */
     int64_t sim_jitter_ms;    /* restore time varies uniformly by +/- this; default 0 */
     int64_t sim_stop_max_ms;  /* stop takes uniformly 0..this; default 10 */
     double sim_fail_rate;     /* probability in [0,1] that a restore fails; default 0 */
     uint64_t sim_seed;        /* PRNG seed for jitter, stop time and failures; default 1 */
+    /* Functions with a golden snapshot on disk from the start (ascending, no duplicates). */
+    char sim_snapshots[PW_AGENT_SIM_SNAPSHOTS_MAX][PW_NAME_MAX];
+    size_t nsim_snapshots;
+    int sim_process;          /* one real placeholder process per VM, NUMA-bound; default 0 */
     /* link tuning (not exposed as flags; tests shorten them) */
     int64_t initial_heartbeat_ms; /* until the first reply says otherwise; default 1000 */
     int64_t error_backoff_ms;     /* after an error reply; default 1000 */
@@ -42,15 +48,19 @@ struct pw_agent_config {
 void pw_agent_config_init(struct pw_agent_config *c);
 
 /* pw_agent_config_set sets one key from its text form. Keys: "id", "scheduler", "driver",
- * "topology_root", "label" ("key=value", appends or replaces), "vcpu_overcommit", "log_level",
- * "sim_restore_ms", "sim_jitter_ms", "sim_stop_ms", "sim_fail_rate", "sim_seed". Returns PW_OK,
- * or PW_ERR_INVAL with a one-line reason in errbuf (c unchanged). Loop or main thread only. */
+ * "topology_root", "label" ("key=value", appends or replaces; "cost_per_gib_hour" must be a
+ * decimal number >= 0), "vcpu_overcommit", "log_level", "draining" (true/false, 1/0, yes/no,
+ * on/off), "sim_restore_ms", "sim_jitter_ms", "sim_stop_ms", "sim_fail_rate", "sim_seed",
+ * "sim_snapshots" (comma-separated function names; replaces the list; "" empties it),
+ * "sim_process" (a boolean like draining). Returns PW_OK, or PW_ERR_INVAL with a one-line
+ * reason in errbuf (c unchanged). Loop or main thread only. */
 int pw_agent_config_set(struct pw_agent_config *c, const char *key, const char *value,
                         char *errbuf, size_t errlen);
 
 /* pw_agent_config_load_file applies a JSON object of the same keys ("labels" may be an object
- * of key -> string; numbers may be JSON numbers or strings). Returns PW_OK, PW_ERR_IO,
- * PW_ERR_PARSE or PW_ERR_INVAL with a reason in errbuf. */
+ * of key -> string; "sim_snapshots" an array of strings or a comma-separated string; numbers
+ * and booleans may be JSON numbers, booleans or strings). Returns PW_OK, PW_ERR_IO,
+ * PW_ERR_PARSE or PW_ERR_INVAL with a reason in errbuf (c unchanged on error). */
 int pw_agent_config_load_file(struct pw_agent_config *c, const char *path, char *errbuf,
                               size_t errlen);
 

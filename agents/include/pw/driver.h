@@ -6,6 +6,7 @@
 #ifndef PW_DRIVER_H
 #define PW_DRIVER_H
 
+#include "pw/numabind.h"
 #include "pw/proto.h"
 
 #include <stddef.h>
@@ -39,16 +40,28 @@ struct pw_driver_ops {
      * memory is freed in their close callbacks, so the loop must run until it is empty. */
     void (*fini)(struct pw_driver *d);
     /* prewarm starts restoring cmd->vm_id with cmd's function, image, memory and vCPUs on
-     * cmd->numa_node (-1: the driver picks; *numa_node receives the node used). PW_OK: RUNNING
-     * or FAILED follows through the callback. An error (PW_ERR_NOCAP, PW_ERR_INVAL,
-     * PW_ERR_EXISTS) means nothing started and no event follows; errbuf says why. */
-    int (*prewarm)(struct pw_driver *d, const struct pw_cmd *cmd, int32_t *numa_node,
-                   char *errbuf, size_t errlen);
+     * cmd->numa_node (-1: the driver picks; *numa_node receives the node used). bind is the
+     * agent's NUMA binding for cmd->numa_node (CPUs and memory node, numabind.h), borrowed for
+     * the call; NULL when cmd->numa_node is -1 (a driver that picks a node and wants a binding
+     * makes it with pw_numabind_for_node) or when that node cannot be bound on this machine
+     * (the agent has logged why). A driver that starts processes applies it in the child with
+     * pw_numabind_self; what it does without one is its own decision. PW_OK: RUNNING or FAILED
+     * follows through the callback. An error (PW_ERR_NOCAP, PW_ERR_INVAL, PW_ERR_EXISTS,
+     * PW_ERR_UNAVAIL) means nothing started and no event follows; errbuf says why. */
+    int (*prewarm)(struct pw_driver *d, const struct pw_cmd *cmd, const struct pw_numabind *bind,
+                   int32_t *numa_node, char *errbuf, size_t errlen);
     /* destroy stops vm_id; GONE follows through the callback. PW_ERR_NOTFOUND when the driver
      * does not know the VM (no event follows). Destroying a VM already stopping is PW_OK. */
     int (*destroy)(struct pw_driver *d, uint64_t vm_id);
     /* usage writes mem_free_mb and vcpu_free of each node of d->topo into nodes[0..n). */
     void (*usage)(struct pw_driver *d, struct pw_numa_node *nodes, size_t n);
+    /* snapshots (optional; NULL: the driver knows of none) writes the names of the functions
+     * whose golden snapshot is on this host's disk into out[0..max), in ascending strcmp
+     * order and without duplicates (so two lists compare entry by entry), and returns how many
+     * it wrote (<= max). Every name is pw_name_valid. The agent calls it whenever it builds a
+     * hello or report: a change made inside prewarm leaves with the report that follows the
+     * commands; a change made elsewhere waits for the next report (one heartbeat at most). */
+    size_t (*snapshots)(struct pw_driver *d, char (*out)[PW_NAME_MAX], size_t max);
 };
 
 struct pw_driver {
