@@ -942,11 +942,23 @@ int pw_proto_decode(const char *data, size_t len, struct pw_msg *m, char *errbuf
     }
     /* JSON text holds no raw control bytes but tab, newline and carriage return; cJSON would
      * take the others (NUL included) for whitespace. */
+    /* A \u0000 escape would end a C string early (a name "a\u0000b" would read as "a"):
+     * refused rather than truncated. */
+    int escaped = 0;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)data[i];
         if (c < 0x20 && c != '\t' && c != '\n' && c != '\r') {
             rv = dec_fail(&d, PW_ERR_PARSE, "message", "control byte 0x%02x at byte %zu", c, i);
             goto fail;
+        }
+        if (escaped) {
+            if (c == 'u' && i + 4 < len && memcmp(data + i + 1, "0000", 4) == 0) {
+                rv = dec_fail(&d, PW_ERR_PARSE, "message", "\\u0000 at byte %zu: strings may not hold NUL", i - 1);
+                goto fail;
+            }
+            escaped = 0;
+        } else if (c == '\\') {
+            escaped = 1;
         }
     }
     /* cJSON may peek one byte past the length it is given; a terminated copy makes that safe. */

@@ -807,6 +807,16 @@ static void test_malformed_json(void **state)
     decode_err("{\"v\":1\x01,\"type\":\"error\",\"code\":\"c\"}", PW_ERR_PARSE, "control byte 0x01");
     decode_err("{\"v\":1,\"type\":\"error\",\"code\":\"c\",\"message\":\"a\x1b\"}", PW_ERR_PARSE,
                "control byte 0x1b");
+    /* A NUL escape would truncate a name ("a\u0000b" read as "a"); an escaped backslash
+     * followed by "u0000" is plain text and fine. */
+    decode_err("{\"v\":1,\"type\":\"error\",\"code\":\"a\\u0000b\"}", PW_ERR_PARSE, "\\u0000 at byte 31");
+    {
+        struct pw_msg m;
+        static const char ok[] = "{\"v\":1,\"type\":\"error\",\"code\":\"c\",\"message\":\"a\\\\u0000\"}";
+        assert_int_equal(pw_proto_decode(ok, strlen(ok), &m, NULL, 0), PW_OK);
+        assert_string_equal(m.u.error.message, "a\\u0000");
+        pw_msg_fini(&m);
+    }
 
     /* Input need not be terminated: only len bytes are read. */
     static const char twice[] = HELLO_MIN "garbage";
