@@ -8,6 +8,7 @@ pkgs=(
   libuv1-dev libnng-dev libpq-dev libcjson-dev libxgboost-dev libcmocka-dev
   node-llhttp postgresql-15 postgresql-client-15
   clang-14 libclang-rt-14-dev python3 gnuplot-nox
+  qemu-system-x86 busybox-static cpio lz4
 )
 
 missing=()

@@ -27,6 +27,10 @@ for arg in "$@"; do
   esac
 done
 
+# The microVM tests run real QEMU guests; install-deps.sh installs QEMU, so here a missing
+# QEMU is a failure, not a skip.
+export PREWARM_REQUIRE_QEMU=${PREWARM_REQUIRE_QEMU:-1}
+
 JOBS=$(nproc 2>/dev/null || echo 2)
 total_pass=0
 total_fail=0
