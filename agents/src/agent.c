@@ -428,6 +428,14 @@ static void execute(struct pw_agent *a, const struct pw_cmd *c)
     case PW_CMD_UNLEASE:
         cmd_lease(a, c, 0);
         break;
+    case PW_CMD_SNAPSHOT:
+        if (a->driver.ops->snapshot != NULL) {
+            char err[PW_ERRMSG_MAX] = "";
+            if (a->driver.ops->snapshot(&a->driver, c, err, sizeof(err)) != PW_OK)
+                pw_log_warn(AGENT_COMP, "cmd %llu: snapshot of %s failed: %s", (unsigned long long)c->id, c->function,
+                            err);
+        }
+        break;
     default:
         pw_log_warn(AGENT_COMP, "cmd %llu: unknown type %d ignored", (unsigned long long)c->id,
                     (int)c->type);

@@ -541,6 +541,15 @@ static size_t sim_snapshots(struct pw_driver *d, char (*out)[PW_NAME_MAX], size_
     return n;
 }
 
+/* sim_snapshot: a simulated golden snapshot exists at once. */
+static int sim_snapshot(struct pw_driver *d, const struct pw_cmd *cmd, char *errbuf, size_t errlen)
+{
+    (void)errbuf;
+    (void)errlen;
+    snapshot_add(d->impl, cmd->function);
+    return PW_OK;
+}
+
 static void sim_usage(struct pw_driver *d, struct pw_numa_node *nodes, size_t n)
 {
     struct sim *s = d->impl;
@@ -560,4 +569,5 @@ const struct pw_driver_ops pw_driver_sim = {
     .destroy = sim_destroy,
     .usage = sim_usage,
     .snapshots = sim_snapshots,
+    .snapshot = sim_snapshot,
 };

@@ -170,8 +170,8 @@ static const struct elem event_elem = ELEM(pw_agent_event, event_fields, NULL);
 static const char *cmd_check(const void *obj)
 {
     const struct pw_cmd *c = obj;
-    if (c->type == PW_CMD_PREWARM && c->function[0] == '\0')
-        return "a prewarm command needs a function";
+    if ((c->type == PW_CMD_PREWARM || c->type == PW_CMD_SNAPSHOT) && c->function[0] == '\0')
+        return "prewarm and snapshot commands need a function";
     return NULL;
 }
 

@@ -922,9 +922,10 @@ static void test_outbox_and_events_idempotent(void **state)
     struct sim_agent *a = agent(e, "h1");
     struct pw_msg r1;
     assert_int_equal(pw_core_agent_reply(e->c, "h1", &r1), PW_OK);
-    assert_int_equal(r1.u.reply.ncmds, 2);
+    assert_int_equal(r1.u.reply.ncmds, 3); /* the golden snapshot, then two restores */
+    assert_int_equal(r1.u.reply.cmds[0].type, PW_CMD_SNAPSHOT);
     struct pw_msg r2 = report(e, a); /* no ack yet: same commands again */
-    assert_int_equal(r2.u.reply.ncmds, 2);
+    assert_int_equal(r2.u.reply.ncmds, 3);
     assert_true(r1.u.reply.cmds[0].id == r2.u.reply.cmds[0].id);
     exec_cmds(a, &r1, 1);
     exec_cmds(a, &r2, 1); /* duplicate delivery: deduped */
@@ -1580,6 +1581,33 @@ static void test_drain_within_zone_limit(void **state)
     env_free(e);
 }
 
+/* A new function (or a new image) gets its golden snapshot made at once, on one host. */
+static void test_function_put_requests_snapshot(void **state)
+{
+    (void)state;
+    struct env *e = env_new(1, 0);
+    hello_labeled(e, "a", 8192, "z1", "0.02");
+    hello_labeled(e, "b", 8192, "z2", "0.01");
+    e->nacts = 0;
+    put_fn(e, "f", PW_POLICY_FIXED, 0, 10, 60000, 512);
+    assert_int_equal(count_acts(e, PW_ACT_AGENT_CMD, PW_CMD_SNAPSHOT), 1);
+    for (size_t i = 0; i < e->nacts; i++)
+        if (e->acts[i].type == PW_ACT_AGENT_CMD && e->acts[i].u.cmd.type == PW_CMD_SNAPSHOT) {
+            assert_string_equal(e->acts[i].host, "b"); /* where its first VM would go */
+            assert_string_equal(e->acts[i].u.cmd.function, "f");
+            assert_string_equal(e->acts[i].u.cmd.image, "img");
+            assert_int_equal(e->acts[i].u.cmd.memory_mb, 512);
+        }
+    /* The same spec again: no new snapshot; a new shape: one more. */
+    e->nacts = 0;
+    put_fn(e, "f", PW_POLICY_FIXED, 1, 10, 60000, 512);
+    assert_int_equal(count_acts(e, PW_ACT_AGENT_CMD, PW_CMD_SNAPSHOT), 0);
+    put_fn(e, "f", PW_POLICY_FIXED, 1, 10, 60000, 1024);
+    assert_int_equal(count_acts(e, PW_ACT_AGENT_CMD, PW_CMD_SNAPSHOT), 1);
+    sync_all(e);
+    env_free(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1618,6 +1646,7 @@ int main(void)
         cmocka_unit_test(test_remembered_drain),
         cmocka_unit_test(test_drain_respects_spread),
         cmocka_unit_test(test_drain_within_zone_limit),
+        cmocka_unit_test(test_function_put_requests_snapshot),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

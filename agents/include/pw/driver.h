@@ -62,6 +62,11 @@ struct pw_driver_ops {
      * hello or report: a change made inside prewarm leaves with the report that follows the
      * commands; a change made elsewhere waits for the next report (one heartbeat at most). */
     size_t (*snapshots)(struct pw_driver *d, char (*out)[PW_NAME_MAX], size_t max);
+    /* snapshot (optional; NULL: the command is acknowledged and ignored) starts making the
+     * golden snapshot of cmd->function from cmd->image (memory_mb, vcpus), replacing an older
+     * one. It may finish later: the new snapshot shows in snapshots() once it is usable.
+     * Returns PW_OK when started (or already there), or an error with a reason. */
+    int (*snapshot)(struct pw_driver *d, const struct pw_cmd *cmd, char *errbuf, size_t errlen);
 };
 
 struct pw_driver {

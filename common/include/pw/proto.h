@@ -108,7 +108,8 @@ struct pw_agent_event {
     X(PREWARM, "prewarm") /* restore a new VM of a function */         \
     X(DESTROY, "destroy") /* stop and remove a VM */                  \
     X(LEASE, "lease")     /* note: the VM is leased (for adoption) */ \
-    X(UNLEASE, "unlease") /* note: the VM is idle again */
+    X(UNLEASE, "unlease") /* note: the VM is idle again */    \
+    X(SNAPSHOT, "snapshot") /* make the function's golden snapshot (vm_id 0) */
 
 enum pw_cmd_type {
 #define PW_CMD_ENUM(n, s) PW_CMD_##n,

@@ -281,6 +281,23 @@ static void fn_maybe_free(struct pw_core *c, struct fn *f)
     (void)c;
 }
 
+static void request_snapshot(struct pw_core *c, struct fn *f)
+{
+    struct host *h;
+    size_t numa_idx;
+    if (!pw_core_place(c, f, 0, &h, &numa_idx))
+        return;
+    struct pw_cmd cmd;
+    memset(&cmd, 0, sizeof(cmd));
+    cmd.type = PW_CMD_SNAPSHOT;
+    pw_strlcpy(cmd.function, f->spec.name, sizeof(cmd.function));
+    pw_strlcpy(cmd.image, f->spec.image, sizeof(cmd.image));
+    cmd.memory_mb = f->spec.memory_mb;
+    cmd.vcpus = f->spec.vcpus;
+    cmd.numa_node = h->numa[numa_idx].info.id;
+    pw_core_host_cmd(c, h, &cmd);
+}
+
 int pw_core_function_put(struct pw_core *c, int64_t now, const struct pw_function_spec *spec)
 {
     if (pw_function_spec_validate(spec, NULL, 0) != PW_OK)
@@ -293,10 +310,17 @@ int pw_core_function_put(struct pw_core *c, int64_t now, const struct pw_functio
         pw_htab_insert(&c->fns, &f->hnode, pw_hash_str(spec->name));
         pw_list_push_tail(&c->fn_list, &f->link);
     }
+    /* A new function, or a new image or shape, gets its golden snapshot made at once on the
+     * host its first VM would go to, so the first restore does not wait for a boot. Other
+     * hosts make theirs at their first restore. */
+    int fresh = f->spec.name[0] == '\0' || strcmp(f->spec.image, spec->image) != 0 ||
+                f->spec.memory_mb != spec->memory_mb || f->spec.vcpus != spec->vcpus;
     /* Memory and vCPUs of running VMs stay what they were placed with; only new VMs use the
      * new shape. */
     f->spec = *spec;
     f->name_hash = pw_hash_str(spec->name);
+    if (fresh)
+        request_snapshot(c, f);
     pw_core_reconcile(c, f, now);
     return PW_OK;
 }

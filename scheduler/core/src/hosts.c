@@ -85,7 +85,7 @@ static void host_set_state(struct pw_core *c, struct host *h, enum pw_host_state
 
 static int cmd_urgent(enum pw_cmd_type t)
 {
-    return t == PW_CMD_PREWARM || t == PW_CMD_DESTROY;
+    return t == PW_CMD_PREWARM || t == PW_CMD_DESTROY || t == PW_CMD_SNAPSHOT;
 }
 
 int pw_core_host_cmd(struct pw_core *c, struct host *h, const struct pw_cmd *cmd)
