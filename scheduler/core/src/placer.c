@@ -49,6 +49,21 @@ struct cnt {
     uint32_t n;
 };
 
+/* One function's VM counts per host, in one flat open-addressing table (linear probing,
+ * backward-shift deletion): a decision finds it once and then looks up each candidate host in
+ * a few contiguous cache lines, instead of walking a global chained table per node. */
+struct fnslot {
+    const struct pw_phost *h; /* NULL: empty */
+    uint32_t n;
+};
+
+struct fntab {
+    struct pw_hnode hnode; /* p->fntabs by fn */
+    const void *fn;
+    struct fnslot *slots;
+    uint32_t mask, used; /* capacity mask + 1 is a power of two */
+};
+
 struct snapset {
     struct pw_hnode hnode; /* p->snaps by fn hash */
     uint64_t fn_hash;
@@ -76,7 +91,8 @@ struct pw_placer {
     struct pw_placer_config cfg;
     pw_placer_host_ok_fn host_ok;
     struct pw_list hosts;
-    struct pw_htab zones, classes, hostfn, zonefn, snaps;
+    struct pw_htab zones, classes, hostfn, zonefn, snaps, fntabs;
+    uint64_t snap_rot; /* rotates which snapshot holders a decision looks at */
     struct pclass **sorted; /* classes by cost ascending */
     size_t nsorted, capsorted;
     double max_cost;
@@ -212,6 +228,110 @@ static void cnt_add(struct pw_htab *t, const void *where, const void *fn, int64_
         if (pw_list_linked(&c->link))
             pw_list_remove(&c->link);
         free(c);
+    }
+}
+
+/* ---- per-function host counts ---- */
+
+static uint32_t slot_of(const struct fntab *ft, const struct pw_phost *h)
+{
+    return (uint32_t)(pw_hash_u64((uint64_t)(uintptr_t)h) & ft->mask);
+}
+
+static int fntab_eq(const struct pw_hnode *n, const void *key)
+{
+    return pw_container_of(n, struct fntab, hnode)->fn == key;
+}
+
+static struct fntab *fntab_find(const struct pw_placer *p, const void *fn)
+{
+    struct pw_hnode *n = pw_htab_find(&p->fntabs, pw_hash_u64((uint64_t)(uintptr_t)fn), fn, fntab_eq);
+    return n ? pw_container_of(n, struct fntab, hnode) : NULL;
+}
+
+static uint32_t fntab_get(const struct fntab *ft, const struct pw_phost *h)
+{
+    if (ft == NULL)
+        return 0;
+    for (uint32_t i = slot_of(ft, h);; i = (i + 1) & ft->mask) {
+        if (ft->slots[i].h == h)
+            return ft->slots[i].n;
+        if (ft->slots[i].h == NULL)
+            return 0;
+    }
+}
+
+static void fntab_put(struct fntab *ft, const struct pw_phost *h, uint32_t n)
+{
+    uint32_t i = slot_of(ft, h);
+    while (ft->slots[i].h != NULL && ft->slots[i].h != h)
+        i = (i + 1) & ft->mask;
+    if (ft->slots[i].h == NULL)
+        ft->used++;
+    ft->slots[i].h = h;
+    ft->slots[i].n = n;
+}
+
+static void fntab_grow(struct fntab *ft, uint32_t cap)
+{
+    struct fnslot *old = ft->slots;
+    uint32_t oldcap = old ? ft->mask + 1 : 0;
+    ft->slots = pw_xcalloc(cap, sizeof(*ft->slots));
+    ft->mask = cap - 1;
+    ft->used = 0;
+    for (uint32_t i = 0; i < oldcap; i++)
+        if (old[i].h != NULL)
+            fntab_put(ft, old[i].h, old[i].n);
+    free(old);
+}
+
+/* fntab_add changes fn's count on h; the table goes when its last host does. */
+static void fntab_add(struct pw_placer *p, const void *fn, const struct pw_phost *h, int64_t delta)
+{
+    struct fntab *ft = fntab_find(p, fn);
+    if (ft == NULL) {
+        if (delta <= 0)
+            return;
+        ft = pw_xcalloc(1, sizeof(*ft));
+        ft->fn = fn;
+        fntab_grow(ft, 8);
+        pw_htab_insert(&p->fntabs, &ft->hnode, pw_hash_u64((uint64_t)(uintptr_t)fn));
+    }
+    uint32_t i = slot_of(ft, h);
+    while (ft->slots[i].h != NULL && ft->slots[i].h != h)
+        i = (i + 1) & ft->mask;
+    int64_t n = (ft->slots[i].h == h ? (int64_t)ft->slots[i].n : 0) + delta;
+    if (n > 0) {
+        if (ft->slots[i].h == NULL) {
+            if ((ft->used + 1) * 4 > (ft->mask + 1) * 3) {
+                fntab_grow(ft, (ft->mask + 1) * 2);
+                fntab_put(ft, h, (uint32_t)n);
+                return;
+            }
+            ft->used++;
+            ft->slots[i].h = h;
+        }
+        ft->slots[i].n = (uint32_t)n;
+        return;
+    }
+    if (ft->slots[i].h != h)
+        return;
+    /* Remove slot i, shifting back later entries of its probe run. */
+    ft->slots[i].h = NULL;
+    ft->used--;
+    for (uint32_t j = (i + 1) & ft->mask; ft->slots[j].h != NULL; j = (j + 1) & ft->mask) {
+        uint32_t home = slot_of(ft, ft->slots[j].h);
+        /* j's entry may move to i when i lies cyclically in [home, j). */
+        if (((j - home) & ft->mask) >= ((j - i) & ft->mask)) {
+            ft->slots[i] = ft->slots[j];
+            ft->slots[j].h = NULL;
+            i = j;
+        }
+    }
+    if (ft->used == 0) {
+        pw_htab_remove(&p->fntabs, &ft->hnode);
+        free(ft->slots);
+        free(ft);
     }
 }
 
@@ -397,6 +517,7 @@ struct pw_placer *pw_placer_new(const struct pw_placer_config *cfg, pw_placer_ho
     pw_htab_init(&p->hostfn);
     pw_htab_init(&p->zonefn);
     pw_htab_init(&p->snaps);
+    pw_htab_init(&p->fntabs);
     return p;
 }
 
@@ -418,6 +539,14 @@ void pw_placer_free(struct pw_placer *p)
     pw_htab_fini(&p->hostfn);
     pw_htab_fini(&p->zonefn);
     pw_htab_fini(&p->snaps);
+    b = 0;
+    n = NULL;
+    while ((e = pw_htab_next(&p->fntabs, &b, &n)) != NULL) {
+        struct fntab *ft = pw_container_of(e, struct fntab, hnode);
+        free(ft->slots);
+        free(ft);
+    }
+    pw_htab_fini(&p->fntabs);
     free(p->sorted);
     free(p);
 }
@@ -452,6 +581,7 @@ void pw_placer_host_remove(struct pw_placer *p, struct pw_phost *h)
         struct cnt *c = pw_container_of(it, struct cnt, link);
         if (h->eligible)
             cnt_add(&p->zonefn, h->cls->z, c->fn, -(int64_t)c->n, NULL);
+        fntab_add(p, c->fn, h, -(int64_t)c->n);
         cnt_add(&p->hostfn, h, c->fn, -(int64_t)c->n, NULL);
     }
     for (size_t i = 0; i < h->nsnaps; i++)
@@ -668,14 +798,14 @@ int pw_placer_node_used(const struct pw_phost *h, size_t node, uint64_t *mem_mb,
 void pw_placer_fn_count(struct pw_placer *p, struct pw_phost *h, const void *fn, int delta)
 {
     cnt_add(&p->hostfn, h, fn, delta, &h->fns);
+    fntab_add(p, fn, h, delta);
     if (h->eligible)
         cnt_add(&p->zonefn, h->cls->z, fn, delta, NULL);
 }
 
 uint32_t pw_placer_host_fn(const struct pw_placer *p, const struct pw_phost *h, const void *fn)
 {
-    const struct cnt *c = cnt_find(&p->hostfn, h, fn);
-    return c ? c->n : 0;
+    return fntab_get(fntab_find(p, fn), h);
 }
 
 uint32_t pw_placer_zone_fn(const struct pw_placer *p, const struct pw_phost *h, const void *fn)
@@ -714,6 +844,8 @@ struct dec {
     int found;
     const struct pclass *zone_cls; /* the class whose zone count is cached */
     uint32_t zone_n;
+    const struct fntab *ft; /* the function's host counts (NULL: none yet) */
+    uint64_t scored;
 };
 
 static int zone_allowed(const struct pw_place_req *r, const struct zone *z)
@@ -749,12 +881,12 @@ static int consider(struct dec *d, const struct pnode *n, size_t idx)
     const struct pw_phost *h = n->h;
     if (n->mem_used + r->memory_mb > n->mem_total || n->vcpu_used + (int32_t)r->vcpus > n->vcpu_total)
         return 0;
-    const struct cnt *hc = cnt_find(&p->hostfn, h, r->fn);
-    uint32_t host_n = hc ? hc->n : 0;
+    uint32_t host_n = fntab_get(d->ft, h);
     if (host_n + 1 > d->host_limit)
         return 0;
     if (p->host_ok != NULL && !p->host_ok(h->owner))
         return 0;
+    d->scored++;
     const struct pw_placer_weights *w = &p->cfg.w;
     double fit = (double)(n->mem_total - n->mem_used - r->memory_mb) / (double)n->mem_total;
     double spread = 0.5 * ((double)host_n + (double)d->zone_n) * d->inv_total;
@@ -778,6 +910,7 @@ static void dec_init(struct dec *d, const struct pw_placer *p, const struct pw_p
     d->host_limit = r->spec ? share_limit(r->spec->max_host_share, r->fn_total) : UINT32_MAX;
     d->zone_limit = r->spec ? share_limit(r->spec->max_zone_share, r->fn_total) : UINT32_MAX;
     d->inv_total = 1.0 / ((double)r->fn_total + 1);
+    d->ft = fntab_find(p, r->fn);
 }
 
 /* scan_class looks at the class's nodes that can fit the VM, smallest free memory first.
@@ -806,9 +939,11 @@ int pw_placer_place(struct pw_placer *p, const struct pw_place_req *r, struct pw
     /* Hosts holding the function's snapshot first: they may be few among many. */
     const struct snapset *ss = snap_find(p, r->fn_hash);
     if (ss != NULL) {
+        /* With many holders, successive decisions look at successive windows of them. */
         size_t lim = ss->n < SNAP_CANDIDATES ? ss->n : SNAP_CANDIDATES;
-        for (size_t i = 0; i < lim; i++) {
-            const struct pw_phost *h = ss->hosts[i];
+        size_t start = ss->n > SNAP_CANDIDATES ? (size_t)((p->snap_rot++ * SNAP_CANDIDATES) % ss->n) : 0;
+        for (size_t j = 0; j < lim; j++) {
+            const struct pw_phost *h = ss->hosts[(start + j) % ss->n];
             if (!h->eligible || !class_open(&d, h->cls))
                 continue;
             for (size_t k = 0; k < h->nnodes; k++) {
@@ -818,9 +953,12 @@ int pw_placer_place(struct pw_placer *p, const struct pw_place_req *r, struct pw
         }
     }
     const struct pw_placer_weights *w = &p->cfg.w;
+    /* A node's score is at least its class's cost term, plus the snapshot term when no host
+     * holds the function's snapshot. */
+    double floor_extra = ss == NULL ? w->snapshot : 0;
     for (size_t i = 0; i < p->nsorted; i++) {
         const struct pclass *c = p->sorted[i];
-        if (d.found && w->cost * cost_term(p, c->cost) >= d.best.score)
+        if (d.found && w->cost * cost_term(p, c->cost) + floor_extra >= d.best.score)
             break; /* every later class costs at least this much */
         if (!class_open(&d, c))
             continue;
@@ -836,6 +974,7 @@ int pw_placer_place(struct pw_placer *p, const struct pw_place_req *r, struct pw
                 p->stats.nodes_scanned += scan_class(&d, c, 0, 0);
         }
     }
+    p->stats.nodes_scored += d.scored;
     if (!d.found)
         return 0;
     *out = d.best;
@@ -862,6 +1001,7 @@ int pw_placer_place_scan(struct pw_placer *p, const struct pw_place_req *r, stru
             consider(&d, &h->nodes[k], k);
         }
     }
+    p->stats.nodes_scored += d.scored;
     if (!d.found)
         return 0;
     *out = d.best;
@@ -943,6 +1083,31 @@ int pw_placer_check(const struct pw_placer *p, char *errbuf, size_t errlen)
     }
     if (listed != indexed) {
         pw_errf(errbuf, errlen, "%zu nodes listed in buckets, %zu indexed", listed, indexed);
+        return PW_ERR_INTERNAL;
+    }
+    /* The per-function tables hold exactly the per-host counts. */
+    size_t entries = 0, slots = 0;
+    pw_list_foreach(it, &p->hosts)
+    {
+        const struct pw_phost *h = pw_container_of(it, struct pw_phost, link);
+        const struct pw_list *ci;
+        pw_list_foreach(ci, &h->fns)
+        {
+            const struct cnt *c = pw_container_of(ci, struct cnt, link);
+            if (fntab_get(fntab_find(p, c->fn), h) != c->n) {
+                pw_errf(errbuf, errlen, "function table says %u VMs on a host, host count %u",
+                        fntab_get(fntab_find(p, c->fn), h), c->n);
+                return PW_ERR_INTERNAL;
+            }
+            entries++;
+        }
+    }
+    size_t fb = 0;
+    struct pw_hnode *fnode = NULL, *fe;
+    while ((fe = pw_htab_next(&p->fntabs, &fb, &fnode)) != NULL)
+        slots += pw_container_of(fe, struct fntab, hnode)->used;
+    if (slots != entries) {
+        pw_errf(errbuf, errlen, "function tables hold %zu host entries, hosts %zu", slots, entries);
         return PW_ERR_INTERNAL;
     }
     /* Zone counts are the sums of host counts. */
