@@ -92,7 +92,6 @@ struct pw_placer {
     pw_placer_host_ok_fn host_ok;
     struct pw_list hosts;
     struct pw_htab zones, classes, hostfn, zonefn, snaps, fntabs;
-    uint64_t snap_rot; /* rotates which snapshot holders a decision looks at */
     struct pclass **sorted; /* classes by cost ascending */
     size_t nsorted, capsorted;
     double max_cost;
@@ -939,9 +938,11 @@ int pw_placer_place(struct pw_placer *p, const struct pw_place_req *r, struct pw
     /* Hosts holding the function's snapshot first: they may be few among many. */
     const struct snapset *ss = snap_find(p, r->fn_hash);
     if (ss != NULL) {
-        /* With many holders, successive decisions look at successive windows of them. */
+        /* With many holders, the window moves with the size of the function's pool, so
+         * successive placements of it see successive windows (and the same state always gives
+         * the same decision). */
         size_t lim = ss->n < SNAP_CANDIDATES ? ss->n : SNAP_CANDIDATES;
-        size_t start = ss->n > SNAP_CANDIDATES ? (size_t)((p->snap_rot++ * SNAP_CANDIDATES) % ss->n) : 0;
+        size_t start = ss->n > SNAP_CANDIDATES ? ((size_t)r->fn_total * SNAP_CANDIDATES) % ss->n : 0;
         for (size_t j = 0; j < lim; j++) {
             const struct pw_phost *h = ss->hosts[(start + j) % ss->n];
             if (!h->eligible || !class_open(&d, h->cls))

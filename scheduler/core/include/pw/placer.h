@@ -27,7 +27,7 @@
  * term alone cannot beat the best score found; in a class it scans buckets from the smallest
  * that can fit the VM upward and scores the first `candidates` feasible nodes (looking at no
  * more than `scan_budget` nodes), plus up to 32 hosts that hold the function's snapshot (a
- * window that moves from one decision to the next when there are more). If that
+ * window that moves with the function's pool size when there are more). If that
  * finds nothing, a full pass over the allowed classes runs, so "no capacity" is always exact.
  * pw_placer_place_scan is the naive placer: every node of every host, same filter and score;
  * it is the baseline in tests and in bench/placement.
