@@ -1608,6 +1608,55 @@ static void test_function_put_requests_snapshot(void **state)
     env_free(e);
 }
 
+/* Keep-alive expiry decides how many VMs go, placement which: a pool that grew past its spread
+ * limit shrinks back within it even when the VM that expired is on the other host. */
+static void test_expiry_keeps_spread(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 2; round++) {
+        struct env *e = env_new(1, 0);
+        hello_labeled(e, "a", 8192, "z1", "0.01");
+        hello_labeled(e, "b", 8192, "z2", "0.01");
+        struct pw_function_spec s;
+        memset(&s, 0, sizeof(s));
+        pw_strlcpy(s.name, "f", sizeof(s.name));
+        s.memory_mb = 512;
+        s.vcpus = 1;
+        pw_pool_policy_default(&s.pool);
+        s.pool.min = 2;
+        s.pool.keepalive_ms = 1000;
+        s.placement.max_host_share = 0.5;
+        assert_int_equal(pw_core_function_put(e->c, e->now, &s), PW_OK);
+        drain(e);
+        sync_all(e);
+        assert_int_equal(host_vms(e, "a"), 1);
+        assert_int_equal(host_vms(e, "b"), 1);
+        /* Lease one (round 0) or both in turn (round 1): the pool refills to 2 idle. */
+        uint64_t leases[2];
+        int n = round + 1;
+        for (int i = 0; i < n; i++) {
+            assert_int_equal(pw_core_acquire(e->c, e->now, "f", 10 + (uint64_t)i, e->now + 5000), PW_OK);
+            drain(e);
+            const struct pw_action *ans = find_answer(e, 10 + (uint64_t)i);
+            assert_non_null(ans);
+            leases[i] = ans->u.answer.lease.lease_id;
+            sync_all(e);
+        }
+        e->now += 500;
+        for (int i = 0; i < n; i++)
+            assert_int_equal(pw_core_release(e->c, e->now, leases[i], 10, PW_RELEASE_OK), PW_OK);
+        drain(e);
+        sync_all(e);
+        assert_int_equal(host_vms(e, "a") + host_vms(e, "b"), 2 + (uint32_t)n);
+        /* The oldest VMs expire; the pool goes back to 2, one per host. */
+        advance_alive(e, 3000);
+        assert_int_equal(pool(e, "f").idle, 2);
+        assert_int_equal(host_vms(e, "a"), 1);
+        assert_int_equal(host_vms(e, "b"), 1);
+        env_free(e);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1647,6 +1696,7 @@ int main(void)
         cmocka_unit_test(test_drain_respects_spread),
         cmocka_unit_test(test_drain_within_zone_limit),
         cmocka_unit_test(test_function_put_requests_snapshot),
+        cmocka_unit_test(test_expiry_keeps_spread),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

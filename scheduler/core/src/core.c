@@ -406,6 +406,11 @@ void pw_core_function_each(const struct pw_core *c, pw_core_function_cb cb, void
 
 /* ---- VMs ---- */
 
+static int vm_live(enum pw_vm_state s)
+{
+    return s == PW_VM_RESTORING || s == PW_VM_IDLE || s == PW_VM_LEASED;
+}
+
 struct vm *pw_core_vm_new(struct pw_core *c, int64_t now, uint64_t id, struct fn *f, struct host *h,
                           size_t numa_idx, enum pw_vm_state state, uint32_t memory_mb, uint32_t vcpus)
 {
@@ -422,7 +427,8 @@ struct vm *pw_core_vm_new(struct pw_core *c, int64_t now, uint64_t id, struct fn
     pw_htab_insert(&c->vms, &v->hnode, pw_hash_u64(id));
     pw_list_push_tail(&h->vms, &v->host_link);
     h->nvms++;
-    pw_placer_fn_count(c->placer, h->ph, f, 1);
+    if (vm_live(state))
+        pw_placer_fn_count(c->placer, h->ph, f, 1);
     pw_placer_node_use(c->placer, h->ph, numa_idx, memory_mb, vcpus, 1);
     f->n[state]++;
     if (state == PW_VM_IDLE)
@@ -453,6 +459,9 @@ void pw_core_vm_set_state(struct pw_core *c, struct vm *v, enum pw_vm_state to, 
     struct fn *f = v->fn;
     if (from == PW_VM_IDLE)
         pw_list_remove(&v->fn_link);
+    /* Spread counts cover live VMs; memory stays used until the VM is gone. */
+    if (vm_live(from) && !vm_live(to))
+        pw_placer_fn_count(c->placer, v->host->ph, f, -1);
     f->n[from]--;
     if (v->repl != NULL) {
         f->moving[from]--;
@@ -481,7 +490,6 @@ void pw_core_vm_set_state(struct pw_core *c, struct vm *v, enum pw_vm_state to, 
     pw_placer_node_use(c->placer, h->ph, v->numa_idx, v->memory_mb, v->vcpus, -1);
     pw_list_remove(&v->host_link);
     h->nvms--;
-    pw_placer_fn_count(c->placer, h->ph, f, -1);
     pw_htab_remove(&c->vms, &v->hnode);
     free(v);
     fn_maybe_free(c, f);

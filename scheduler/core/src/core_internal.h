@@ -151,11 +151,10 @@ void pw_core_host_free(struct host *h);
  * none. Spread limits are taken against the pool as it will be once the moves off draining
  * hosts are done (replacing: this VM replaces one of them). */
 int pw_core_place(struct pw_core *c, const struct fn *f, int replacing, struct host **out_host, size_t *out_numa);
-/* pw_core_vms_of counts f's VMs the placer knows of (every state but gone). */
-uint32_t pw_core_vms_of(const struct fn *f);
-/* pw_core_pick_victim returns the idle VM of f (not on a draining host) to remove first, among
- * the `scan` oldest; with only_expired, among those idle for at least keepalive_ms. NULL if
- * none. */
+/* pw_core_pick_victim returns the idle VM of f (not on a draining host) to remove first, the
+ * worst placed among the `scan` oldest. With only_expired, it returns NULL unless the oldest has
+ * been idle for keepalive_ms; the victim may be another VM, which then hands its age to the
+ * oldest (expiry decides how many go, placement which). NULL if none. */
 struct vm *pw_core_pick_victim(struct pw_core *c, struct fn *f, int64_t now, int only_expired, int64_t keepalive_ms,
                                size_t scan);
 /* Drain (placement.c): the host's eligibility follows its state and drain flags. */

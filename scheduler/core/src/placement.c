@@ -25,15 +25,6 @@ struct pw_placer *pw_core_placer_new(const struct pw_core_config *cfg)
     return pw_placer_new(&cfg->placement, host_ok);
 }
 
-uint32_t pw_core_vms_of(const struct fn *f)
-{
-    uint32_t n = 0;
-    for (int s = 0; s < PW_VM__COUNT; s++)
-        if (s != PW_VM_GONE)
-            n += f->n[s];
-    return n;
-}
-
 int pw_core_place(struct pw_core *c, const struct fn *f, int replacing, struct host **out_host, size_t *out_numa)
 {
     uint32_t live = f->n[PW_VM_RESTORING] + f->n[PW_VM_IDLE] + f->n[PW_VM_LEASED];
@@ -57,7 +48,7 @@ int pw_core_place(struct pw_core *c, const struct fn *f, int replacing, struct h
 struct vm *pw_core_pick_victim(struct pw_core *c, struct fn *f, int64_t now, int only_expired, int64_t keepalive_ms,
                                size_t scan)
 {
-    struct vm *best = NULL;
+    struct vm *best = NULL, *oldest = NULL;
     double best_score = 0;
     uint32_t live = f->n[PW_VM_RESTORING] + f->n[PW_VM_IDLE] + f->n[PW_VM_LEASED];
     uint32_t going = f->moving[PW_VM_IDLE] + f->moving[PW_VM_LEASED];
@@ -66,16 +57,27 @@ struct vm *pw_core_pick_victim(struct pw_core *c, struct fn *f, int64_t now, int
     /* The idle list is ordered by idle_since, newest at the head: walk from the oldest. */
     for (struct pw_list *it = f->idle.prev; it != &f->idle && seen < scan; it = it->prev) {
         struct vm *v = pw_container_of(it, struct vm, fn_link);
-        if (only_expired && now - v->idle_since < keepalive_ms)
-            break;
         if (pw_core_host_out(v->host))
             continue; /* the drain takes care of it */
+        if (oldest == NULL) {
+            oldest = v;
+            if (only_expired && now - v->idle_since < keepalive_ms)
+                return NULL; /* nothing has expired */
+        }
         seen++;
         double s = pw_placer_reap_score(c->placer, v->host->ph, f, total, &f->spec.placement);
         if (best == NULL || s > best_score) {
             best = v;
             best_score = s;
         }
+    }
+    if (best != NULL && best != oldest && only_expired) {
+        /* Expiry says how many go, placement says which: the oldest VM stays and takes the
+         * victim's age (and place in the list), so the ages of the VMs that remain are the
+         * ones they would have had. */
+        pw_list_remove(&oldest->fn_link);
+        pw_list_push_tail(&best->fn_link, &oldest->fn_link);
+        oldest->idle_since = best->idle_since;
     }
     return best;
 }
