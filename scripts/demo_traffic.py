@@ -9,6 +9,11 @@ minute's arrivals are spread uniformly over the minute with a seeded RNG, and ea
 is acquire -> hold for the function's average duration (divided by the speed-up, at least
 5 ms) -> release. Prints one status line a second and a summary at the end.
 
+With real microVMs (--guest-builder), each function gets its own guest image built with
+agents/guest/build-guest.sh (a static handler answering with the function's name), the replay
+waits until every pool is warm, and each invocation sends an HTTP GET to the VM it acquired
+(its answer must come from that function) before it holds and releases it.
+
   python3 scripts/demo_traffic.py --url http://127.0.0.1:8080
   python3 scripts/demo_traffic.py --plan          # show the selected slice, send nothing
 
@@ -55,6 +60,13 @@ def parse_args(argv):
     ap.add_argument("--pool-max", type=int, default=20)
     ap.add_argument("--keepalive-ms", type=int, default=10000)
     ap.add_argument("--plan", action="store_true", help="print the selected slice and exit")
+    ap.add_argument("--guest-builder", metavar="PATH",
+                    help="real microVMs: build each function's guest image with this "
+                         "build-guest.sh, and send an HTTP GET to every VM acquired")
+    ap.add_argument("--memory-mb", type=int, default=0,
+                    help="guest memory of every function instead of the trace's (0: the trace's)")
+    ap.add_argument("--wait-ready", type=float, default=90.0,
+                    help="with --guest-builder: seconds to wait for the pools to be warm (90)")
     a = ap.parse_args(argv)
     if not 1 <= a.start_minute <= 1440:
         ap.error("--start-minute must be in 1..1440")
@@ -68,6 +80,10 @@ def parse_args(argv):
         ap.error("--functions must be in 1..50")
     if not 1 <= a.max_runtime <= 3600:
         ap.error("--max-runtime must be in 1..3600 s")
+    if a.memory_mb and not 64 <= a.memory_mb <= 4096:
+        ap.error("--memory-mb must be 0 or in 64..4096")
+    if a.guest_builder and not os.path.isfile(a.guest_builder):
+        ap.error("--guest-builder: no such file: %s" % a.guest_builder)
     u = urllib.parse.urlsplit(a.url)
     if u.scheme != "http" or u.hostname not in ("127.0.0.1", "localhost") or not u.port:
         ap.error("--url must be http://127.0.0.1:PORT")
@@ -84,6 +100,11 @@ class TraceFunction:
         self.avg_ms = 100.0
         self.memory_mb = 128
         self.name = "fn-" + hash_[:8]
+        self.image = "azure2019/%s" % hash_[:16]  # opaque to the sim; a guest image dir for real VMs
+
+    def answer(self):
+        """What the function's guest answers (real microVMs)."""
+        return "%s: trace function %s" % (self.name, self.hash[:12])
 
     def peak_concurrency(self):
         """Concurrent invocations in the busiest minute of the window (rate x duration)."""
@@ -216,7 +237,14 @@ class Stats:
         self.c = collections.Counter()
         self.per_fn = {t.name: collections.Counter() for t in funcs}
         self.wait_ms = []
+        self.http_ms = []
         self.errors = []
+
+    def http(self, ms, ok):
+        with self.lock:
+            self.c["http_ok" if ok else "http_err"] += 1
+            if ok:
+                self.http_ms.append(ms)
 
     def add(self, fn, key, n=1):
         with self.lock:
@@ -257,6 +285,12 @@ def invoke(client, a, stats, t, stop):
             stats.wait_ms.append(body["wait_ms"])
     hold = max(0.005, t.avg_ms / a.speed / 1000.0)
     t0 = time.monotonic()
+    if a.guest_builder:
+        ok, why = call_vm(body.get("address", ""), t)
+        stats.http((time.monotonic() - t0) * 1000.0, ok)
+        if not ok:
+            stats.error("GET %s (%s): %s" % (body.get("address"), t.name, why))
+        hold = max(0.0, hold - (time.monotonic() - t0))
     stop.wait(min(hold, 30.0))
     held_ms = int((time.monotonic() - t0) * 1000)
     try:
@@ -269,6 +303,65 @@ def invoke(client, a, stats, t, stop):
         stats.error("release %s -> %s %s" % (t.name, st, str(body)[:200]))
         return
     stats.add(t.name, "released")
+
+
+def call_vm(address, t, timeout=10):
+    """GET / on the VM; (True, "") when the answer is 200 and comes from function t."""
+    host, _, port = address.partition(":")
+    if host != "127.0.0.1" or not port.isdigit():
+        return False, "not a local address: %r" % address
+    try:
+        c = http.client.HTTPConnection(host, int(port), timeout=timeout)
+        c.request("GET", "/invoke")
+        r = c.getresponse()
+        text = r.read().decode("utf-8", "replace")
+        fn = r.getheader("X-Prewarm-Function", "")
+        c.close()
+    except (OSError, http.client.HTTPException) as e:
+        return False, str(e)
+    if r.status != 200 or fn != t.name or text != t.answer():
+        return False, "status %s, function %r, body %r" % (r.status, fn, text[:80])
+    return True, ""
+
+
+def build_images(a, funcs):
+    """Build each function's guest image (cached by build-guest.sh) and use it as the image."""
+    import subprocess
+    for t in funcs:
+        t0 = time.monotonic()
+        r = subprocess.run(["bash", a.guest_builder, "function", t.name, "--static", t.answer()],
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=1800)
+        lines = [ln for ln in r.stdout.splitlines() if ln.startswith("/")]
+        if r.returncode != 0 or not lines:
+            raise SystemExit("demo_traffic: building the guest image of %s failed:\n%s"
+                             % (t.name, r.stderr[-2000:]))
+        t.image = lines[-1]
+        print("image %s: %s (%.1f s)" % (t.name, t.image, time.monotonic() - t0), flush=True)
+
+
+def wait_warm(client, a, funcs):
+    """Wait until every pool has its minimum idle (golden snapshots and restores take a while
+    with real VMs)."""
+    t0 = time.monotonic()
+    last = ""
+    while time.monotonic() - t0 < a.wait_ready:
+        line = pool_line(client, funcs)
+        ready = True
+        for t in funcs:
+            try:
+                st, p = client.request("GET", "/v1/functions/%s/pool" % t.name, timeout=2)
+            except (OSError, http.client.HTTPException):
+                st, p = 0, None
+            ready = ready and st == 200 and isinstance(p, dict) and p.get("idle", 0) >= a.pool_min
+        if ready:
+            print("pools warm after %.1f s: %s" % (time.monotonic() - t0, line), flush=True)
+            return True
+        if line != last:
+            print("waiting for warm pools (%.0f s): %s" % (time.monotonic() - t0, line), flush=True)
+            last = line
+        time.sleep(0.5)
+    print("demo_traffic: pools not warm after %.0f s; replaying anyway" % a.wait_ready, flush=True)
+    return False
 
 
 def pool_line(client, funcs):
@@ -288,14 +381,15 @@ def pool_line(client, funcs):
 
 def register(client, a, funcs):
     for t in funcs:
-        body = {"image": "azure2019/%s" % t.hash[:16], "memory_mb": t.memory_mb, "vcpus": 1,
+        body = {"image": t.image, "memory_mb": a.memory_mb or t.memory_mb, "vcpus": 1,
                 "pool": {"policy": "fixed", "min": a.pool_min, "max": a.pool_max,
                          "keepalive_ms": a.keepalive_ms}}
         st, obj = client.request("PUT", "/v1/functions/" + t.name, body, timeout=10)
         if st != 200:
             raise SystemExit("demo_traffic: PUT /v1/functions/%s -> %s %s" % (t.name, st, obj))
         print("registered %s  (trace %s…, %d MB, avg %.0f ms, %d invocations in the window)"
-              % (t.name, t.hash[:12], t.memory_mb, t.avg_ms, sum(t.window)), flush=True)
+              % (t.name, t.hash[:12], a.memory_mb or t.memory_mb, t.avg_ms, sum(t.window)),
+              flush=True)
 
 
 def percentile(xs, q):
@@ -321,8 +415,12 @@ def main(argv=None):
         return 0
 
     client = Client(a.host, a.port, timeout=10)
+    if a.guest_builder:
+        build_images(a, funcs)
     try:
         register(client, a, funcs)
+        if a.guest_builder:
+            wait_warm(client, a, funcs)
     except (OSError, http.client.HTTPException) as e:
         print("demo_traffic: cannot reach prewarmd at %s: %s" % (a.url, e), file=sys.stderr)
         return 2
@@ -390,6 +488,12 @@ def main(argv=None):
           "errors %d, acquire wait p50 %s ms p99 %s ms"
           % (c["invocations"], c["warm"], c["cold"], 100.0 * c["warm"] / started if started else 0.0,
              c["timeouts"], c["rejected"], c["errors"], p50, p99), flush=True)
+    if a.guest_builder:
+        h50, h99 = percentile(stats.http_ms, 0.5), percentile(stats.http_ms, 0.99)
+        print("real microVMs: %d HTTP answers from the VMs (each from its own function), %d failed, "
+              "GET p50 %s ms p99 %s ms"
+              % (c["http_ok"], c["http_err"], "%.1f" % h50 if h50 is not None else "-",
+                 "%.1f" % h99 if h99 is not None else "-"), flush=True)
     for e in stats.errors:
         print("  error: %s" % e)
     return 1 if c["errors"] else 0

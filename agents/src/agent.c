@@ -935,6 +935,53 @@ static void make_boot_id(char *out, size_t outlen)
     out[2 * i] = '\0';
 }
 
+/* driver_extras takes what the driver found out in init: automatic host labels (a configured
+ * key wins) and the VMs it adopted from an earlier agent, which join the inventory. */
+static void driver_extras(struct pw_agent *a)
+{
+    if (a->driver.ops->labels != NULL) {
+        struct pw_label l[PW_PROTO_MAX_LABELS];
+        size_t n = a->driver.ops->labels(&a->driver, l, PW_ARRAY_LEN(l));
+        for (size_t i = 0; i < n && i < PW_ARRAY_LEN(l); i++) {
+            size_t k = 0;
+            while (k < a->cfg.nlabels && strcmp(a->cfg.labels[k].key, l[i].key) != 0)
+                k++;
+            if (k < a->cfg.nlabels) {
+                pw_log_info(AGENT_COMP, "label %s=%s configured; the driver's %s not used",
+                            l[i].key, a->cfg.labels[k].value, l[i].value);
+            } else if (a->cfg.nlabels == PW_PROTO_MAX_LABELS) {
+                pw_log_warn(AGENT_COMP, "%d labels already: %s=%s not added",
+                            PW_PROTO_MAX_LABELS, l[i].key, l[i].value);
+            } else {
+                a->cfg.labels[a->cfg.nlabels++] = l[i];
+                pw_log_info(AGENT_COMP, "label %s=%s (from the driver)", l[i].key, l[i].value);
+            }
+        }
+    }
+    if (a->driver.ops->adopted != NULL) {
+        struct pw_vm_info *v = pw_xcalloc(PW_PROTO_MAX_VMS, sizeof(*v));
+        size_t n = PW_MIN(a->driver.ops->adopted(&a->driver, v, PW_PROTO_MAX_VMS),
+                          (size_t)PW_PROTO_MAX_VMS);
+        for (size_t i = 0; i < n; i++) {
+            if (vm_find(a, v[i].vm_id) != NULL)
+                continue;
+            struct agent_vm *vm = pw_xcalloc(1, sizeof(*vm));
+            vm->vm_id = v[i].vm_id;
+            pw_strlcpy(vm->function, v[i].function, sizeof(vm->function));
+            vm->state = v[i].state;
+            vm->numa_node = v[i].numa_node;
+            vm->memory_mb = v[i].memory_mb;
+            vm->vcpus = v[i].vcpus;
+            pw_strlcpy(vm->address, v[i].address, sizeof(vm->address));
+            pw_htab_insert(&a->vms, &vm->hnode, pw_hash_u64(vm->vm_id));
+        }
+        if (n > 0)
+            pw_log_info(AGENT_COMP, "%zu VM(s) adopted from an earlier agent join the inventory",
+                        n);
+        free(v);
+    }
+}
+
 static int open_link(struct pw_agent *a, char *errbuf, size_t errlen)
 {
     int rv = nng_req0_open(&a->sock);
@@ -1033,6 +1080,7 @@ struct pw_agent *pw_agent_new(const struct pw_agent_config *cfg, char *errbuf, s
         goto fail_loop;
     }
     a->driver_up = 1;
+    driver_extras(a);
     if (open_link(a, why, sizeof(why)) != PW_OK) {
         pw_errf(errbuf, errlen, "%s", why);
         goto fail_loop;

@@ -4,14 +4,17 @@
 
 #include "pw/driver.h"
 #include "pw/error.h"
+#include "pw/qemu_vm.h"
 #include "pw/util.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define CONFIG_FILE_MAX (256 * 1024)
 
@@ -28,6 +31,14 @@ void pw_agent_config_init(struct pw_agent_config *c)
     c->sim_stop_max_ms = 10;
     c->sim_fail_rate = 0.0;
     c->sim_seed = 1;
+    pw_strlcpy(c->qemu_bin, "qemu-system-x86_64", sizeof(c->qemu_bin));
+    pw_strlcpy(c->qemu_accel, "auto", sizeof(c->qemu_accel));
+    c->qemu_boot_timeout_ms = 60000;
+    c->qemu_restore_timeout_ms = 30000;
+    c->qemu_probe_timeout_ms = 3000;
+    c->qemu_stop_timeout_ms = 3000;
+    c->qemu_log_max_kb = 1024;
+    c->qemu_jobs = 4;
     c->initial_heartbeat_ms = 1000;
     c->error_backoff_ms = 1000;
     c->outbox_max = 4096;
@@ -218,6 +229,115 @@ static int set_str(char *dst, size_t size, const char *key, const char *value, c
     return PW_OK;
 }
 
+/* qemu_path_key returns the buffer of a qemu path key (NULL for other keys) and whether the
+ * path goes into QEMU's comma-separated options. */
+static char *qemu_path_key(struct pw_agent_config *c, const char *key, size_t *size, int *opt)
+{
+    static const struct {
+        const char *key;
+        size_t off;
+        int opt;
+    } keys[] = {
+        {"qemu_run_dir", offsetof(struct pw_agent_config, qemu_run_dir), 1},
+        {"qemu_mem_dir", offsetof(struct pw_agent_config, qemu_mem_dir), 1},
+        {"qemu_snapshot_dir", offsetof(struct pw_agent_config, qemu_snapshot_dir), 0},
+        {"qemu_probe_image", offsetof(struct pw_agent_config, qemu_probe_image), 0},
+    };
+    for (size_t i = 0; i < PW_ARRAY_LEN(keys); i++) {
+        if (strcmp(key, keys[i].key) == 0) {
+            *size = PW_AGENT_PATH_MAX;
+            *opt = keys[i].opt;
+            return (char *)c + keys[i].off;
+        }
+    }
+    return NULL;
+}
+
+/* set_qemu sets the qemu driver's keys; PW_ERR_NOTFOUND for a key that is not one of them. */
+static int set_qemu(struct pw_agent_config *c, const char *key, const char *value,
+                    char *errbuf, size_t errlen)
+{
+    static const struct {
+        const char *key;
+        size_t off;
+        int64_t min, max;
+    } times[] = {
+        {"qemu_boot_timeout_ms", offsetof(struct pw_agent_config, qemu_boot_timeout_ms), 1000,
+         3600 * 1000},
+        {"qemu_restore_timeout_ms", offsetof(struct pw_agent_config, qemu_restore_timeout_ms),
+         1000, 3600 * 1000},
+        {"qemu_probe_timeout_ms", offsetof(struct pw_agent_config, qemu_probe_timeout_ms), 100,
+         600 * 1000},
+        {"qemu_stop_timeout_ms", offsetof(struct pw_agent_config, qemu_stop_timeout_ms), 100,
+         600 * 1000},
+    };
+    size_t size;
+    int opt;
+    char *path = qemu_path_key(c, key, &size, &opt);
+    if (path != NULL) {
+        if (value[0] != '/' || strlen(value) >= size || (opt && strchr(value, ',') != NULL)) {
+            pw_errf(errbuf, errlen, "%s \"%s\": expected an absolute path%s", key, value,
+                    opt ? " without commas" : "");
+            return PW_ERR_INVAL;
+        }
+        if (strcmp(key, "qemu_run_dir") == 0 && strlen(value) >= PW_QEMU_RUN_DIR_MAX) {
+            pw_errf(errbuf, errlen, "qemu_run_dir \"%s\": longer than %d bytes (the VMs' unix "
+                    "sockets live there)", value, PW_QEMU_RUN_DIR_MAX - 1);
+            return PW_ERR_INVAL;
+        }
+        pw_strlcpy(path, value, size);
+        return PW_OK;
+    }
+    for (size_t i = 0; i < PW_ARRAY_LEN(times); i++) {
+        if (strcmp(key, times[i].key) != 0)
+            continue;
+        int64_t ms;
+        if (parse_ms(value, times[i].max, &ms) != PW_OK || ms < times[i].min) {
+            pw_errf(errbuf, errlen, "%s \"%s\": expected milliseconds in %lld..%lld", key,
+                    value, (long long)times[i].min, (long long)times[i].max);
+            return PW_ERR_INVAL;
+        }
+        *(int64_t *)(void *)((char *)c + times[i].off) = ms;
+        return PW_OK;
+    }
+    if (strcmp(key, "qemu_bin") == 0)
+        return set_str(c->qemu_bin, sizeof(c->qemu_bin), key, value, errbuf, errlen);
+    if (strcmp(key, "qemu_accel") == 0) {
+        enum pw_qemu_accel a;
+        if (pw_qemu_accel_parse(value, &a) != PW_OK) {
+            pw_errf(errbuf, errlen, "qemu_accel \"%s\": expected auto, kvm or tcg", value);
+            return PW_ERR_INVAL;
+        }
+        pw_strlcpy(c->qemu_accel, value, sizeof(c->qemu_accel));
+        return PW_OK;
+    }
+    if (strcmp(key, "qemu_keep_vms") == 0) {
+        if (parse_bool(value, &c->qemu_keep_vms) != PW_OK) {
+            pw_errf(errbuf, errlen, "%s \"%s\": expected true or false", key, value);
+            return PW_ERR_INVAL;
+        }
+        return PW_OK;
+    }
+    if (strcmp(key, "qemu_log_max_kb") == 0 || strcmp(key, "qemu_jobs") == 0) {
+        int is_jobs = key[5] == 'j';
+        long long lo = is_jobs ? 1 : 16, hi = is_jobs ? 64 : 1024 * 1024;
+        char *end;
+        errno = 0;
+        long long v = strtoll(value, &end, 10);
+        if (end == value || *end != '\0' || errno != 0 || v < lo || v > hi) {
+            pw_errf(errbuf, errlen, "%s \"%s\": expected an integer in %lld..%lld", key, value,
+                    lo, hi);
+            return PW_ERR_INVAL;
+        }
+        if (is_jobs)
+            c->qemu_jobs = (int)v;
+        else
+            c->qemu_log_max_kb = v;
+        return PW_OK;
+    }
+    return PW_ERR_NOTFOUND;
+}
+
 int pw_agent_config_set(struct pw_agent_config *c, const char *key, const char *value,
                         char *errbuf, size_t errlen)
 {
@@ -243,7 +363,7 @@ int pw_agent_config_set(struct pw_agent_config *c, const char *key, const char *
     }
     if (strcmp(key, "driver") == 0) {
         if (pw_driver_find(value) == NULL) {
-            pw_errf(errbuf, errlen, "driver \"%s\": unknown (available: sim)", value);
+            pw_errf(errbuf, errlen, "driver \"%s\": unknown (available: sim, qemu)", value);
             return PW_ERR_INVAL;
         }
         return set_str(c->driver, sizeof(c->driver), key, value, errbuf, errlen);
@@ -318,6 +438,11 @@ int pw_agent_config_set(struct pw_agent_config *c, const char *key, const char *
         }
         c->sim_seed = v;
         return PW_OK;
+    }
+    if (strncmp(key, "qemu_", 5) == 0) {
+        int rv = set_qemu(c, key, value, errbuf, errlen);
+        if (rv != PW_ERR_NOTFOUND)
+            return rv;
     }
     pw_errf(errbuf, errlen, "unknown key \"%s\"", key);
     return PW_ERR_INVAL;
@@ -495,6 +620,36 @@ int pw_agent_config_load_env(struct pw_agent_config *c, char *errbuf, size_t err
             return PW_ERR_INVAL;
         }
     }
+    return PW_OK;
+}
+
+int pw_agent_config_qemu_dirs(const struct pw_agent_config *c, char *run_dir, char *snap_dir,
+                              char *mem_dir, char *errbuf, size_t errlen)
+{
+    const size_t size = PW_AGENT_PATH_MAX;
+    const char *xdg = getenv("XDG_RUNTIME_DIR");
+    int n;
+    if (c->qemu_run_dir[0] != '\0')
+        n = snprintf(run_dir, size, "%s", c->qemu_run_dir);
+    else if (geteuid() == 0)
+        n = snprintf(run_dir, size, "/run/prewarm/%s", c->id);
+    else if (xdg != NULL && xdg[0] == '/' && strchr(xdg, ',') == NULL)
+        n = snprintf(run_dir, size, "%s/prewarm/%s", xdg, c->id);
+    else
+        n = snprintf(run_dir, size, "/tmp/prewarm-%u/%s", (unsigned)geteuid(), c->id);
+    if (n < 0 || (size_t)n >= PW_QEMU_RUN_DIR_MAX) {
+        pw_errf(errbuf, errlen, "qemu run directory \"%s\" is longer than %d bytes: set a shorter "
+                "one with --qemu-run-dir", run_dir, PW_QEMU_RUN_DIR_MAX - 1);
+        return PW_ERR_INVAL;
+    }
+    if (c->qemu_snapshot_dir[0] != '\0')
+        snprintf(snap_dir, size, "%s", c->qemu_snapshot_dir);
+    else
+        snprintf(snap_dir, size, "%s/snapshots", run_dir);
+    if (c->qemu_mem_dir[0] != '\0')
+        snprintf(mem_dir, size, "%s", c->qemu_mem_dir);
+    else
+        snprintf(mem_dir, size, "/dev/shm/prewarm-%s", c->id);
     return PW_OK;
 }
 

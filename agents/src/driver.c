@@ -1,11 +1,11 @@
-/* driver.c — the registry of VMM drivers. A new driver (qemu) adds its table here. */
+/* driver.c — the registry of VMM drivers. A new driver adds its table here. */
 #include "pw/driver.h"
 
 #include <string.h>
 
 static const struct pw_driver_ops *const drivers[] = {
+    &pw_driver_qemu,
     &pw_driver_sim,
-    /* &pw_driver_qemu, once QEMU microvm support lands */
     NULL,
 };
 

@@ -23,7 +23,8 @@ static void usage(FILE *out)
             "  --id NAME              host name, [A-Za-z0-9._-]{1,63} (env PREWARM_AGENT_ID)\n"
             "  --scheduler URL        NNG URL of prewarmd (env PREWARM_SCHEDULER;\n"
             "                         default %s)\n"
-            "  --driver NAME          VMM driver (env PREWARM_DRIVER; default sim)\n"
+            "  --driver NAME          VMM driver: qemu (real microVMs) or sim (env\n"
+            "                         PREWARM_DRIVER; default sim)\n"
             "  --topology-root DIR    read sys/ and proc/ under DIR (default /)\n"
             "  --label KEY=VALUE      host label, repeatable; placement reads cloud, region,\n"
             "                         zone, instance_type, cost_per_gib_hour (a number >= 0)\n"
@@ -33,9 +34,29 @@ static void usage(FILE *out)
             "                         topology_root, labels {k: v}, vcpu_overcommit, log_level,\n"
             "                         draining, sim_restore_ms, sim_jitter_ms, sim_stop_ms,\n"
             "                         sim_fail_rate, sim_seed, sim_snapshots [names],\n"
-            "                         sim_process\n"
+            "                         sim_process, and the qemu_* keys below (with _)\n"
             "  --log-level LEVEL      debug, info, warn, error (default info)\n"
             "  --help, --version\n"
+            "\n"
+            "QEMU microVM options (driver qemu; docs/agent.md):\n"
+            "  --qemu-accel A         auto (default: KVM when a guest boots under it in time,\n"
+            "                         else TCG), kvm or tcg\n"
+            "  --qemu-probe-image DIR guest image that proves KVM for auto (default: the image\n"
+            "                         of a local golden snapshot, if any)\n"
+            "  --qemu-run-dir DIR     per-VM state (default /run/prewarm/<id> as root, else\n"
+            "                         $XDG_RUNTIME_DIR/prewarm/<id>, else\n"
+            "                         /tmp/prewarm-<uid>/<id>)\n"
+            "  --qemu-snapshot-dir DIR  golden snapshots (default <run dir>/snapshots)\n"
+            "  --qemu-mem-dir DIR     golden RAM files, tmpfs (default /dev/shm/prewarm-<id>)\n"
+            "  --qemu-bin PATH        QEMU (default qemu-system-x86_64 in PATH)\n"
+            "  --qemu-boot-timeout-ms N     golden boot + snapshot deadline (default 60000)\n"
+            "  --qemu-restore-timeout-ms N  restore deadline (default 30000)\n"
+            "  --qemu-probe-timeout-ms N    KVM proof boot deadline (default 3000)\n"
+            "  --qemu-stop-timeout-ms N     QMP quit until SIGKILL (default 3000)\n"
+            "  --qemu-log-max-kb N    cap of each VM log; one older copy kept (default 1024)\n"
+            "  --qemu-jobs N          QEMU operations at once (default 4)\n"
+            "  --qemu-keep-vms        at SIGTERM/SIGINT leave the VMs running for the next\n"
+            "                         agent to adopt (default: destroy them)\n"
             "\n"
             "Simulator options (driver sim):\n"
             "  --sim-restore-ms N     simulated restore time (default 200)\n"
@@ -55,7 +76,8 @@ static void usage(FILE *out)
     fprintf(out,
             "\n"
             "NOTE: the sim driver is a SIMULATOR. It starts no virtual machine; the addresses it\n"
-            "reports (127.0.0.1:<port>) are made up and nothing listens on them.\n");
+            "reports (127.0.0.1:<port>) are made up and nothing listens on them. The qemu driver\n"
+            "runs real guests; their addresses answer HTTP.\n");
 }
 
 enum {
@@ -75,6 +97,19 @@ enum {
     OPT_OVERCOMMIT,
     OPT_LOG_LEVEL,
     OPT_CONFIG,
+    OPT_QEMU_ACCEL,
+    OPT_QEMU_PROBE_IMAGE,
+    OPT_QEMU_RUN_DIR,
+    OPT_QEMU_SNAPSHOT_DIR,
+    OPT_QEMU_MEM_DIR,
+    OPT_QEMU_BIN,
+    OPT_QEMU_BOOT_TIMEOUT,
+    OPT_QEMU_RESTORE_TIMEOUT,
+    OPT_QEMU_PROBE_TIMEOUT,
+    OPT_QEMU_STOP_TIMEOUT,
+    OPT_QEMU_LOG_MAX,
+    OPT_QEMU_JOBS,
+    OPT_QEMU_KEEP_VMS,
     OPT_HELP,
     OPT_VERSION,
 };
@@ -96,6 +131,19 @@ static const struct option options[] = {
     {"vcpu-overcommit", required_argument, NULL, OPT_OVERCOMMIT},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"config", required_argument, NULL, OPT_CONFIG},
+    {"qemu-accel", required_argument, NULL, OPT_QEMU_ACCEL},
+    {"qemu-probe-image", required_argument, NULL, OPT_QEMU_PROBE_IMAGE},
+    {"qemu-run-dir", required_argument, NULL, OPT_QEMU_RUN_DIR},
+    {"qemu-snapshot-dir", required_argument, NULL, OPT_QEMU_SNAPSHOT_DIR},
+    {"qemu-mem-dir", required_argument, NULL, OPT_QEMU_MEM_DIR},
+    {"qemu-bin", required_argument, NULL, OPT_QEMU_BIN},
+    {"qemu-boot-timeout-ms", required_argument, NULL, OPT_QEMU_BOOT_TIMEOUT},
+    {"qemu-restore-timeout-ms", required_argument, NULL, OPT_QEMU_RESTORE_TIMEOUT},
+    {"qemu-probe-timeout-ms", required_argument, NULL, OPT_QEMU_PROBE_TIMEOUT},
+    {"qemu-stop-timeout-ms", required_argument, NULL, OPT_QEMU_STOP_TIMEOUT},
+    {"qemu-log-max-kb", required_argument, NULL, OPT_QEMU_LOG_MAX},
+    {"qemu-jobs", required_argument, NULL, OPT_QEMU_JOBS},
+    {"qemu-keep-vms", no_argument, NULL, OPT_QEMU_KEEP_VMS},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
@@ -120,6 +168,19 @@ static const char *flag_key(int opt)
     case OPT_DRAINING: return "draining";
     case OPT_OVERCOMMIT: return "vcpu_overcommit";
     case OPT_LOG_LEVEL: return "log_level";
+    case OPT_QEMU_ACCEL: return "qemu_accel";
+    case OPT_QEMU_PROBE_IMAGE: return "qemu_probe_image";
+    case OPT_QEMU_RUN_DIR: return "qemu_run_dir";
+    case OPT_QEMU_SNAPSHOT_DIR: return "qemu_snapshot_dir";
+    case OPT_QEMU_MEM_DIR: return "qemu_mem_dir";
+    case OPT_QEMU_BIN: return "qemu_bin";
+    case OPT_QEMU_BOOT_TIMEOUT: return "qemu_boot_timeout_ms";
+    case OPT_QEMU_RESTORE_TIMEOUT: return "qemu_restore_timeout_ms";
+    case OPT_QEMU_PROBE_TIMEOUT: return "qemu_probe_timeout_ms";
+    case OPT_QEMU_STOP_TIMEOUT: return "qemu_stop_timeout_ms";
+    case OPT_QEMU_LOG_MAX: return "qemu_log_max_kb";
+    case OPT_QEMU_JOBS: return "qemu_jobs";
+    case OPT_QEMU_KEEP_VMS: return "qemu_keep_vms";
     default: return NULL;
     }
 }

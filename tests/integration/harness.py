@@ -125,6 +125,32 @@ def _pdeathsig():
         pass
 
 
+def become_subreaper():
+    """Make this process the reaper of its orphaned descendants (PR_SET_CHILD_SUBREAPER): a
+    process whose parent dies (a QEMU whose agent was SIGKILLed) is reparented here instead of
+    to PID 1, which in some containers never reaps. Reap such processes with reap(). Returns
+    True when it took effect."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    except Exception:  # noqa: BLE001 — not Linux, or no libc: callers check the result
+        return False
+
+
+def reap(pids):
+    """Reap those of pids that are exited children of this process (zombies reparented here by
+    become_subreaper). Never touches other children. Returns the pids reaped."""
+    done = []
+    for pid in pids:
+        try:
+            r, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            continue
+        if r == pid:
+            done.append(pid)
+    return done
+
+
 class Process:
     """One daemon process: fixed argv, stdout+stderr appended to a log file, restartable."""
 
@@ -247,14 +273,20 @@ class Postgres:
 
 
 class Agent:
-    """What to run for one agent; the Cluster owns its Process."""
+    """What to run for one agent; the Cluster owns its Process.
 
-    def __init__(self, agent_id, fixture, labels=None, sim_restore_ms=None, extra_args=None):
+    driver is the VMM driver ("sim" by default; "qemu" runs real microVMs and takes no
+    --sim-* flags). fixture names a topology fixture, or None for the real host's topology.
+    extra_args are appended to the command line."""
+
+    def __init__(self, agent_id, fixture, labels=None, sim_restore_ms=None, extra_args=None,
+                 driver="sim"):
         self.id = agent_id
         self.fixture = fixture
         self.labels = dict(labels or {})
         self.sim_restore_ms = sim_restore_ms
         self.extra_args = list(extra_args or [])
+        self.driver = driver
         self.process = None
 
 
@@ -311,6 +343,7 @@ class Cluster:
         self.last_headers = {}
         self.scheduler_started_at = None
         self._stopped = False
+        self._stop_hooks = []
 
     # ---- lifecycle -------------------------------------------------------------------------
     def __enter__(self):
@@ -416,9 +449,12 @@ class Cluster:
         a = self.agents[agent_id]
         if a.process is None:
             restore = a.sim_restore_ms if a.sim_restore_ms is not None else self.sim_restore_ms
-            argv = [AGENT, "--id", a.id, "--scheduler", self.agents_url, "--driver", "sim",
-                    "--topology-root", os.path.join(FIXTURES, a.fixture),
-                    "--sim-restore-ms", str(restore), "--log-level", self.log_level]
+            argv = [AGENT, "--id", a.id, "--scheduler", self.agents_url, "--driver", a.driver]
+            if a.fixture is not None:
+                argv += ["--topology-root", os.path.join(FIXTURES, a.fixture)]
+            if a.driver == "sim":
+                argv += ["--sim-restore-ms", str(restore)]
+            argv += ["--log-level", self.log_level]
             for k, v in sorted(a.labels.items()):
                 argv += ["--label", "%s=%s" % (k, v)]
             argv += a.extra_args
@@ -440,6 +476,11 @@ class Cluster:
     def restart_pg(self):
         self.pg.restart()
 
+    def add_stop_hook(self, fn):
+        """Run fn() in stop(), after every process is stopped (also on failure and at exit):
+        for clean-ups of what the processes leave behind (files, orphaned VMs)."""
+        self._stop_hooks.append(fn)
+
     def processes(self):
         ps = [self.scheduler] if self.scheduler else []
         ps += [a.process for a in self.agents.values() if a.process]
@@ -458,6 +499,11 @@ class Cluster:
             if self.scheduler:
                 self.scheduler.stop(grace)
         finally:
+            for fn in self._stop_hooks:
+                try:
+                    fn()
+                except Exception as e:  # noqa: BLE001 — one failed hook must not stop the others
+                    print("harness: stop hook failed: %s" % e, file=sys.stderr)
             try:
                 self.pg.stop()
             except Exception as e:  # noqa: BLE001

@@ -14,6 +14,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
@@ -1249,6 +1250,171 @@ static void test_sim_process_unbound(void **state)
     remove_topology();
 }
 
+/* ---- the qemu driver: adoption and its label (needs qemu-system-x86_64, no guest image) ---- */
+
+static char qemu_run[64], qemu_mem[64];
+static const char *qemu_label; /* a configured accelerator label, or NULL */
+
+static void qemu_driver(struct pw_agent_config *c)
+{
+    char err[256];
+    assert_int_equal(pw_agent_config_set(c, "driver", "qemu", err, sizeof(err)), PW_OK);
+    assert_int_equal(pw_agent_config_set(c, "qemu_accel", "tcg", err, sizeof(err)), PW_OK);
+    assert_int_equal(pw_agent_config_set(c, "qemu_run_dir", qemu_run, err, sizeof(err)), PW_OK);
+    assert_int_equal(pw_agent_config_set(c, "qemu_mem_dir", qemu_mem, err, sizeof(err)), PW_OK);
+    if (qemu_label != NULL)
+        assert_int_equal(pw_agent_config_set(c, "label", qemu_label, err, sizeof(err)), PW_OK);
+}
+
+static int qemu_in_path(void)
+{
+    const char *path = getenv("PATH");
+    char buf[PATH_MAX];
+    while (path != NULL && *path != '\0') {
+        size_t n = strcspn(path, ":");
+        snprintf(buf, sizeof(buf), "%.*s/qemu-system-x86_64", (int)n, path);
+        if (n > 0 && access(buf, X_OK) == 0)
+            return 1;
+        path += n + (path[n] == ':');
+    }
+    return 0;
+}
+
+static unsigned long long start_time_of(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *fp = fopen(path, "r");
+    assert_non_null(fp);
+    assert_non_null(fgets(buf, sizeof(buf), fp));
+    fclose(fp);
+    char *p = strrchr(buf, ')') + 2;
+    for (int field = 3; field < 22; field++)
+        p = strchr(p, ' ') + 1;
+    return strtoull(p, NULL, 10);
+}
+
+static void write_vm_json(uint64_t id, pid_t pid, unsigned long long start)
+{
+    char path[160], dir[96];
+    snprintf(dir, sizeof(dir), "%s/%016llx", qemu_run, (unsigned long long)id);
+    snprintf(path, sizeof(path), "%s/vm.json", dir);
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fprintf(fp,
+            "{\"format\":1,\"vm_id\":\"%016llx\",\"kind\":\"restored\",\"function\":\"fn-a\","
+            "\"pid\":%d,\"start_time\":%llu,\"port\":4321,\"mac\":\"52:54:00:00:00:77\","
+            "\"instance\":\"i-77\",\"qmp\":\"%s/qmp.sock\",\"console\":\"%s/console.sock\","
+            "\"snapshot\":\"\",\"owned\":[],\"created_ms\":1,\"numa_node\":1,"
+            "\"memory_mb\":256,\"vcpus\":2}",
+            (unsigned long long)id, (int)pid, start, dir, dir);
+    fclose(fp);
+}
+
+/* fake_vm starts a QEMU without a machine (-machine none runs at once) that looks like a VM
+ * an earlier agent restored: its marker, its QMP socket and its vm.json. */
+static pid_t fake_vm(uint64_t id)
+{
+    char dir[96], qmp[160], name[32];
+    snprintf(dir, sizeof(dir), "%s/%016llx", qemu_run, (unsigned long long)id);
+    assert_int_equal(mkdir(dir, 0755), 0);
+    snprintf(qmp, sizeof(qmp), "unix:%s/qmp.sock,server=on,wait=off", dir);
+    snprintf(name, sizeof(name), "prewarm-%016llx", (unsigned long long)id);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        setsid();
+        int null = open("/dev/null", O_RDWR);
+        dup2(null, 0);
+        dup2(null, 1);
+        dup2(null, 2);
+        execlp("qemu-system-x86_64", "qemu-system-x86_64", "-name", name, "-machine", "none",
+               "-nodefaults", "-no-user-config", "-display", "none", "-qmp", qmp, (char *)NULL);
+        _exit(127);
+    }
+    char sock[128];
+    snprintf(sock, sizeof(sock), "%s/qmp.sock", dir);
+    int64_t deadline = pw_now_mono_ms() + WAIT_MS;
+    while (access(sock, F_OK) != 0 && pw_now_mono_ms() < deadline)
+        usleep(5000);
+    assert_int_equal(access(sock, F_OK), 0);
+    write_vm_json(id, pid, start_time_of(pid));
+    return pid;
+}
+
+/* A QEMU left by an earlier agent is adopted: it is in the hello's inventory with its
+ * function, node, shape and address, the host carries the driver's accelerator label, and a
+ * destroy stops it. A record of a dead VM is cleaned up at start. A configured accelerator
+ * label wins over the driver's. */
+static void test_qemu_adopts(void **state)
+{
+    (void)state;
+    if (!qemu_in_path()) {
+        print_message("** SKIPPING test_qemu_adopts: no qemu-system-x86_64 in PATH\n");
+        if (getenv("PREWARM_REQUIRE_QEMU") != NULL &&
+            strcmp(getenv("PREWARM_REQUIRE_QEMU"), "1") == 0)
+            fail_msg("PREWARM_REQUIRE_QEMU=1 and no qemu-system-x86_64");
+        skip();
+    }
+    snprintf(qemu_run, sizeof(qemu_run), "/tmp/pwa-q-XXXXXX");
+    snprintf(qemu_mem, sizeof(qemu_mem), "/dev/shm/pwa-q-XXXXXX");
+    assert_non_null(mkdtemp(qemu_run));
+    assert_non_null(mkdtemp(qemu_mem));
+    pid_t vm = fake_vm(0x77);
+    char dead[96];
+    snprintf(dead, sizeof(dead), "%s/%016llx", qemu_run, 0x78ULL);
+    assert_int_equal(mkdir(dead, 0755), 0);
+    write_vm_json(0x78, 999999999, 1); /* no such process */
+
+    struct fake f;
+    struct pw_msg m;
+    qemu_label = NULL;
+    fake_start(&f, "2node", qemu_driver);
+    start_session(&f, &m);
+    const struct pw_msg_hello *h = &m.u.hello;
+    assert_string_equal(h->driver, "qemu");
+    assert_int_equal(h->nlabels, 3);
+    assert_string_equal(h->labels[2].key, "accelerator");
+    assert_string_equal(h->labels[2].value, "tcg");
+    assert_int_equal(h->nvms, 1);
+    assert_int_equal(h->vms[0].vm_id, 0x77);
+    assert_string_equal(h->vms[0].function, "fn-a");
+    assert_int_equal(h->vms[0].state, PW_AVM_RUNNING);
+    assert_int_equal(h->vms[0].numa_node, 1);
+    assert_int_equal(h->vms[0].memory_mb, 256);
+    assert_int_equal(h->vms[0].vcpus, 2);
+    assert_string_equal(h->vms[0].address, "127.0.0.1:4321");
+    assert_int_equal(h->numa[1].vcpu_free, 2);
+    assert_int_equal(access(dead, F_OK), -1); /* the dead VM's record is gone */
+    pw_msg_fini(&m);
+
+    struct reply rp;
+    reply_init(&rp, 1, 0);
+    add_cmd(&rp, 1, PW_CMD_DESTROY, 0x77);
+    struct want_ev gone = {0x77, PW_AVM_GONE};
+    exchange(&f, &rp, has_event, &gone, &m);
+    pw_msg_fini(&m);
+    /* Not the agent's child, but this process's: the agent found it gone and reaped it. */
+    errno = 0;
+    assert_int_equal(kill(vm, 0), -1);
+    assert_int_equal(errno, ESRCH);
+    fake_stop(&f);
+
+    qemu_label = "accelerator=custom";
+    fake_start(&f, "2node", qemu_driver);
+    start_session(&f, &m);
+    assert_int_equal(m.u.hello.nlabels, 3);
+    assert_string_equal(m.u.hello.labels[2].key, "accelerator");
+    assert_string_equal(m.u.hello.labels[2].value, "custom");
+    assert_int_equal(m.u.hello.nvms, 0);
+    pw_msg_fini(&m);
+    fake_stop(&f);
+    rmdir(qemu_mem);
+    char cmd[160];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", qemu_run);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1266,6 +1432,7 @@ int main(void)
         cmocka_unit_test(test_draining_toggle),
         cmocka_unit_test(test_sim_process_bound),
         cmocka_unit_test(test_sim_process_unbound),
+        cmocka_unit_test(test_qemu_adopts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

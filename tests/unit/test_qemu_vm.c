@@ -344,6 +344,19 @@ static void test_meta_parse(void **state)
     assert_int_equal(m.port, 8081);
     assert_string_equal(m.instance, "i-1");
     assert_string_equal(m.snapshot_dir, "/s/fn");
+    /* Written by older agents without node and shape: -1 and 0. */
+    assert_int_equal(m.numa_node, -1);
+    assert_int_equal(m.memory_mb, 0);
+    assert_int_equal(m.vcpus, 0);
+    const char *shaped =
+        "{\"format\":1,\"vm_id\":\"00000000000000ab\",\"kind\":\"restored\",\"function\":\"fn\","
+        "\"pid\":123,\"start_time\":456,\"port\":8081,\"mac\":\"52:54:00:00:00:ab\","
+        "\"qmp\":\"/r/ab/qmp.sock\",\"console\":\"/r/ab/console.sock\",\"created_ms\":1,"
+        "\"numa_node\":3,\"memory_mb\":512,\"vcpus\":2}";
+    assert_int_equal(pw_qemu_meta_parse(shaped, strlen(shaped), &m, err, sizeof(err)), PW_OK);
+    assert_int_equal(m.numa_node, 3);
+    assert_int_equal(m.memory_mb, 512);
+    assert_int_equal(m.vcpus, 2);
 
     const struct {
         const char *text;
@@ -373,6 +386,14 @@ static void test_meta_parse(void **state)
         {"{\"format\":1,\"vm_id\":\"00000000000000ab\",\"kind\":\"golden\",\"function\":\"fn\","
          "\"pid\":1,\"start_time\":2,\"port\":1,\"mac\":\"52:54:00:00:00:01\",\"qmp\":\"q\"}",
          "\"qmp\" is not an absolute path"},
+        {"{\"format\":1,\"vm_id\":\"00000000000000ab\",\"kind\":\"golden\",\"function\":\"fn\","
+         "\"pid\":1,\"start_time\":2,\"port\":1,\"mac\":\"52:54:00:00:00:01\",\"qmp\":\"/q\","
+         "\"console\":\"/c\",\"created_ms\":1,\"numa_node\":-2}",
+         "\"numa_node\" is not an integer"},
+        {"{\"format\":1,\"vm_id\":\"00000000000000ab\",\"kind\":\"golden\",\"function\":\"fn\","
+         "\"pid\":1,\"start_time\":2,\"port\":1,\"mac\":\"52:54:00:00:00:01\",\"qmp\":\"/q\","
+         "\"console\":\"/c\",\"created_ms\":1,\"vcpus\":300}",
+         "\"vcpus\" is missing or not an integer"},
     };
     for (size_t i = 0; i < PW_ARRAY_LEN(bad); i++) {
         int rv = pw_qemu_meta_parse(bad[i].text, strlen(bad[i].text), &m, err, sizeof(err));
@@ -460,6 +481,42 @@ static void test_scan_offline(void **state)
     rm_tree(dir);
 
     assert_int_equal(pw_qemu_scan("/nonexistent-pw-dir", &o, &n, err, sizeof(err)), PW_ERR_IO);
+}
+
+static long file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (long)st.st_size : -1;
+}
+
+/* Logs over the cap are copied to .1 and truncated; a log QEMU appends to keeps appending at
+ * the new end. */
+static void test_logs_cap(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/pwq-logs-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char qlog[PATH_MAX], clog[PATH_MAX], old[PATH_MAX + 2];
+    snprintf(qlog, sizeof(qlog), "%s/qemu.log", dir);
+    snprintf(clog, sizeof(clog), "%s/console.log", dir);
+    int fd = open(qlog, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    assert_true(fd >= 0);
+    char line[100];
+    memset(line, 'q', sizeof(line));
+    for (int i = 0; i < 30; i++)
+        assert_int_equal(write(fd, line, sizeof(line)), (ssize_t)sizeof(line));
+    write_text(clog, "short\n");
+    assert_int_equal(pw_qemu_logs_cap(dir, 1000), 1);
+    assert_int_equal(file_size(qlog), 0);
+    snprintf(old, sizeof(old), "%s.1", qlog);
+    assert_int_equal(file_size(old), 3000);
+    assert_int_equal(file_size(clog), 6);
+    assert_int_equal(write(fd, "next\n", 5), 5); /* the writer's O_APPEND follows */
+    assert_int_equal(file_size(qlog), 5);
+    close(fd);
+    assert_int_equal(pw_qemu_logs_cap(dir, 1000), 0);
+    assert_int_equal(pw_qemu_logs_cap("/nonexistent-pw-dir", 10), 0);
+    rm_tree(dir);
 }
 
 static bool argv_has(char **argv, const char *a, const char *b)
@@ -561,7 +618,8 @@ static void test_golden(void **state)
 {
     (void)state;
     NEED_QEMU();
-    struct pw_qemu_guest g = {.kernel = G.kernel, .initrd = G.initrd, .memory_mb = 128, .vcpus = 1};
+    struct pw_qemu_guest g = {.kernel = G.kernel, .initrd = G.initrd, .memory_mb = 128, .vcpus = 1,
+                              .image = G.image, .image_hash = "abc123"};
     struct pw_qemu_vm_spec spec = {.vm_id = vm_id(0x100), .function = FN};
     struct pw_qemu_times t;
     char err[600];
@@ -581,6 +639,8 @@ static void test_golden(void **state)
     assert_string_equal(s.function, FN);
     assert_string_equal(s.accel, "tcg");
     assert_string_equal(s.mem_path, G.snap.mem_path);
+    assert_string_equal(s.image, G.image);
+    assert_string_equal(s.image_hash, "abc123");
     struct stat st;
     assert_int_equal(stat(s.state_path, &st), 0);
     printf("test_qemu_vm: state file %lld bytes, RAM file %s\n", (long long)st.st_size,
@@ -641,6 +701,9 @@ static void test_restore(void **state)
         assert_int_equal(o[i].meta.pid, pids[i]);
         assert_string_equal(o[i].meta.instance, inst[i]);
         assert_string_equal(o[i].meta.function, FN);
+        assert_int_equal(o[i].meta.numa_node, 0);
+        assert_int_equal(o[i].meta.memory_mb, 128);
+        assert_int_equal(o[i].meta.vcpus, 1);
     }
     struct pw_qemu_vm *adopted = NULL;
     int rv = pw_qemu_adopt(&o[1], in_ms(5000), &adopted, err, sizeof(err));
@@ -710,6 +773,21 @@ static void test_boot_deadline(void **state)
     assert_true(took < 12000);
     assert_non_null(strstr(err, "PREWARM-READY " FN));
     assert_false(marker_running(spec.vm_id));
+
+    /* Cancelled (here before it starts): it gives up at once, as at its deadline. */
+    atomic_int cancel;
+    atomic_init(&cancel, 1);
+    spec.cancel = &cancel;
+    t0 = pw_now_mono_ms();
+    rv = pw_qemu_boot(&G.cfg, &g, &spec, t0 + 60000, &vm, &t, err, sizeof(err));
+    took = pw_now_mono_ms() - t0;
+    printf("test_qemu_vm: cancelled boot: %s after %" PRId64 " ms: %s\n", pw_strerror(rv), took,
+           err);
+    assert_int_equal(rv, PW_ERR_TIMEOUT);
+    assert_non_null(strstr(err, "cancelled"));
+    assert_true(took < 5000);
+    assert_false(marker_running(spec.vm_id));
+    spec.cancel = NULL;
     unlink(empty);
     char names[512];
     assert_int_equal(count_entries(G.run_dir, names, sizeof(names)), 0);
@@ -805,6 +883,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_meta_parse),
         cmocka_unit_test(test_scan_offline),
+        cmocka_unit_test(test_logs_cap),
         cmocka_unit_test(test_argv),
         cmocka_unit_test(test_golden),
         cmocka_unit_test(test_restore),

@@ -37,6 +37,25 @@ struct pw_agent_config {
     char sim_snapshots[PW_AGENT_SIM_SNAPSHOTS_MAX][PW_NAME_MAX];
     size_t nsim_snapshots;
     int sim_process;          /* one real placeholder process per VM, NUMA-bound; default 0 */
+    /* qemu driver (docs/agent.md, "The qemu driver") */
+    char qemu_bin[PW_AGENT_PATH_MAX];          /* a path or a name in PATH;
+                                                * default "qemu-system-x86_64" */
+    char qemu_accel[8];                        /* "auto" (default), "kvm" or "tcg" */
+    char qemu_run_dir[PW_AGENT_PATH_MAX];      /* per-VM state; "": the default
+                                                * (pw_agent_config_qemu_dirs) */
+    char qemu_snapshot_dir[PW_AGENT_PATH_MAX]; /* golden snapshots; "": <run dir>/snapshots */
+    char qemu_mem_dir[PW_AGENT_PATH_MAX];      /* golden RAM files (tmpfs);
+                                                * "": /dev/shm/prewarm-<id> */
+    char qemu_probe_image[PW_AGENT_PATH_MAX];  /* guest image that proves KVM for "auto"; "":
+                                                * the image of a local snapshot, if any */
+    int64_t qemu_boot_timeout_ms;    /* golden boot + snapshot deadline; default 60000 */
+    int64_t qemu_restore_timeout_ms; /* restore deadline; default 30000 */
+    int64_t qemu_probe_timeout_ms;   /* the KVM proof boot's deadline; default 3000 */
+    int64_t qemu_stop_timeout_ms;    /* QMP quit until SIGKILL; default 3000 */
+    int64_t qemu_log_max_kb;         /* per VM log (qemu.log, console.log); default 1024 */
+    int qemu_jobs;                   /* QEMU operations at once (worker threads); default 4 */
+    int qemu_keep_vms;               /* at a clean stop, leave the VMs running for the next
+                                      * agent to adopt; default 0: destroy them */
     /* link tuning (not exposed as flags; tests shorten them) */
     int64_t initial_heartbeat_ms; /* until the first reply says otherwise; default 1000 */
     int64_t error_backoff_ms;     /* after an error reply; default 1000 */
@@ -52,8 +71,12 @@ void pw_agent_config_init(struct pw_agent_config *c);
  * decimal number >= 0), "vcpu_overcommit", "log_level", "draining" (true/false, 1/0, yes/no,
  * on/off), "sim_restore_ms", "sim_jitter_ms", "sim_stop_ms", "sim_fail_rate", "sim_seed",
  * "sim_snapshots" (comma-separated function names; replaces the list; "" empties it),
- * "sim_process" (a boolean like draining). Returns PW_OK, or PW_ERR_INVAL with a one-line
- * reason in errbuf (c unchanged). Loop or main thread only. */
+ * "sim_process" (a boolean like draining), and the qemu driver's "qemu_bin", "qemu_accel"
+ * (auto, kvm, tcg), "qemu_run_dir", "qemu_snapshot_dir", "qemu_mem_dir", "qemu_probe_image"
+ * (absolute paths; run and memory directories without commas), "qemu_boot_timeout_ms",
+ * "qemu_restore_timeout_ms", "qemu_probe_timeout_ms", "qemu_stop_timeout_ms",
+ * "qemu_log_max_kb", "qemu_jobs" (1..64), "qemu_keep_vms" (a boolean). Returns PW_OK, or
+ * PW_ERR_INVAL with a one-line reason in errbuf (c unchanged). Loop or main thread only. */
 int pw_agent_config_set(struct pw_agent_config *c, const char *key, const char *value,
                         char *errbuf, size_t errlen);
 
@@ -67,6 +90,15 @@ int pw_agent_config_load_file(struct pw_agent_config *c, const char *path, char 
 /* pw_agent_config_load_env applies PREWARM_AGENT_ID, PREWARM_SCHEDULER and PREWARM_DRIVER when
  * set and non-empty. Returns like pw_agent_config_set. */
 int pw_agent_config_load_env(struct pw_agent_config *c, char *errbuf, size_t errlen);
+
+/* pw_agent_config_qemu_dirs writes the qemu driver's directories, defaults filled in:
+ * run_dir is qemu_run_dir or /run/prewarm/<id> (as root), $XDG_RUNTIME_DIR/prewarm/<id> (when
+ * set), else /tmp/prewarm-<uid>/<id>; snap_dir is qemu_snapshot_dir or <run_dir>/snapshots;
+ * mem_dir is qemu_mem_dir or /dev/shm/prewarm-<id>. Each buffer holds PW_AGENT_PATH_MAX bytes.
+ * PW_ERR_INVAL when the run directory would be too long for QEMU's sockets (errbuf names the
+ * key to set). Any thread. */
+int pw_agent_config_qemu_dirs(const struct pw_agent_config *c, char *run_dir, char *snap_dir,
+                              char *mem_dir, char *errbuf, size_t errlen);
 
 /* pw_agent_config_check verifies what a single key cannot (the id is set, the driver exists).
  * Returns PW_OK or PW_ERR_INVAL with a reason. */

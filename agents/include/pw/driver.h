@@ -1,8 +1,9 @@
 /* driver.h — the VMM driver table: what the agent needs from anything that runs microVMs.
  *
  * A driver restores, tracks and destroys VMs on the agent's libuv loop and reports every
- * state change asynchronously through pw_driver_event_cb. Drivers: "sim" (a simulator, see
- * docs/agent.md); "qemu" (QEMU microvm) is planned and will register in the same table. */
+ * state change asynchronously through pw_driver_event_cb. Drivers: "qemu" (QEMU microvm
+ * guests restored from golden snapshots, docs/agent.md and docs/qemu.md) and "sim" (a
+ * simulator for tests, demos and load tests). */
 #ifndef PW_DRIVER_H
 #define PW_DRIVER_H
 
@@ -31,13 +32,15 @@ typedef void (*pw_driver_event_cb)(struct pw_driver *d, const struct pw_driver_e
                                    void *arg);
 
 struct pw_driver_ops {
-    const char *name;    /* "sim" */
+    const char *name;    /* "qemu", "sim" */
     const char *summary; /* one line for --help and logs */
     /* init prepares the driver for d->topo on loop. Returns PW_OK or an error with errbuf. */
     int (*init)(struct pw_driver *d, uv_loop_t *loop, const struct pw_agent_config *cfg,
                 char *errbuf, size_t errlen);
-    /* fini stops every VM at once (no events) and releases the driver. Handles are closed;
-     * memory is freed in their close callbacks, so the loop must run until it is empty. */
+    /* fini stops every VM (no events) and releases the driver. Handles are closed; memory is
+     * freed in their close callbacks, and a driver whose VMs take time to stop (qemu) finishes
+     * that on the loop, so the loop must run until it is empty. A driver may leave its VMs
+     * running on purpose when configured to (qemu_keep_vms: the next agent adopts them). */
     void (*fini)(struct pw_driver *d);
     /* prewarm starts restoring cmd->vm_id with cmd's function, image, memory and vCPUs on
      * cmd->numa_node (-1: the driver picks; *numa_node receives the node used). bind is the
@@ -67,6 +70,15 @@ struct pw_driver_ops {
      * one. It may finish later: the new snapshot shows in snapshots() once it is usable.
      * Returns PW_OK when started (or already there), or an error with a reason. */
     int (*snapshot)(struct pw_driver *d, const struct pw_cmd *cmd, char *errbuf, size_t errlen);
+    /* adopted (optional; NULL: none) writes the VMs the driver took over in init — left
+     * running by an earlier agent on this host — into out[0..max) and returns how many. The
+     * agent calls it once, right after init, and puts them into its inventory (their state,
+     * function, node, shape and address as written); no event is reported for them. */
+    size_t (*adopted)(struct pw_driver *d, struct pw_vm_info *out, size_t max);
+    /* labels (optional; NULL: none) writes host labels the driver found out in init (e.g.
+     * "accelerator": "tcg") into out[0..max) and returns how many. The agent adds each to its
+     * hello unless the configuration sets the same key. Called once, right after init. */
+    size_t (*labels)(struct pw_driver *d, struct pw_label *out, size_t max);
 };
 
 struct pw_driver {
@@ -84,5 +96,6 @@ const struct pw_driver_ops *const *pw_driver_list(void);
 
 /* The built-in drivers. */
 extern const struct pw_driver_ops pw_driver_sim;
+extern const struct pw_driver_ops pw_driver_qemu;
 
 #endif

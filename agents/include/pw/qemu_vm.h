@@ -20,6 +20,7 @@
 #include "pw/util.h"
 
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -99,7 +100,36 @@ struct pw_qemu_guest {
     const char *cmdline; /* NULL: PW_QEMU_DEFAULT_CMDLINE */
     uint32_t memory_mb;  /* 0: 128 */
     uint32_t vcpus;      /* 0: 1 */
+    const char *image;      /* NULL, or the image directory it comes from: recorded in the
+                             * snapshot, so its owner can tell what it was made from */
+    const char *image_hash; /* NULL, or that image's content hash (image.json "hash") */
 };
+
+/* A guest image directory as agents/guest/build-guest.sh makes it: image.json, the kernel and
+ * the initramfs. Plain data. */
+struct pw_qemu_image {
+    char dir[PATH_MAX];      /* the directory, absolute */
+    char name[PW_NAME_MAX];  /* the function the guest announces ("PREWARM-READY <name>") */
+    char kernel[PATH_MAX];   /* absolute: image.json's "kernel", relative to dir */
+    char initrd[PATH_MAX];   /* absolute: image.json's "initrd", relative to dir */
+    char cmdline[400];       /* image.json's "cmdline", or PW_QEMU_DEFAULT_CMDLINE */
+    char hash[72];           /* image.json's "hash" ("" when absent) */
+};
+
+/* pw_qemu_image_parse reads the text of an image.json found in directory dir (absolute) into
+ * *out. Required: "name" (pw_name_valid), "kernel" and "initrd" (paths relative to dir, without
+ * ".." components, or absolute). Optional: "cmdline" (one line, < 400 bytes), "hash",
+ * "http_port" (must be PW_QEMU_GUEST_PORT: that is the port the agent forwards), "ready_line"
+ * (must be "PREWARM-READY <name>"); other keys are ignored. PW_OK, or PW_ERR_PARSE with
+ * errbuf naming the field. Pure; any thread. */
+int pw_qemu_image_parse(const char *dir, const char *text, size_t len, struct pw_qemu_image *out,
+                        char *errbuf, size_t errlen);
+
+/* pw_qemu_image_load reads <dir>/image.json (at most 64 KiB) with pw_qemu_image_parse and
+ * checks that its kernel and initrd are regular files. dir must be an absolute path. PW_OK;
+ * PW_ERR_INVAL (dir is not absolute); PW_ERR_NOTFOUND (no such directory, image.json,
+ * kernel or initrd); PW_ERR_PARSE; PW_ERR_IO. errbuf names the file. Any thread. */
+int pw_qemu_image_load(const char *dir, struct pw_qemu_image *out, char *errbuf, size_t errlen);
 
 /* One VM to start. Borrowed for the call. */
 struct pw_qemu_vm_spec {
@@ -112,6 +142,13 @@ struct pw_qemu_vm_spec {
                                      * vm_id (52:54 and its low 32 bits) */
     const struct pw_numabind *bind; /* applied to QEMU before exec (pw_numabind_self); NULL:
                                      * no binding */
+    int32_t numa_node;              /* the NUMA node the VM is accounted to, recorded in vm.json
+                                     * for a later adoption (-1: none); bind->node wins when
+                                     * bind is set */
+    const atomic_int *cancel;       /* NULL, or a flag another thread may set (nonzero) to make
+                                     * a boot or restore give up within about 50 ms, as at its
+                                     * deadline (PW_ERR_TIMEOUT, "cancelled"); borrowed for the
+                                     * call */
 };
 
 /* What a golden snapshot is: its files and every command-line parameter a restore must repeat
@@ -135,6 +172,8 @@ struct pw_qemu_snapshot {
     int64_t created_ms;         /* wall clock */
     double boot_ms;             /* process start -> ready line */
     double snapshot_ms;         /* stop -> migration completed */
+    char image[PATH_MAX];       /* the guest's image directory ("" when not given) */
+    char image_hash[72];        /* its content hash ("" when not given) */
 };
 
 /* Timings in milliseconds (with fractions) on the monotonic clock, counted from the moment
@@ -172,6 +211,8 @@ struct pw_qemu_vm {
     char console_path[108];
     char owned[2][PATH_MAX];  /* files this VM owns outside dir (a golden's RAM and state
                                * files until its snapshot is published), deleted with it */
+    int32_t numa_node;        /* as in the spec (recorded in vm.json); -1: none */
+    const atomic_int *cancel; /* the spec's cancel flag during boot and restore, else NULL */
     struct pw_qmp *qmp;       /* connected QMP, or NULL */
     int console_fd;           /* connected console socket, or -1 */
     char cbuf[4096];          /* console bytes not yet split into lines */
@@ -282,6 +323,17 @@ void pw_qemu_vm_free(struct pw_qemu_vm *vm);
  * has exited). Never blocks. */
 bool pw_qemu_alive(struct pw_qemu_vm *vm);
 
+/* pw_qemu_exit_reason writes how vm's process ended, "QEMU exited with status 1 <during>:
+ * <the tail of qemu.log>", into errbuf. For a VM pw_qemu_alive has found gone. Reads the log;
+ * any thread that owns vm. */
+void pw_qemu_exit_reason(struct pw_qemu_vm *vm, char *errbuf, size_t errlen, const char *during);
+
+/* pw_qemu_logs_cap keeps the logs of the VM directory dir (qemu.log, console.log) under
+ * max_bytes each: a longer log is copied to <name>.1 (replacing the older copy) and truncated
+ * in place, which QEMU's append-mode descriptors follow. Lines written between the copy and
+ * the truncation are lost. Returns how many logs it rotated. Any thread; blocking (file I/O). */
+int pw_qemu_logs_cap(const char *dir, uint64_t max_bytes);
+
 /* pw_qemu_console_open connects vm's console socket (until deadline_ms) unless connected.
  * Boot and restore close it when they are done: with no client QEMU drops the guest's output
  * (it still goes to console.log), whereas a connected client that does not read would stall
@@ -309,6 +361,9 @@ struct pw_qemu_meta {
     char snapshot_dir[PATH_MAX]; /* restored: the snapshot it came from; golden: "" */
     char owned[2][PATH_MAX];
     int64_t created_ms;
+    int32_t numa_node;      /* -1 when not recorded */
+    uint32_t memory_mb;     /* the VM's shape (0 when not recorded) */
+    uint32_t vcpus;
 };
 
 enum pw_qemu_orphan_state {
