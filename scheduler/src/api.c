@@ -97,11 +97,11 @@ static void pool_json(struct pw_buf *b, const struct pw_pool_view *v)
                   ",\"policy\":\"%s\",\"min\":%u,\"max\":%u,\"keepalive_ms\":%" PRId64 ",\"quantile\":%g,"
                   "\"target_idle\":%u,\"floor\":%u,"
                   "\"restoring\":%u,\"idle\":%u,\"leased\":%u,\"stopping\":%u,\"failed\":%u,\"waiters\":%u,"
-                  "\"outgoing\":%u,"
+                  "\"outgoing\":%u,\"restore_failures\":%u,"
                   "\"acquires\":%" PRIu64 ",\"warm\":%" PRIu64 ",\"cold\":%" PRIu64 ",\"timeouts\":%" PRIu64 "}",
                   pw_policy_str(v->spec.pool.kind), v->spec.pool.min, v->spec.pool.max, v->spec.pool.keepalive_ms,
                   v->spec.pool.quantile, v->target_idle, v->floor, v->restoring, v->idle, v->leased, v->stopping, v->failed, v->waiters,
-                  v->outgoing, v->acquires, v->warm, v->cold, v->timeouts);
+                  v->outgoing, v->restore_failures, v->acquires, v->warm, v->cold, v->timeouts);
 }
 
 /* ---- body parsing ---- */

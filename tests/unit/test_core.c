@@ -1657,6 +1657,49 @@ static void test_expiry_keeps_spread(void **state)
     }
 }
 
+/* Restores that keep failing (a bad image) back off instead of looping; a success resets. */
+static void test_restore_failure_backoff(void **state)
+{
+    (void)state;
+    struct env *e = env_new(1, 0);
+    do_hello(e, "h1", 1, 8192);
+    put_fn(e, "f", PW_POLICY_FIXED, 1, 10, 60000, 256);
+    struct sim_agent *a = agent(e, "h1");
+    size_t prewarms = 0;
+    /* Fail every restore for 2 s of reports every 20 ms. */
+    for (int step = 0; step < 100; step++) {
+        struct pw_msg r = report(e, a);
+        if (r.type == PW_MSG_REPLY)
+            for (size_t i = 0; i < r.u.reply.ncmds; i++) {
+                const struct pw_cmd *cmd = &r.u.reply.cmds[i];
+                if (cmd->id <= a->cmd_ack)
+                    continue;
+                a->cmd_ack = cmd->id;
+                if (cmd->type == PW_CMD_PREWARM) {
+                    prewarms++;
+                    add_event(a, cmd->vm_id, PW_AVM_FAILED, cmd->function);
+                } else if (cmd->type == PW_CMD_DESTROY) {
+                    add_event(a, cmd->vm_id, PW_AVM_GONE, cmd->function);
+                }
+            }
+        pw_msg_fini(&r);
+        e->now += 20;
+        pw_core_tick(e->c, e->now);
+        drain(e);
+        check(e);
+    }
+    /* A retry at once, then waits of 100, 200, 400, 800 ms fit in 2 s: about 6 attempts, not
+     * 100. */
+    print_message("restores attempted in 2 s of failures: %zu\n", prewarms);
+    assert_true(prewarms >= 3 && prewarms <= 7);
+    assert_true(pool(e, "f").restore_failures >= 3);
+    /* The image is fixed: once the backoff passes, the next restore succeeds and resets it. */
+    advance_alive(e, 4000);
+    assert_int_equal(pool(e, "f").idle, 1);
+    assert_int_equal(pool(e, "f").restore_failures, 0);
+    env_free(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1697,6 +1740,7 @@ int main(void)
         cmocka_unit_test(test_drain_within_zone_limit),
         cmocka_unit_test(test_function_put_requests_snapshot),
         cmocka_unit_test(test_expiry_keeps_spread),
+        cmocka_unit_test(test_restore_failure_backoff),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -12,6 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+
+#define RESTORE_BACKOFF_MS 100    /* the first wait after a failed restore */
+#define RESTORE_BACKOFF_MAX_MS 30000
 /* ---- names ---- */
 
 static const char *policy_names[] = {
@@ -608,8 +611,22 @@ static void answer(struct pw_core *c, struct waiter *w, int err, struct vm *v, i
 }
 
 /* pw_core_vm_ready: a restoring VM is running. It serves the oldest parked acquire, or idles. */
+void pw_core_restore_failed(struct pw_core *c, struct fn *f, int64_t now)
+{
+    (void)c;
+    /* One failure is retried at once (a host may just have been unlucky); from the second in
+     * a row, restores wait. */
+    f->fail_streak++;
+    if (f->fail_streak < 2)
+        return;
+    int64_t delay = (int64_t)RESTORE_BACKOFF_MS << (f->fail_streak < 11 ? f->fail_streak - 2 : 9);
+    f->retry_at = now + (delay < RESTORE_BACKOFF_MAX_MS ? delay : RESTORE_BACKOFF_MAX_MS);
+}
+
 void pw_core_vm_ready(struct pw_core *c, struct vm *v, int64_t now, const char *address)
 {
+    v->fn->fail_streak = 0;
+    v->fn->retry_at = 0;
     if (address != NULL && address[0] != '\0')
         pw_strlcpy(v->address, address, sizeof(v->address));
     pw_core_vm_set_state(c, v, PW_VM_IDLE, now);
@@ -802,6 +819,8 @@ void pw_core_reconcile(struct pw_core *c, struct fn *f, int64_t now)
     uint32_t room = max > live ? max - live : 0;
     if (want > room)
         want = room;
+    if (now < f->retry_at)
+        want = 0; /* restores keep failing: wait (parked acquires wait or time out) */
     for (uint32_t i = 0; i < want; i++)
         pw_core_place_restore(c, f, now, i < cold, 0);
 
@@ -889,6 +908,7 @@ int pw_core_pool_view(const struct pw_core *c, const char *name, struct pw_pool_
     out->stopping = f->n[PW_VM_STOPPING];
     out->failed = f->n[PW_VM_FAILED];
     out->waiters = f->nwaiters;
+    out->restore_failures = f->fail_streak;
     for (int s = 0; s < PW_VM__COUNT; s++)
         out->outgoing += f->moving[s];
     out->target_idle = target_idle(f);

@@ -24,6 +24,10 @@ struct fn {
     /* VMs being moved off draining hosts (they have a replacement), by state: reconcile
      * counts the replacement instead. */
     uint32_t moving[PW_VM__COUNT];
+    /* Restores that failed in a row, and until when new restores wait (a bad image must not
+     * become a tight loop of failing restores). */
+    uint32_t fail_streak;
+    int64_t retry_at;
 };
 
 struct numa {
@@ -132,6 +136,9 @@ void pw_core_vm_destroy(struct pw_core *c, struct vm *v, int64_t now);
 struct lease *pw_core_lease_new(struct pw_core *c, struct vm *v, uint64_t id, int64_t now, int64_t expires_at);
 void pw_core_lease_drop(struct pw_core *c, struct lease *l);
 void pw_core_reconcile_all(struct pw_core *c, int64_t now);
+/* pw_core_restore_failed records a failed restore of f: from the second failure in a row,
+ * restores wait 100 ms, doubling per failure up to 30 s; a VM becoming ready resets it. */
+void pw_core_restore_failed(struct pw_core *c, struct fn *f, int64_t now);
 /* pw_core_place_restore places one VM of f and queues its restore; NULL when there is no room
  * or the agent's outbox is full. for_waiter counts it as a cold start. */
 struct vm *pw_core_place_restore(struct pw_core *c, struct fn *f, int64_t now, int for_waiter, int replacing);

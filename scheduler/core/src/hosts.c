@@ -314,8 +314,10 @@ static void sync_inventory(struct pw_core *c, struct host *h, const struct pw_vm
         }
         if (vi->state == PW_AVM_RUNNING && v->state == PW_VM_RESTORING)
             pw_core_vm_ready(c, v, now, vi->address);
-        else if (vi->state == PW_AVM_FAILED && v->state == PW_VM_RESTORING)
+        else if (vi->state == PW_AVM_FAILED && v->state == PW_VM_RESTORING) {
+            pw_core_restore_failed(c, v->fn, now);
             pw_core_vm_set_state(c, v, PW_VM_FAILED, now);
+        }
     }
     for (size_t i = 0; i < nvms; i++) {
         if (seen[i] || vms[i].state == PW_AVM_GONE)
@@ -457,6 +459,7 @@ static void apply_event(struct pw_core *c, struct host *h, const struct pw_agent
             pw_core_metric(c, PW_METRIC_RESTORE_FAILED, v->fn, 0);
             struct fn *f = v->fn;
             if (v->state == PW_VM_RESTORING) {
+                pw_core_restore_failed(c, f, now);
                 pw_core_vm_set_state(c, v, PW_VM_FAILED, now);
                 pw_core_vm_destroy(c, v, now);
             } else {

@@ -267,6 +267,8 @@ struct pw_pool_view {
     uint32_t restoring, idle, leased, stopping, failed;
     uint32_t waiters;
     uint32_t outgoing;    /* of the above, VMs on draining hosts (replaced, then destroyed) */
+    uint32_t restore_failures; /* restores failed in a row; from the second, new ones back off
+                                  (100 ms doubling to 30 s) until a VM becomes ready */
     uint32_t target_idle; /* what reconcile aims for now */
     uint32_t floor;       /* VMs kept alive whatever the traffic (policy min or dynamic overlay) */
     int dynamic;          /* a policy engine's overlay is set */
