@@ -392,6 +392,19 @@ static uint32_t host_vms(struct env *e, const char *id)
     return n;
 }
 
+/* spread_spec fills a fixed pool of `min` VMs of 512 MiB with spread limits. */
+static void spread_spec(struct pw_function_spec *s, uint32_t min, double host_share, double zone_share)
+{
+    memset(s, 0, sizeof(*s));
+    pw_strlcpy(s->name, "f", sizeof(s->name));
+    s->memory_mb = 512;
+    s->vcpus = 1;
+    pw_pool_policy_default(&s->pool);
+    s->pool.min = min;
+    s->placement.max_host_share = host_share;
+    s->placement.max_zone_share = zone_share;
+}
+
 /* ---- tests ---- */
 
 static void test_spec_validation(void **state)
@@ -1528,13 +1541,7 @@ static void test_drain_respects_spread(void **state)
     hello_labeled(e, "b", 8192, "z2", "0.02");
     hello_labeled(e, "c", 8192, "z3", "0.03");
     struct pw_function_spec s;
-    memset(&s, 0, sizeof(s));
-    pw_strlcpy(s.name, "f", sizeof(s.name));
-    s.memory_mb = 512;
-    s.vcpus = 1;
-    pw_pool_policy_default(&s.pool);
-    s.pool.min = 4;
-    s.placement.max_host_share = 0.5;
+    spread_spec(&s, 4, 0.5, 0);
     assert_int_equal(pw_core_function_put(e->c, e->now, &s), PW_OK);
     drain(e);
     sync_all(e);
@@ -1560,13 +1567,7 @@ static void test_drain_within_zone_limit(void **state)
     hello_labeled(e, "c", 8192, "z3", "0.02");
     hello_labeled(e, "d", 8192, "z1", "0.03");
     struct pw_function_spec s;
-    memset(&s, 0, sizeof(s));
-    pw_strlcpy(s.name, "f", sizeof(s.name));
-    s.memory_mb = 512;
-    s.vcpus = 1;
-    pw_pool_policy_default(&s.pool);
-    s.pool.min = 6;
-    s.placement.max_zone_share = 0.33;
+    spread_spec(&s, 6, 0, 0.33);
     assert_int_equal(pw_core_function_put(e->c, e->now, &s), PW_OK);
     drain(e);
     sync_all(e);
@@ -1618,14 +1619,8 @@ static void test_expiry_keeps_spread(void **state)
         hello_labeled(e, "a", 8192, "z1", "0.01");
         hello_labeled(e, "b", 8192, "z2", "0.01");
         struct pw_function_spec s;
-        memset(&s, 0, sizeof(s));
-        pw_strlcpy(s.name, "f", sizeof(s.name));
-        s.memory_mb = 512;
-        s.vcpus = 1;
-        pw_pool_policy_default(&s.pool);
-        s.pool.min = 2;
+        spread_spec(&s, 2, 0.5, 0);
         s.pool.keepalive_ms = 1000;
-        s.placement.max_host_share = 0.5;
         assert_int_equal(pw_core_function_put(e->c, e->now, &s), PW_OK);
         drain(e);
         sync_all(e);
