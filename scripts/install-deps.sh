@@ -9,7 +9,12 @@ pkgs=(
   node-llhttp postgresql-15 postgresql-client-15
   clang-14 libclang-rt-14-dev python3 gnuplot-nox
   qemu-system-x86 busybox-static cpio lz4
+  nodejs unzip systemd
+  prometheus
 )
+# npm (scripts/check-helm.sh): Debian's package, unless the installed nodejs already brings the
+# command (NodeSource's nodejs bundles npm and conflicts with Debian's npm package).
+command -v npm >/dev/null 2>&1 || pkgs+=(npm)
 
 missing=()
 for p in "${pkgs[@]}"; do

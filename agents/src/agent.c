@@ -3,6 +3,8 @@
  * queued under a mutex and handled on the loop, so no state is shared across threads. */
 #include "pw/agent.h"
 
+#include "agent_metrics.h"
+
 #include "pw/driver.h"
 #include "pw/error.h"
 #include "pw/log.h"
@@ -134,6 +136,10 @@ struct pw_agent {
     uint64_t event_seq; /* last seq assigned */
     int overflowed;
     struct pw_htab vms;
+
+    /* /metrics (loop thread). */
+    struct pw_agent_metrics metrics;
+    int connected; /* the last request got an answer from the scheduler */
 
     /* Handles. */
     uv_async_t async;
@@ -305,9 +311,15 @@ static void on_driver_event(struct pw_driver *d, const struct pw_driver_event *e
         }
         emit_event(a, ev->vm_id, PW_AVM_RUNNING, function, node, ev->restore_ms, ev->address,
                    NULL);
+        a->metrics.restores++;
+        pw_prom_hist_observe(&a->metrics.restore_hist, (double)ev->restore_ms / 1000.0);
         break;
     case PW_AVM_FAILED:
     case PW_AVM_GONE:
+        if (ev->state == PW_AVM_FAILED)
+            a->metrics.restore_failures++;
+        else
+            a->metrics.vms_gone++;
         emit_event(a, ev->vm_id, ev->state, function, node, 0, NULL, ev->error);
         if (vm != NULL)
             vm_remove(a, vm);
@@ -415,6 +427,7 @@ static void cmd_lease(struct pw_agent *a, const struct pw_cmd *c, int lease)
 
 static void execute(struct pw_agent *a, const struct pw_cmd *c)
 {
+    a->metrics.commands++;
     switch (c->type) {
     case PW_CMD_PREWARM:
         cmd_prewarm(a, c);
@@ -682,6 +695,10 @@ static void send_next(struct pw_agent *a)
                  a->req_is_hello ? "hello" : "report", (unsigned long long)a->report_seq,
                  (unsigned long long)a->epoch, (unsigned long long)a->cmd_ack,
                  (unsigned long long)last_seq);
+    if (a->req_is_hello)
+        a->metrics.hellos_sent++;
+    else
+        a->metrics.reports_sent++;
     link_set_state(a, LINK_SENDING);
     a->aio_phase = LINK_SENDING;
     nng_aio_set_msg(a->aio, msg);
@@ -707,6 +724,8 @@ static void handle_reply(struct pw_agent *a, nng_msg *msg)
         backoff(a);
         return;
     }
+    a->metrics.replies++;
+    a->connected = 1;
     switch (m.type) {
     case PW_MSG_REPLY:
         if (a->req_is_hello) {
@@ -773,12 +792,16 @@ static void link_done(struct pw_agent *a, struct link_done *d)
         send_next(a);
         break;
     case NNG_ETIMEDOUT:
+        a->metrics.link_errors++;
+        a->connected = 0;
         pw_log_warn(LINK_COMP, "no %s in %lld ms: sending a new request",
                     d->phase == LINK_SENDING ? "connection" : "reply",
                     (long long)request_timeout_ms(a));
         send_next(a);
         break;
     default:
+        a->metrics.link_errors++;
+        a->connected = 0;
         pw_log_warn(LINK_COMP, "request failed: %s; retrying in %lld ms", nng_strerror(d->rv),
                     (long long)a->cfg.error_backoff_ms);
         backoff(a);
@@ -822,6 +845,7 @@ static void agent_shutdown(struct pw_agent *a)
         return;
     a->shut = 1;
     link_set_state(a, LINK_CLOSED);
+    pw_agent_metrics_close(&a->metrics);
     if (a->driver_up) {
         a->driver.ops->fini(&a->driver);
         a->driver_up = 0;
@@ -1023,6 +1047,30 @@ fail_sock:
     return PW_ERR_INVAL;
 }
 
+/* metrics_state describes the agent for a /metrics scrape (agent_metrics.c). */
+static void metrics_state(void *arg, struct pw_agent_metrics_state *out)
+{
+    struct pw_agent *a = arg;
+    out->id = a->cfg.id;
+    out->driver = a->cfg.driver;
+    out->accelerator = "none";
+    for (size_t i = 0; i < a->cfg.nlabels; i++)
+        if (strcmp(a->cfg.labels[i].key, "accelerator") == 0)
+            out->accelerator = a->cfg.labels[i].value;
+    out->version = PW_VERSION_STRING;
+    size_t bucket = 0;
+    struct pw_hnode *it = NULL, *h;
+    while ((h = pw_htab_next(&a->vms, &bucket, &it)) != NULL) {
+        const struct agent_vm *vm = pw_container_of(h, struct agent_vm, hnode);
+        if ((size_t)vm->state < PW_ARRAY_LEN(out->vms))
+            out->vms[vm->state]++;
+    }
+    out->link_state = link_state_names[a->link];
+    out->connected = a->connected;
+    out->draining = a->draining;
+    out->outbox = a->noutbox;
+}
+
 struct pw_agent *pw_agent_new(const struct pw_agent_config *cfg, char *errbuf, size_t errlen)
 {
     char why[256];
@@ -1045,6 +1093,7 @@ struct pw_agent *pw_agent_new(const struct pw_agent_config *cfg, char *errbuf, s
     pw_htab_init(&a->vms);
     pthread_mutex_init(&a->mu, NULL);
     make_boot_id(a->boot_id, sizeof(a->boot_id));
+    pw_agent_metrics_init(&a->metrics, metrics_state, a);
 
     int rv = pw_topology_load(&a->topo, cfg->topology_root, cfg->vcpu_overcommit, why,
                               sizeof(why));
@@ -1082,6 +1131,12 @@ struct pw_agent *pw_agent_new(const struct pw_agent_config *cfg, char *errbuf, s
     a->driver_up = 1;
     driver_extras(a);
     if (open_link(a, why, sizeof(why)) != PW_OK) {
+        pw_errf(errbuf, errlen, "%s", why);
+        goto fail_loop;
+    }
+    if (cfg->metrics_port > 0 &&
+        pw_agent_metrics_listen(&a->metrics, &a->loop, cfg->metrics_host, cfg->metrics_port, why, sizeof(why)) !=
+            PW_OK) {
         pw_errf(errbuf, errlen, "%s", why);
         goto fail_loop;
     }

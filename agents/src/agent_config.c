@@ -253,6 +253,29 @@ static char *qemu_path_key(struct pw_agent_config *c, const char *key, size_t *s
     return NULL;
 }
 
+/* set_metrics_listen parses "HOST:PORT" for the /metrics listener ("" turns it off). */
+static int set_metrics_listen(struct pw_agent_config *c, const char *value, char *errbuf, size_t errlen)
+{
+    if (value[0] == '\0') {
+        c->metrics_host[0] = '\0';
+        c->metrics_port = 0;
+        return PW_OK;
+    }
+    const char *colon = strrchr(value, ':');
+    char *end = NULL;
+    errno = 0;
+    long port = colon != NULL ? strtol(colon + 1, &end, 10) : 0;
+    if (colon == NULL || colon == value || (size_t)(colon - value) >= sizeof(c->metrics_host) ||
+        colon[1] == '\0' || *end != '\0' || errno != 0 || port < 1 || port > 65535) {
+        pw_errf(errbuf, errlen, "metrics_listen \"%s\": expected HOST:PORT (port 1..65535)", value);
+        return PW_ERR_INVAL;
+    }
+    memcpy(c->metrics_host, value, (size_t)(colon - value));
+    c->metrics_host[colon - value] = '\0';
+    c->metrics_port = (int)port;
+    return PW_OK;
+}
+
 /* set_qemu sets the qemu driver's keys; PW_ERR_NOTFOUND for a key that is not one of them. */
 static int set_qemu(struct pw_agent_config *c, const char *key, const char *value,
                     char *errbuf, size_t errlen)
@@ -439,6 +462,8 @@ int pw_agent_config_set(struct pw_agent_config *c, const char *key, const char *
         c->sim_seed = v;
         return PW_OK;
     }
+    if (strcmp(key, "metrics_listen") == 0)
+        return set_metrics_listen(c, value, errbuf, errlen);
     if (strncmp(key, "qemu_", 5) == 0) {
         int rv = set_qemu(c, key, value, errbuf, errlen);
         if (rv != PW_ERR_NOTFOUND)

@@ -36,6 +36,7 @@ static void usage(FILE *out)
             "                         sim_fail_rate, sim_seed, sim_snapshots [names],\n"
             "                         sim_process, and the qemu_* keys below (with _)\n"
             "  --log-level LEVEL      debug, info, warn, error (default info)\n"
+            "  --metrics-listen HOST:PORT  serve Prometheus /metrics there (default: off)\n"
             "  --help, --version\n"
             "\n"
             "QEMU microVM options (driver qemu; docs/agent.md):\n"
@@ -110,6 +111,7 @@ enum {
     OPT_QEMU_LOG_MAX,
     OPT_QEMU_JOBS,
     OPT_QEMU_KEEP_VMS,
+    OPT_METRICS_LISTEN,
     OPT_HELP,
     OPT_VERSION,
 };
@@ -128,6 +130,7 @@ static const struct option options[] = {
     {"sim-snapshots", required_argument, NULL, OPT_SIM_SNAPSHOTS},
     {"sim-process", no_argument, NULL, OPT_SIM_PROCESS},
     {"draining", no_argument, NULL, OPT_DRAINING},
+    {"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
     {"vcpu-overcommit", required_argument, NULL, OPT_OVERCOMMIT},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"config", required_argument, NULL, OPT_CONFIG},
@@ -181,6 +184,7 @@ static const char *flag_key(int opt)
     case OPT_QEMU_LOG_MAX: return "qemu_log_max_kb";
     case OPT_QEMU_JOBS: return "qemu_jobs";
     case OPT_QEMU_KEEP_VMS: return "qemu_keep_vms";
+    case OPT_METRICS_LISTEN: return "metrics_listen";
     default: return NULL;
     }
 }

@@ -745,83 +745,11 @@ static void readyz(struct pw_daemon *d, struct pw_http_req *r)
 static void metrics(struct pw_daemon *d, struct pw_http_req *r)
 {
     struct pw_buf b;
-    pw_buf_init(&b, 16 << 20);
-    static const char *results[] = {"warm", "cold", "timeout"};
-    pw_buf_adds(&b, "# HELP prewarm_acquires_total Acquire requests answered, by result.\n"
-                    "# TYPE prewarm_acquires_total counter\n");
-    uint64_t by[] = {d->metrics[PW_METRIC_ACQUIRE_WARM], d->metrics[PW_METRIC_ACQUIRE_COLD],
-                     d->metrics[PW_METRIC_ACQUIRE_TIMEOUT]};
-    for (size_t i = 0; i < 3; i++)
-        pw_buf_printf(&b, "prewarm_acquires_total{result=\"%s\"} %" PRIu64 "\n", results[i], by[i]);
-    pw_buf_printf(&b,
-                  "# HELP prewarm_acquire_errors_total Acquire requests refused, by reason.\n"
-                  "# TYPE prewarm_acquire_errors_total counter\n"
-                  "prewarm_acquire_errors_total{reason=\"not_found\"} %" PRIu64 "\n"
-                  "prewarm_acquire_errors_total{reason=\"limit\"} %" PRIu64 "\n",
-                  d->acquire_errors[ERR_NOTFOUND], d->acquire_errors[ERR_LIMIT]);
-    struct {
-        enum pw_metric_id id;
-        const char *name, *help;
-    } counters[] = {
-        {PW_METRIC_COLD_START, "prewarm_cold_starts_total", "Restores placed for a waiting acquire."},
-        {PW_METRIC_RESTORE_DONE, "prewarm_restores_total", "Restores completed."},
-        {PW_METRIC_RESTORE_FAILED, "prewarm_restore_failures_total", "Restores that failed."},
-        {PW_METRIC_LEASE_EXPIRED, "prewarm_lease_expirations_total", "Leases reclaimed at their TTL."},
-        {PW_METRIC_VM_EXPIRED, "prewarm_vm_keepalive_expirations_total", "Idle VMs destroyed by keep-alive."},
-        {PW_METRIC_VM_LOST, "prewarm_vms_lost_total", "VMs that disappeared without being asked to."},
-        {PW_METRIC_AGENT_DEAD, "prewarm_agent_deaths_total", "Agents declared dead."},
-        {PW_METRIC_NO_CAPACITY, "prewarm_placement_no_capacity_total", "Placements that found no room."},
-        {PW_METRIC_VM_MOVED, "prewarm_vms_moved_total", "Idle VMs on draining hosts replaced elsewhere."},
-    };
-    for (size_t i = 0; i < PW_ARRAY_LEN(counters); i++)
-        pw_buf_printf(&b, "# HELP %s %s\n# TYPE %s counter\n%s %" PRIu64 "\n", counters[i].name, counters[i].help,
-                      counters[i].name, counters[i].name, d->metrics[counters[i].id]);
-    struct pw_core_stats cs;
-    pw_core_stats(d->core, &cs);
-    pw_buf_printf(&b,
-                  "# HELP prewarm_agents Agents known, by state.\n# TYPE prewarm_agents gauge\n"
-                  "prewarm_agents{state=\"alive\"} %" PRIu64 "\nprewarm_agents{state=\"dead\"} %" PRIu64 "\n"
-                  "# HELP prewarm_functions Functions registered.\n# TYPE prewarm_functions gauge\n"
-                  "prewarm_functions %" PRIu64 "\n"
-                  "# HELP prewarm_vms VMs the scheduler tracks.\n# TYPE prewarm_vms gauge\nprewarm_vms %" PRIu64 "\n"
-                  "# HELP prewarm_leases Leases outstanding.\n# TYPE prewarm_leases gauge\nprewarm_leases %" PRIu64 "\n"
-                  "# HELP prewarm_acquires_waiting Acquires parked for a restore.\n"
-                  "# TYPE prewarm_acquires_waiting gauge\nprewarm_acquires_waiting %" PRIu64 "\n",
-                  cs.hosts_alive, cs.hosts_dead, cs.functions, cs.vms, cs.leases, cs.waiters);
-    struct pw_store_stats st;
-    pw_store_stats(d->store, &st);
-    pw_buf_printf(&b,
-                  "# HELP prewarm_store_up Whether the last store connection attempt succeeded.\n"
-                  "# TYPE prewarm_store_up gauge\nprewarm_store_up %d\n"
-                  "# HELP prewarm_store_queue_depth Config writes waiting for the store.\n"
-                  "# TYPE prewarm_store_queue_depth gauge\nprewarm_store_queue_depth %" PRIu64 "\n"
-                  "# HELP prewarm_store_buffered_rows Telemetry rows waiting to be written.\n"
-                  "# TYPE prewarm_store_buffered_rows gauge\nprewarm_store_buffered_rows %" PRIu64 "\n"
-                  "# HELP prewarm_store_dropped_rows_total Telemetry rows dropped at the buffer bound.\n"
-                  "# TYPE prewarm_store_dropped_rows_total counter\nprewarm_store_dropped_rows_total %" PRIu64 "\n"
-                  "# HELP prewarm_store_errors_total Failed store statements.\n"
-                  "# TYPE prewarm_store_errors_total counter\nprewarm_store_errors_total %" PRIu64 "\n",
-                  st.connected, st.queue_depth, st.buffered_rows, st.dropped_rows, st.errors);
-    struct pw_http_stats hs;
-    pw_http_server_stats(d->http, &hs);
-    struct pw_agentlink_stats as;
-    pw_agentlink_stats(d->link, &as);
-    pw_buf_printf(&b,
-                  "# HELP prewarm_http_connections Open HTTP connections.\n"
-                  "# TYPE prewarm_http_connections gauge\nprewarm_http_connections %" PRIu64 "\n"
-                  "# HELP prewarm_http_rejected_total HTTP requests refused by the server (parse, size, limits).\n"
-                  "# TYPE prewarm_http_rejected_total counter\nprewarm_http_rejected_total %" PRIu64 "\n"
-                  "# HELP prewarm_agent_messages_total Agent messages received.\n"
-                  "# TYPE prewarm_agent_messages_total counter\nprewarm_agent_messages_total %" PRIu64 "\n"
-                  "# HELP prewarm_agent_messages_malformed_total Agent messages rejected as malformed.\n"
-                  "# TYPE prewarm_agent_messages_malformed_total counter\n"
-                  "prewarm_agent_messages_malformed_total %" PRIu64 "\n"
-                  "# HELP prewarm_agent_polls_held Agent long polls held now.\n"
-                  "# TYPE prewarm_agent_polls_held gauge\nprewarm_agent_polls_held %" PRIu64 "\n"
-                  "# HELP prewarm_build_info Build information.\n# TYPE prewarm_build_info gauge\n"
-                  "prewarm_build_info{version=\"0.1.0\",epoch=\"%" PRIu64 "\"} 1\n",
-                  hs.connections, hs.rejected, as.received, as.malformed, as.held, d->epoch);
-    pw_http_respond(r, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len, NULL);
+    pw_buf_init(&b, PW_METRICS_MAX_BYTES);
+    if (pw_metrics_render(d, &b) != PW_OK)
+        respond_err(r, PW_ERR_INTERNAL, "the metrics exposition exceeds its bound");
+    else
+        pw_http_respond(r, 200, PW_PROM_CONTENT_TYPE, b.data, b.len, NULL);
     pw_buf_fini(&b);
 }
 

@@ -56,6 +56,73 @@ static void wake_agent(struct pw_daemon *d, const char *host)
     }
 }
 
+void pw_daemon_metrics_init(struct pw_daemon *d)
+{
+    for (size_t i = 0; i < PW_ARRAY_LEN(d->acquire_hist); i++)
+        pw_prom_hist_init(&d->acquire_hist[i], pw_prom_latency_bounds, pw_prom_latency_nbounds);
+    pw_prom_hist_init(&d->restore_hist, pw_prom_latency_bounds, pw_prom_latency_nbounds);
+    static const double place_bounds[] = {0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001,
+                                          0.0025,  0.005,    0.01,    0.025,  0.05,    0.1,    0.25, 1};
+    pw_prom_hist_init(&d->placement_hist, place_bounds, PW_ARRAY_LEN(place_bounds));
+    d->metrics_top_n = 20;
+    const char *env = getenv("PREWARM_METRICS_TOP_FUNCTIONS");
+    if (env != NULL && env[0] != '\0') {
+        char *end;
+        unsigned long n = strtoul(env, &end, 10);
+        if (*end == '\0' && n <= 1000)
+            d->metrics_top_n = (size_t)n;
+        else
+            pw_log_warn("prewarmd", "PREWARM_METRICS_TOP_FUNCTIONS=%s is not 0..1000; using 20", env);
+    }
+}
+
+/* observe_metric folds a metric action's value into the histograms /metrics shows. */
+static void observe_metric(struct pw_daemon *d, const struct pw_action *a)
+{
+    double v = a->u.metric.value;
+    switch (a->u.metric.id) {
+    case PW_METRIC_ACQUIRE_WARM:
+        pw_prom_hist_observe(&d->acquire_hist[0], v / 1000.0);
+        break;
+    case PW_METRIC_ACQUIRE_COLD:
+        pw_prom_hist_observe(&d->acquire_hist[1], v / 1000.0);
+        break;
+    case PW_METRIC_ACQUIRE_TIMEOUT:
+        pw_prom_hist_observe(&d->acquire_hist[2], v / 1000.0);
+        break;
+    case PW_METRIC_RESTORE_DONE:
+        pw_prom_hist_observe(&d->restore_hist, v / 1000.0);
+        break;
+    case PW_METRIC_NO_CAPACITY: {
+        /* A placement that found no room while an acquire of the function waits for a VM. */
+        struct pw_pool_view pv;
+        if (a->function[0] != '\0' && pw_core_pool_view(d->core, a->function, &pv) == PW_OK && pv.waiters > 0)
+            d->cold_no_capacity++;
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+/* placement_observe records how long a loop step took (since t0_ns, its actions executed)
+ * when it placed at least one VM: the core is pure and has no clock, so the shell times the
+ * steps that can place (HTTP requests, agent messages, the tick). */
+static void placement_observe(struct pw_daemon *d, uint64_t t0_ns, uint64_t cmds_before)
+{
+    if (d->prewarm_cmds > cmds_before)
+        pw_prom_hist_observe(&d->placement_hist, (double)(uv_hrtime() - t0_ns) / 1e9);
+}
+
+/* on_http times each API request for the placement histogram around api.c's handler. */
+static void on_http(void *arg, struct pw_http_req *req)
+{
+    struct pw_daemon *d = arg;
+    uint64_t cmds0 = d->prewarm_cmds, t0 = uv_hrtime();
+    pw_api_handle(d, req);
+    placement_observe(d, t0, cmds0);
+}
+
 void pw_daemon_drain(struct pw_daemon *d)
 {
     struct pw_action a;
@@ -75,6 +142,8 @@ void pw_daemon_drain(struct pw_daemon *d)
                 else
                     wake_overflow = 1;
             }
+            if (a.u.cmd.type == PW_CMD_PREWARM)
+                d->prewarm_cmds++;
             pw_log_debug("core", "command %s vm %016" PRIx64 " -> %s", pw_cmd_type_str(a.u.cmd.type), a.u.cmd.vm_id,
                          a.host);
             break;
@@ -92,6 +161,7 @@ void pw_daemon_drain(struct pw_daemon *d)
             break;
         case PW_ACT_METRIC:
             d->metrics[a.u.metric.id]++;
+            observe_metric(d, &a);
             break;
         default:
             break;
@@ -126,6 +196,7 @@ static void on_agent_msg(void *arg, struct pw_agentlink_req *req, const struct p
 
     struct pw_msg reply;
     memset(&reply, 0, sizeof(reply));
+    uint64_t cmds0 = d->prewarm_cmds, t0 = uv_hrtime();
     if (msg->type == PW_MSG_HELLO) {
         pw_core_agent_hello(d->core, now, &msg->u.hello, &reply);
         pw_log_info("agentlink", "hello from %s (%zu NUMA nodes, %zu VMs, driver %s)", agent_id, msg->u.hello.nnuma,
@@ -148,6 +219,7 @@ static void on_agent_msg(void *arg, struct pw_agentlink_req *req, const struct p
     }
     pw_msg_fini(&reply);
     pw_daemon_drain(d);
+    placement_observe(d, t0, cmds0);
 }
 
 /* ---- tick ---- */
@@ -156,8 +228,10 @@ static void on_tick(uv_timer_t *t)
 {
     struct pw_daemon *d = t->data;
     int64_t now = pw_daemon_now(d);
+    uint64_t cmds0 = d->prewarm_cmds, t0 = uv_hrtime();
     pw_core_tick(d->core, now);
     pw_daemon_drain(d);
+    placement_observe(d, t0, cmds0);
     pw_predict_tick(d->predict, pw_now_wall_ms());
     /* Held polls at their heartbeat. */
     size_t b = 0;
@@ -229,6 +303,7 @@ int pw_daemon_run(const struct pw_sched_config *cfg)
     d->cfg = *cfg;
     d->loop = uv_default_loop();
     d->started_wall_ms = pw_now_wall_ms();
+    pw_daemon_metrics_init(d);
     pw_htab_init(&d->held);
     pw_htab_init(&d->parked);
     int code = 1;
@@ -279,7 +354,7 @@ int pw_daemon_run(const struct pw_sched_config *cfg)
     pw_http_limits_default(&lim);
     lim.max_body_bytes = cfg->max_body_bytes;
     lim.max_connections = cfg->max_connections;
-    if (pw_http_server_new(d->loop, cfg->http_host, cfg->http_port, &lim, pw_api_handle, d, &d->http) != PW_OK) {
+    if (pw_http_server_new(d->loop, cfg->http_host, cfg->http_port, &lim, on_http, d, &d->http) != PW_OK) {
         pw_log_error("prewarmd", "cannot listen for HTTP on %s:%d", cfg->http_host, cfg->http_port);
         pw_agentlink_close(d->link);
         goto out_store;

@@ -9,10 +9,12 @@
 
 #include "agentlink.h"
 #include "config.h"
+#include "metrics.h"
 #include "store.h"
 
 #include "pw/core.h"
 #include "pw/http.h"
+#include "pw/prom.h"
 #include "pw/util.h"
 
 #include <uv.h>
@@ -64,7 +66,17 @@ struct pw_daemon {
     uint64_t acquire_errors[4]; /* not found, limit, bad request, store */
     uint64_t wakeups;           /* held polls answered early with commands */
     int64_t started_wall_ms;
+    /* Observations for /metrics (metrics.c), all on the loop thread. */
+    struct pw_prom_hist acquire_hist[3];  /* acquire wait in seconds: warm, cold, timeout */
+    struct pw_prom_hist restore_hist;     /* agent-measured restore time in seconds */
+    struct pw_prom_hist placement_hist;   /* core steps that placed a VM, in seconds */
+    uint64_t cold_no_capacity;            /* NO_CAPACITY while the function had waiters */
+    uint64_t prewarm_cmds;                /* prewarm commands queued by the core */
+    size_t metrics_top_n;                 /* functions with their own pool series */
 };
+
+/* pw_daemon_metrics_init sets up the histograms and reads PREWARM_METRICS_TOP_FUNCTIONS. */
+void pw_daemon_metrics_init(struct pw_daemon *d);
 
 /* pw_daemon_run builds everything from cfg, runs the loop until SIGINT/SIGTERM, tears down.
  * Returns the process exit code. */

@@ -70,6 +70,7 @@ struct pw_predict {
     double train_secs;
     uint64_t retrains;
     char model_save[512];
+    struct pw_predict_error err; /* forecast against the counts that came */
 };
 
 static int pfn_eq(const struct pw_hnode *n, const void *key)
@@ -346,8 +347,16 @@ void pw_predict_tick(struct pw_predict *p, int64_t wall_ms)
         return;
     }
     /* Close the minute(s) that ended: their counts go to the history (skipped minutes are 0). */
+    double minute_abs = 0, minute_actual = 0;
+    size_t minute_fns = 0;
     for (size_t i = 0; i < p->nfns; i++) {
         struct pfn *e = p->fns[i];
+        if (e->minute == p->minute) {
+            /* This minute had a forecast: how far it was from what came. */
+            minute_abs += fabs(e->lambda - (double)e->count);
+            minute_actual += (double)e->count;
+            minute_fns++;
+        }
         pw_forecaster_observe(p->fc, e->index, p->minute, e->count);
         if (e->ring != NULL) {
             if (e->ring_first < 0)
@@ -356,6 +365,13 @@ void pw_predict_tick(struct pw_predict *p, int64_t wall_ms)
             e->ring[(size_t)(p->minute % (int64_t)p->retrain_minutes)] = e->count > UINT16_MAX ? UINT16_MAX : (uint16_t)e->count;
         }
         e->count = 0;
+    }
+    if (minute_fns > 0) {
+        p->err.function_minutes += minute_fns;
+        p->err.abs_error_sum += minute_abs;
+        p->err.actual_sum += minute_actual;
+        p->err.last_minute_ratio = minute_actual > 0 ? minute_abs / minute_actual : (minute_abs > 0 ? 1.0 : 0.0);
+        p->err.minutes++;
     }
     p->minute = minute;
     maybe_retrain(p, wall_ms);
@@ -417,4 +433,16 @@ int pw_predict_forecast_json(struct pw_predict *p, const char *fn, struct pw_buf
 int pw_predict_model_loaded(const struct pw_predict *p)
 {
     return p->model != NULL;
+}
+
+void pw_predict_error_stats(const struct pw_predict *p, struct pw_predict_error *out)
+{
+    *out = p->err;
+}
+
+const char *pw_predict_model_name(const struct pw_predict *p, uint64_t *retrains)
+{
+    if (retrains != NULL)
+        *retrains = p->retrains;
+    return p->model != NULL ? p->model_path : "";
 }

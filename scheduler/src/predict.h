@@ -47,4 +47,20 @@ int pw_predict_forecast_json(struct pw_predict *p, const char *fn, struct pw_buf
 /* pw_predict_model_loaded tells /readyz whether a model (not the heuristic) is in use. */
 int pw_predict_model_loaded(const struct pw_predict *p);
 
+/* Forecast against actual, summed over every closed minute that had a forecast: per function,
+ * |forecast rate - invocations counted| in invocations per minute. */
+struct pw_predict_error {
+    uint64_t minutes;          /* closed minutes that had at least one forecast */
+    uint64_t function_minutes; /* (function, minute) pairs compared */
+    double abs_error_sum;      /* sum of |forecast - actual|, invocations */
+    double actual_sum;         /* sum of actual invocations over the same pairs */
+    double last_minute_ratio;  /* the latest such minute: sum |error| / sum actual (0 if none) */
+};
+/* pw_predict_error_stats copies the running totals out. */
+void pw_predict_error_stats(const struct pw_predict *p, struct pw_predict_error *out);
+/* pw_predict_model_name returns the path of the model in use ("" for the recent-rate
+ * heuristic; owned by p, valid until the next model swap) and, when retrains is not NULL, how
+ * many retrained models were swapped in. */
+const char *pw_predict_model_name(const struct pw_predict *p, uint64_t *retrains);
+
 #endif

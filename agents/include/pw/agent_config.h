@@ -56,6 +56,9 @@ struct pw_agent_config {
     int qemu_jobs;                   /* QEMU operations at once (worker threads); default 4 */
     int qemu_keep_vms;               /* at a clean stop, leave the VMs running for the next
                                       * agent to adopt; default 0: destroy them */
+    /* Prometheus /metrics listener (agent_metrics.c); off while metrics_port is 0 */
+    char metrics_host[64];
+    int metrics_port;
     /* link tuning (not exposed as flags; tests shorten them) */
     int64_t initial_heartbeat_ms; /* until the first reply says otherwise; default 1000 */
     int64_t error_backoff_ms;     /* after an error reply; default 1000 */
@@ -75,7 +78,8 @@ void pw_agent_config_init(struct pw_agent_config *c);
  * (auto, kvm, tcg), "qemu_run_dir", "qemu_snapshot_dir", "qemu_mem_dir", "qemu_probe_image"
  * (absolute paths; run and memory directories without commas), "qemu_boot_timeout_ms",
  * "qemu_restore_timeout_ms", "qemu_probe_timeout_ms", "qemu_stop_timeout_ms",
- * "qemu_log_max_kb", "qemu_jobs" (1..64), "qemu_keep_vms" (a boolean). Returns PW_OK, or
+ * "qemu_log_max_kb", "qemu_jobs" (1..64), "qemu_keep_vms" (a boolean), and "metrics_listen"
+ * (HOST:PORT for the /metrics listener, port 1..65535; "" turns it off). Returns PW_OK, or
  * PW_ERR_INVAL with a one-line reason in errbuf (c unchanged). Loop or main thread only. */
 int pw_agent_config_set(struct pw_agent_config *c, const char *key, const char *value,
                         char *errbuf, size_t errlen);
