@@ -3,7 +3,7 @@
 # the same again under AddressSanitizer/UBSan, and the fuzz targets briefly (clang only).
 #
 #   bash scripts/test.sh           everything
-#   bash scripts/test.sh --quick   build/ only (skip the sanitizer and fuzz suites)
+#   bash scripts/test.sh --quick   build/ only (skip the sanitizer, fuzz, Helm/systemd suites)
 #
 # Exits non-zero on any failure. The last line is "all suites: N passed, M failed" (tests
 # counted from ctest's summaries; a failed configure or build counts as one failure).
@@ -142,6 +142,16 @@ if [ "$quick" -eq 0 ]; then
     fi
   else
     echo "test.sh: clang not found; skipping the fuzz suite"
+  fi
+
+  # 4. The Helm chart and systemd units (lint, render, schema-validate, run the rendered
+  #    settings with build/'s binaries, systemd-analyze verify): counted as one test.
+  echo "== check-helm"
+  if PREWARM_BUILD_DIR="$REPO/build" bash scripts/check-helm.sh; then
+    total_pass=$((total_pass + 1))
+  else
+    total_fail=$((total_fail + 1))
+    failed_steps+=("check-helm")
   fi
 fi
 
