@@ -838,6 +838,30 @@ static void free_done(struct link_done *d)
 
 static void on_closed(uv_handle_t *h) { (void)h; }
 
+/* NNG 1.5 can block forever in nng_close when the scheduler goes away at the same moment
+ * (a pipe dropped mid-send). By then the VMs are stopped and nothing is left to save, so a
+ * watchdog ends the process if closing the link takes longer than this. */
+#define LINK_CLOSE_DEADLINE_S 5
+
+static volatile sig_atomic_t link_closed;
+
+static void *link_close_watchdog(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < LINK_CLOSE_DEADLINE_S * 10 && !link_closed; i++) {
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    if (!link_closed) {
+        static const char msg[] = "{\"level\":\"error\",\"component\":\"agent\",\"msg\":\"closing the scheduler "
+                                  "link hung; exiting (VMs were already stopped)\"}\n";
+        ssize_t n = write(2, msg, sizeof(msg) - 1);
+        (void)n;
+        _exit(0);
+    }
+    return NULL;
+}
+
 /* shutdown stops the VMs, the link and every handle; the loop then runs dry. */
 static void agent_shutdown(struct pw_agent *a)
 {
@@ -851,12 +875,18 @@ static void agent_shutdown(struct pw_agent *a)
         a->driver_up = 0;
     }
     if (a->nng_up) {
+        pthread_t wd;
+        link_closed = 0;
+        int wd_up = pthread_create(&wd, NULL, link_close_watchdog, NULL) == 0;
         /* After nng_aio_stop no callback runs any more, so the async can close safely. */
         nng_aio_stop(a->aio);
         nng_ctx_close(a->ctx);
         nng_close(a->sock);
         nng_aio_free(a->aio);
         a->nng_up = 0;
+        link_closed = 1;
+        if (wd_up)
+            pthread_join(wd, NULL);
     }
     pthread_mutex_lock(&a->mu);
     a->async_closed = 1;
