@@ -740,3 +740,52 @@ class Checks:
         log("%d passed, %d failed" % (self.passed, self.failed))
         sys.stdout.flush()
         return 0 if self.failed == 0 and self.passed > 0 else 1
+
+
+# ---- prewarm-gateway -------------------------------------------------------------------------
+GATEWAY = os.path.join(BINARY_DIR, "gateway", "prewarm-gateway")
+
+
+def start_gateway(cluster, extra_args=(), timeout=10):
+    """Start prewarm-gateway in front of cluster's prewarmd on a free port; returns the Process
+    with .port set. It is registered with the cluster, so stop() stops it (before the agents)
+    and its log is dumped and checked for sanitizer reports like the others'."""
+    port = free_port()
+    argv = [GATEWAY, "--listen", "127.0.0.1:%d" % port,
+            "--scheduler-url", "http://127.0.0.1:%d" % cluster.http_port,
+            "--log-level", cluster.log_level] + list(extra_args)
+    p = Process("gateway", argv, os.path.join(cluster.tmp, "gateway.log"))
+    p.port = port
+    p.start()
+    cluster.extra_processes = getattr(cluster, "extra_processes", []) + [p]
+
+    def live():
+        if not p.running():
+            raise ProcessDied("prewarm-gateway exited with status %s" % p.proc.returncode)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        try:
+            conn.request("GET", "/livez")
+            return conn.getresponse().status == 200
+        finally:
+            conn.close()
+    wait_until(live, timeout, "prewarm-gateway /livez == 200")
+    return p
+
+
+_cluster_processes = Cluster.processes
+_cluster_stop = Cluster.stop
+
+
+def _processes_with_extra(self):
+    return list(getattr(self, "extra_processes", [])) + _cluster_processes(self)
+
+
+def _stop_with_extra(self, grace=5.0):
+    if not self._stopped:
+        for p in getattr(self, "extra_processes", []):
+            p.stop(grace)
+    return _cluster_stop(self, grace)
+
+
+Cluster.processes = _processes_with_extra
+Cluster.stop = _stop_with_extra
