@@ -227,28 +227,33 @@ static int show(struct pw_cli *c, cJSON *j)
     return PW_CLI_OK;
 }
 
-static int functions_get(struct pw_cli *c, int argc, char **argv)
+/* name_request takes the one argument (a function or host name), sends method to
+ * prefix/NAME/suffix and hands the answer to *out (the caller deletes it). */
+static int name_request(struct pw_cli *c, int argc, char **argv, const char *what, const char *help,
+                        const char *method, const char *prefix, const char *suffix, cJSON **out)
 {
-    int rv = simple_args(c, argc, argv, 1, "function", functions_help);
+    int rv = simple_args(c, argc, argv, 1, what, help);
     if (rv != PW_CLI_OK)
         return rv;
-    char path[128];
-    snprintf(path, sizeof(path), "/v1/functions/%s", argv[optind]);
+    char path[256];
+    snprintf(path, sizeof(path), "%s/%s%s", prefix, argv[optind], suffix);
+    return pw_cli_api(c, method, path, NULL, out);
+}
+
+static int functions_get(struct pw_cli *c, int argc, char **argv)
+{
     cJSON *j;
-    if ((rv = pw_cli_api(c, "GET", path, NULL, &j)) != PW_CLI_OK)
+    int rv = name_request(c, argc, argv, "function", functions_help, "GET", "/v1/functions", "", &j);
+    if (rv != PW_CLI_OK)
         return rv;
     return show(c, j);
 }
 
 static int functions_delete(struct pw_cli *c, int argc, char **argv)
 {
-    int rv = simple_args(c, argc, argv, 1, "function", functions_help);
-    if (rv != PW_CLI_OK)
-        return rv;
-    char path[128];
-    snprintf(path, sizeof(path), "/v1/functions/%s", argv[optind]);
     cJSON *j;
-    if ((rv = pw_cli_api(c, "DELETE", path, NULL, &j)) != PW_CLI_OK)
+    int rv = name_request(c, argc, argv, "function", functions_help, "DELETE", "/v1/functions", "", &j);
+    if (rv != PW_CLI_OK)
         return rv;
     if (c->out == PW_OUT_JSON)
         pw_cli_print_json(j);
@@ -486,13 +491,9 @@ static const char pool_help[] =
 
 static int pool_get(struct pw_cli *c, int argc, char **argv)
 {
-    int rv = simple_args(c, argc, argv, 1, "function", pool_help);
-    if (rv != PW_CLI_OK)
-        return rv;
-    char path[128];
-    snprintf(path, sizeof(path), "/v1/functions/%s/pool", argv[optind]);
     cJSON *j;
-    if ((rv = pw_cli_api(c, "GET", path, NULL, &j)) != PW_CLI_OK)
+    int rv = name_request(c, argc, argv, "function", pool_help, "GET", "/v1/functions", "/pool", &j);
+    if (rv != PW_CLI_OK)
         return rv;
     return show(c, j);
 }
@@ -595,26 +596,20 @@ static int hosts_list(struct pw_cli *c, int argc, char **argv)
 
 static int hosts_get(struct pw_cli *c, int argc, char **argv)
 {
-    int rv = simple_args(c, argc, argv, 1, "host", hosts_help);
-    if (rv != PW_CLI_OK)
-        return rv;
-    char path[128];
-    snprintf(path, sizeof(path), "/v1/hosts/%s", argv[optind]);
     cJSON *j;
-    if ((rv = pw_cli_api(c, "GET", path, NULL, &j)) != PW_CLI_OK)
+    int rv = name_request(c, argc, argv, "host", hosts_help, "GET", "/v1/hosts", "", &j);
+    if (rv != PW_CLI_OK)
         return rv;
     return show(c, j);
 }
 
 static int hosts_drain_verb(struct pw_cli *c, int argc, char **argv, const char *verb)
 {
-    int rv = simple_args(c, argc, argv, 1, "host", hosts_help);
-    if (rv != PW_CLI_OK)
-        return rv;
-    char path[128];
-    snprintf(path, sizeof(path), "/v1/hosts/%s/%s", argv[optind], verb);
+    char suffix[32];
+    snprintf(suffix, sizeof(suffix), "/%s", verb);
     cJSON *j;
-    if ((rv = pw_cli_api(c, "POST", path, NULL, &j)) != PW_CLI_OK)
+    int rv = name_request(c, argc, argv, "host", hosts_help, "POST", "/v1/hosts", suffix, &j);
+    if (rv != PW_CLI_OK)
         return rv;
     if (c->out == PW_OUT_JSON) {
         pw_cli_print_json(j);
@@ -659,13 +654,9 @@ static const char forecast_help[] =
 
 static int forecast_get(struct pw_cli *c, int argc, char **argv)
 {
-    int rv = simple_args(c, argc, argv, 1, "function", forecast_help);
-    if (rv != PW_CLI_OK)
-        return rv;
-    char path[128];
-    snprintf(path, sizeof(path), "/v1/functions/%s/forecast", argv[optind]);
     cJSON *j;
-    if ((rv = pw_cli_api(c, "GET", path, NULL, &j)) != PW_CLI_OK)
+    int rv = name_request(c, argc, argv, "function", forecast_help, "GET", "/v1/functions", "/forecast", &j);
+    if (rv != PW_CLI_OK)
         return rv;
     if (c->out == PW_OUT_JSON) {
         pw_cli_print_json(j);
