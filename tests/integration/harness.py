@@ -667,6 +667,35 @@ def _http_complete(buf):
     return False
 
 
+# ---- real microVMs --------------------------------------------------------------------------
+GUEST_BUILDER = os.path.join(REPO, "agents", "guest", "build-guest.sh")
+
+
+def qemu_skip_or_fail(test, why):
+    """A test that needs QEMU cannot run: fail loudly when PREWARM_REQUIRE_QEMU=1 (CI), else
+    say loudly that it is skipped. Returns the exit code."""
+    bar = "*" * 78
+    if os.environ.get("PREWARM_REQUIRE_QEMU") == "1":
+        log("%s\n** %s: FAILING: %s (PREWARM_REQUIRE_QEMU=1)\n%s" % (bar, test, why, bar))
+        log("0 passed, 1 failed")
+        return 1
+    log("%s\n** %s: SKIPPING its real-microVM checks: %s\n"
+        "** (set PREWARM_REQUIRE_QEMU=1 to make this a failure)\n%s" % (bar, test, why, bar))
+    return 0
+
+
+def build_guest_image(name, *args):
+    """Builds (or finds in the cache) a function's guest image; returns its directory."""
+    t = time.monotonic()
+    r = subprocess.run(["bash", GUEST_BUILDER, "function", name] + list(args), stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=900)
+    if r.returncode != 0:
+        raise HarnessError("build-guest.sh function %s failed: %s" % (name, r.stderr[-1500:]))
+    out = [ln for ln in r.stdout.splitlines() if ln.strip()]
+    log("image %s: %s (%.1f s)" % (name, out[-1], time.monotonic() - t))
+    return out[-1]
+
+
 def is_hex_id(v):
     return isinstance(v, str) and len(v) == 16 and all(c in "0123456789abcdefABCDEF" for c in v)
 

@@ -26,12 +26,12 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from harness import (REPO, Agent, Checks, Cluster, HarnessError, become_subreaper,  # noqa: E402
+                     build_guest_image, qemu_skip_or_fail,
                      expect, is_error_body, start_gateway, wait_until)
 
 AGENT = "qg"
 FN_A, FN_B = "gw-a", "gw-b"
 BODY_A = "hello from gw-a"
-BUILDER = os.path.join(REPO, "agents", "guest", "build-guest.sh")
 
 
 class S:
@@ -43,23 +43,7 @@ def log(msg):
     print(msg, flush=True)
 
 
-def skip_or_fail(why):
-    bar = "*" * 78
-    if os.environ.get("PREWARM_REQUIRE_QEMU") == "1":
-        log("%s\n** test_gateway: FAILING: %s (PREWARM_REQUIRE_QEMU=1)\n%s" % (bar, why, bar))
-        log("0 passed, 1 failed")
-        return 1
-    log("%s\n** test_gateway: SKIPPING the gateway test with real microVMs: %s\n"
-        "** (set PREWARM_REQUIRE_QEMU=1 to make this a failure)\n%s" % (bar, why, bar))
-    return 0
 
-
-def build_image(name, *args):
-    r = subprocess.run(["bash", BUILDER, "function", name] + list(args), stdin=subprocess.DEVNULL,
-                       capture_output=True, text=True, timeout=900)
-    if r.returncode != 0:
-        raise HarnessError("build-guest.sh function %s failed: %s" % (name, r.stderr[-1500:]))
-    return [ln for ln in r.stdout.splitlines() if ln.strip()][-1]
 
 
 def curl(path, timeout=30):
@@ -151,18 +135,18 @@ def cleanup():
 def main():
     t_start = time.monotonic()
     if shutil.which("qemu-system-x86_64") is None:
-        return skip_or_fail("no qemu-system-x86_64 in PATH (apt-get install qemu-system-x86)")
+        return qemu_skip_or_fail("test_gateway", "no qemu-system-x86_64 in PATH (apt-get install qemu-system-x86)")
     if shutil.which("curl") is None:
-        return skip_or_fail("no curl in PATH")
+        return qemu_skip_or_fail("test_gateway", "no curl in PATH")
     checks = Checks("test_gateway: PostgreSQL + prewarmd + 1 agent (qemu driver) + prewarm-gateway")
     try:
-        img_a = build_image(FN_A, "--static", BODY_A)
-        img_b = build_image(FN_B, "--command", 'sleep 1; echo "hello from gw-b"')
+        img_a = build_guest_image(FN_A, "--static", BODY_A)
+        img_b = build_guest_image(FN_B, "--command", 'sleep 1; echo "hello from gw-b"')
     except (HarnessError, subprocess.SubprocessError, OSError) as e:
         if os.environ.get("PREWARM_REQUIRE_QEMU") == "1":
             checks.fail("guest images", str(e))
             return checks.finish()
-        return skip_or_fail("guest images could not be built: %s" % e)
+        return qemu_skip_or_fail("test_gateway", "guest images could not be built: %s" % e)
     become_subreaper()
     S.run_dir = tempfile.mkdtemp(prefix="pwgw-", dir="/tmp")
     S.mem_dir = tempfile.mkdtemp(prefix="pwgw-", dir="/dev/shm")

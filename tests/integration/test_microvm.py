@@ -33,13 +33,13 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from harness import (REPO, Agent, Checks, Cluster, HarnessError, become_subreaper,  # noqa: E402
+                     build_guest_image, qemu_skip_or_fail,
                      expect, reap, wait_until)
 
 HEARTBEAT_MS = 500
 AGENT = "qa"
 FN_A, FN_B = "mv-a", "mv-b"
 BODY_A = "hello from mv-a"
-BUILDER = os.path.join(REPO, "agents", "guest", "build-guest.sh")
 
 
 class S:
@@ -53,26 +53,7 @@ def log(msg):
     print(msg, flush=True)
 
 
-def skip_or_fail(why):
-    bar = "*" * 78
-    if os.environ.get("PREWARM_REQUIRE_QEMU") == "1":
-        log("%s\n** test_microvm: FAILING: %s (PREWARM_REQUIRE_QEMU=1)\n%s" % (bar, why, bar))
-        log("0 passed, 1 failed")
-        return 1
-    log("%s\n** test_microvm: SKIPPING the real-microVM test: %s\n"
-        "** (set PREWARM_REQUIRE_QEMU=1 to make this a failure)\n%s" % (bar, why, bar))
-    return 0
 
-
-def build_image(name, *args):
-    t = time.monotonic()
-    r = subprocess.run(["bash", BUILDER, "function", name] + list(args), stdin=subprocess.DEVNULL,
-                       capture_output=True, text=True, timeout=900)
-    if r.returncode != 0:
-        raise HarnessError("build-guest.sh function %s failed: %s" % (name, r.stderr[-1500:]))
-    out = [ln for ln in r.stdout.splitlines() if ln.strip()]
-    log("image %s: %s (%.1f s)" % (name, out[-1], time.monotonic() - t))
-    return out[-1]
 
 
 # ---- the host's view ---------------------------------------------------------------------------
@@ -378,16 +359,16 @@ def cleanup():
 def main():
     t_start = time.monotonic()
     if shutil.which("qemu-system-x86_64") is None:
-        return skip_or_fail("no qemu-system-x86_64 in PATH (apt-get install qemu-system-x86)")
+        return qemu_skip_or_fail("test_microvm", "no qemu-system-x86_64 in PATH (apt-get install qemu-system-x86)")
     checks = Checks("test_microvm: PostgreSQL + prewarmd + 1 agent (qemu driver, real microVMs)")
     try:
-        S.img_a = build_image(FN_A, "--static", BODY_A)
-        S.img_b = build_image(FN_B, "--command", 'echo "hello from mv-b, instance $PREWARM_INSTANCE"')
+        S.img_a = build_guest_image(FN_A, "--static", BODY_A)
+        S.img_b = build_guest_image(FN_B, "--command", 'echo "hello from mv-b, instance $PREWARM_INSTANCE"')
     except (HarnessError, subprocess.SubprocessError, OSError) as e:
         if os.environ.get("PREWARM_REQUIRE_QEMU") == "1":
             checks.fail("guest images", str(e))
             return checks.finish()
-        return skip_or_fail("guest images could not be built: %s" % e)
+        return qemu_skip_or_fail("test_microvm", "guest images could not be built: %s" % e)
     if not become_subreaper():
         log("note: not a subreaper; QEMUs orphaned by the SIGKILL are reaped by PID 1 (or not)")
     S.run_dir = tempfile.mkdtemp(prefix="pwmv-", dir="/tmp")
