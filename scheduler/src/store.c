@@ -875,10 +875,11 @@ static void run_load_invocations(struct pw_store *s, struct job *j)
     PQclear(r);
 }
 
-static void run_load_hosts(struct pw_store *s, struct job *j)
+/* load_host_rows runs a query whose rows are (id[, alive]) into j->hosts (and j->alive when
+ * the query has the second column). */
+static void load_host_rows(struct pw_store *s, struct job *j, const char *what, const char *sql, int with_alive)
 {
-    PGresult *r = exec(s, s->conn, "load hosts", "SELECT id FROM hosts WHERE alive ORDER BY id", 0,
-                       NULL, PGRES_TUPLES_OK, j->msg, sizeof(j->msg));
+    PGresult *r = exec(s, s->conn, what, sql, 0, NULL, PGRES_TUPLES_OK, j->msg, sizeof(j->msg));
     if (r == NULL) {
         j->err = PW_ERR_STORE;
         check_bad(s, j->msg);
@@ -886,37 +887,28 @@ static void run_load_hosts(struct pw_store *s, struct job *j)
     }
     int n = PQntuples(r);
     j->hosts = pw_xcalloc(n > 0 ? (size_t)n : 1, sizeof(*j->hosts));
+    if (with_alive)
+        j->alive = pw_xcalloc(n > 0 ? (size_t)n : 1, sizeof(*j->alive));
     for (int i = 0; i < n; i++) {
         if (pw_strlcpy(j->hosts[j->nhosts], PQgetvalue(r, i, 0), PW_NAME_MAX) >= PW_NAME_MAX) {
-            pw_log_warn(COMP, "skipping host row %s: id too long", PQgetvalue(r, i, 0));
+            pw_log_warn(COMP, "%s: skipping host row %s: id too long", what, PQgetvalue(r, i, 0));
             continue;
         }
+        if (with_alive)
+            j->alive[j->nhosts] = strcmp(PQgetvalue(r, i, 1), "t") == 0;
         j->nhosts++;
     }
     PQclear(r);
 }
 
+static void run_load_hosts(struct pw_store *s, struct job *j)
+{
+    load_host_rows(s, j, "load hosts", "SELECT id FROM hosts WHERE alive ORDER BY id", 0);
+}
+
 static void run_load_drains(struct pw_store *s, struct job *j)
 {
-    PGresult *r = exec(s, s->conn, "load drains", "SELECT id, alive FROM hosts WHERE draining ORDER BY id", 0,
-                       NULL, PGRES_TUPLES_OK, j->msg, sizeof(j->msg));
-    if (r == NULL) {
-        j->err = PW_ERR_STORE;
-        check_bad(s, j->msg);
-        return;
-    }
-    int n = PQntuples(r);
-    j->hosts = pw_xcalloc(n > 0 ? (size_t)n : 1, sizeof(*j->hosts));
-    j->alive = pw_xcalloc(n > 0 ? (size_t)n : 1, sizeof(*j->alive));
-    for (int i = 0; i < n; i++) {
-        if (pw_strlcpy(j->hosts[j->nhosts], PQgetvalue(r, i, 0), PW_NAME_MAX) >= PW_NAME_MAX) {
-            pw_log_warn(COMP, "skipping drained host row %s: id too long", PQgetvalue(r, i, 0));
-            continue;
-        }
-        j->alive[j->nhosts] = strcmp(PQgetvalue(r, i, 1), "t") == 0;
-        j->nhosts++;
-    }
-    PQclear(r);
+    load_host_rows(s, j, "load drains", "SELECT id, alive FROM hosts WHERE draining ORDER BY id", 1);
 }
 
 static void run_job(struct pw_store *s, struct job *j)
