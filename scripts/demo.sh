@@ -160,7 +160,7 @@ AGENTS_URL=tcp://127.0.0.1:$AGENT_PORT
 echo "demo: starting prewarmd on http://127.0.0.1:$HTTP_PORT (agents $AGENTS_URL)"
 "$PREWARMD" --http "127.0.0.1:$HTTP_PORT" --agents "$AGENTS_URL" \
   --pg "host=$PGDIR user=postgres dbname=postgres" --heartbeat-ms "$HEARTBEAT_MS" \
-  --log-level "$LOG_LEVEL" </dev/null >"$LOGDIR/prewarmd.log" 2>&1 &
+  --log-level "$LOG_LEVEL" --model-dir "$LOGDIR/models" </dev/null >"$LOGDIR/prewarmd.log" 2>&1 &
 SCHED_PID=$!
 PIDS+=("$SCHED_PID")
 

@@ -91,6 +91,7 @@ int pw_cmd_functions(struct pw_cli *c, int argc, char **argv);
 int pw_cmd_pool(struct pw_cli *c, int argc, char **argv);
 int pw_cmd_hosts(struct pw_cli *c, int argc, char **argv);
 int pw_cmd_forecast(struct pw_cli *c, int argc, char **argv);
+int pw_cmd_model(struct pw_cli *c, int argc, char **argv);
 int pw_cmd_top(struct pw_cli *c, int argc, char **argv);
 int pw_cmd_completion(struct pw_cli *c, int argc, char **argv);
 

@@ -1,4 +1,4 @@
-/* commands.c — prewarmctl's nouns over the API: functions, pool, hosts and forecast. Each verb
+/* commands.c — prewarmctl's nouns over the API: functions, pool, hosts, forecast and model. Each verb
  * parses its flags with getopt_long, makes one or two requests and prints the answer as a table
  * or as the server's JSON. */
 #include "cli.h"
@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* ---- shared verb plumbing ---- */
 
@@ -681,4 +682,150 @@ static const struct pw_verb forecast_verbs[] = {{"get", forecast_get}};
 int pw_cmd_forecast(struct pw_cli *c, int argc, char **argv)
 {
     return pw_cli_dispatch(c, argc, argv, forecast_verbs, PW_ARRAY_LEN(forecast_verbs), forecast_help);
+}
+
+/* ---- model ---- */
+
+static const char model_help[] =
+    "usage: prewarmctl model list|get|train|activate ...\n"
+    "\n"
+    "  model list [-o table|json|names]   the registry: every model, which is active, which is in use\n"
+    "  model get VERSION\n"
+    "  model train [--activate] [--wait]  train a model now from the last hours of invocations\n"
+    "                                     (--retrain-minutes); --activate: use it when done;\n"
+    "                                     --wait: wait for the training and print its outcome\n"
+    "  model activate VERSION             check the model's file and make it the one in use\n"
+    "\n"
+    "Flags:\n" PW_CLI_COMMON_HELP;
+
+static const char *const model_hdr[] = {"VERSION", "SOURCE", "ACTIVE", "IN-USE", "CREATED", "ROWS", "FUNCTIONS",
+                                        "SHA256"};
+static const char *const model_cols[] = {"version", "source", "active", "in_use", "created_at_ms", "rows",
+                                         "functions", "sha256"};
+
+static const char *model_cell(const cJSON *row, const char *col, char *buf, size_t size)
+{
+    if (strcmp(col, "active") == 0 || strcmp(col, "in_use") == 0)
+        return pw_cli_bool(row, col) ? "yes" : "no";
+    if (strcmp(col, "sha256") == 0) {
+        snprintf(buf, size, "%.12s", pw_cli_str(row, col));
+        return buf;
+    }
+    if (strcmp(col, "created_at_ms") == 0) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(row, col);
+        if (!cJSON_IsNumber(v))
+            return "-";
+        time_t t = (time_t)(v->valuedouble / 1000.0);
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(buf, size, "%Y-%m-%d %H:%M:%SZ", &tm);
+        return buf;
+    }
+    if (strcmp(col, "rows") == 0 || strcmp(col, "functions") == 0) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(row, col);
+        return cJSON_IsNumber(v) ? NULL : "-";
+    }
+    return NULL;
+}
+
+static int model_list(struct pw_cli *c, int argc, char **argv)
+{
+    int rv = simple_args(c, argc, argv, 0, "", model_help);
+    if (rv != PW_CLI_OK)
+        return rv;
+    cJSON *j;
+    if ((rv = pw_cli_api(c, "GET", "/v1/models", NULL, &j)) != PW_CLI_OK)
+        return rv;
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(j, "models"), *m;
+    if (c->out == PW_OUT_JSON) {
+        pw_cli_print_json(j);
+    } else if (c->out == PW_OUT_NAMES) {
+        cJSON_ArrayForEach(m, arr) printf("%s\n", pw_cli_str(m, "version"));
+    } else {
+        print_rows(arr, model_hdr, model_cols, (int)PW_ARRAY_LEN(model_cols), model_cell);
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "training");
+        const char *in_use = pw_cli_str(j, "in_use");
+        printf("\nin use: %s; last training: %s", in_use[0] ? in_use : "(recent-rate heuristic, no model)",
+               pw_cli_str(t, "state"));
+        if (pw_cli_str(t, "version")[0] != '\0')
+            printf(" (%s)", pw_cli_str(t, "version"));
+        if (pw_cli_str(t, "message")[0] != '\0')
+            printf(": %s", pw_cli_str(t, "message"));
+        printf("\n");
+    }
+    cJSON_Delete(j);
+    return PW_CLI_OK;
+}
+
+static int model_get(struct pw_cli *c, int argc, char **argv)
+{
+    cJSON *j;
+    int rv = name_request(c, argc, argv, "model version", model_help, "GET", "/v1/models", "", &j);
+    if (rv != PW_CLI_OK)
+        return rv;
+    return show(c, j);
+}
+
+static int model_activate(struct pw_cli *c, int argc, char **argv)
+{
+    cJSON *j;
+    int rv = name_request(c, argc, argv, "model version", model_help, "POST", "/v1/models", "/activate", &j);
+    if (rv != PW_CLI_OK)
+        return rv;
+    return show(c, j);
+}
+
+enum { OPT_ACTIVATE = OPT_CMD_BASE, OPT_WAIT };
+
+static int model_train(struct pw_cli *c, int argc, char **argv)
+{
+    static const struct option opts[] = {{"activate", no_argument, NULL, OPT_ACTIVATE},
+                                         {"wait", no_argument, NULL, OPT_WAIT},
+                                         PW_CLI_COMMON_OPTS,
+                                         {NULL, 0, NULL, 0}};
+    int o, rv = PW_CLI_OK, r, activate = 0, wait = 0;
+    optind = 0;
+    while ((r = pw_cli_next_opt(c, argc, argv, opts, model_help, &o, &rv)) > 0)
+        activate |= o == OPT_ACTIVATE, wait |= o == OPT_WAIT;
+    if (r < 0)
+        return rv;
+    if ((rv = pw_cli_args(c, argc, argv, 0, 0, "")) != PW_CLI_OK || (rv = pw_cli_config_resolve(c)) != PW_CLI_OK)
+        return rv;
+    cJSON *j;
+    if ((rv = pw_cli_api(c, "POST", "/v1/models/train", activate ? "{\"activate\":true}" : "{}", &j)) != PW_CLI_OK)
+        return rv;
+    if (!wait)
+        return show(c, j);
+    cJSON_Delete(j);
+    /* Training takes seconds to minutes; poll the registry until it is no longer running. */
+    for (;;) {
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = 250 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        cJSON *all;
+        if ((rv = pw_cli_api(c, "GET", "/v1/models", NULL, &all)) != PW_CLI_OK)
+            return rv;
+        cJSON *t = cJSON_DetachItemFromObjectCaseSensitive(all, "training");
+        cJSON_Delete(all);
+        const char *state = pw_cli_str(t, "state");
+        if (strcmp(state, "running") == 0) {
+            cJSON_Delete(t);
+            continue;
+        }
+        int ok = strcmp(state, "succeeded") == 0;
+        if (!ok && c->out != PW_OUT_JSON) {
+            rv = pw_cli_fail("training failed: %s", pw_cli_str(t, "message"));
+            cJSON_Delete(t);
+            return rv;
+        }
+        show(c, t);
+        return ok ? PW_CLI_OK : PW_CLI_ERR;
+    }
+}
+
+static const struct pw_verb model_verbs[] = {
+    {"list", model_list}, {"get", model_get}, {"train", model_train}, {"activate", model_activate}};
+
+int pw_cmd_model(struct pw_cli *c, int argc, char **argv)
+{
+    return pw_cli_dispatch(c, argc, argv, model_verbs, PW_ARRAY_LEN(model_verbs), model_help);
 }

@@ -26,6 +26,9 @@ static const char usage_text[] =
     "  hosts get ID                        one host\n"
     "  hosts drain ID | hosts undrain ID   stop / resume placing VMs on a host\n"
     "  forecast get FN                     the latest forecast and its top feature contributions\n"
+    "  model list | model get VERSION      the predictor's model registry\n"
+    "  model train [--activate] [--wait]   train a model now from recent invocations\n"
+    "  model activate VERSION              make a registered model the one in use\n"
     "  top [--interval S] [--once]         a live view of pools and hosts\n"
     "  completion bash                     a bash completion script\n"
     "\n"
@@ -144,7 +147,8 @@ struct noun {
 static const struct noun nouns[] = {
     {"functions", "function", pw_cmd_functions}, {"pool", "pools", pw_cmd_pool},
     {"hosts", "host", pw_cmd_hosts},             {"forecast", "forecasts", pw_cmd_forecast},
-    {"top", NULL, pw_cmd_top},                   {"completion", NULL, pw_cmd_completion},
+    {"model", "models", pw_cmd_model},          {"top", NULL, pw_cmd_top},
+    {"completion", NULL, pw_cmd_completion},
 };
 
 int main(int argc, char **argv)

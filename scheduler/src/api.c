@@ -3,6 +3,7 @@
  * a request that fails changes nothing. */
 #include "daemon.h"
 
+#include "models.h"
 #include "predict.h"
 
 #include "pw/error.h"
@@ -784,6 +785,107 @@ static void method_not_allowed(struct pw_http_req *r)
     pw_http_respond_error(r, 405, "method_not_allowed", "method not allowed for this path", NULL);
 }
 
+/* ---- the model registry ---- */
+
+static void on_model_activated(void *arg, int err, const char *msg)
+{
+    struct pw_http_req *r = arg;
+    if (err != PW_OK) {
+        respond_err(r, (enum pw_err)err, msg != NULL ? msg : pw_strerror((enum pw_err)err));
+        return;
+    }
+    /* The registry knows the version now: answer with its row. */
+    struct pw_daemon *d = pw_http_req_user(r);
+    struct pw_buf b;
+    pw_buf_init(&b, 1 << 16);
+    char version[PW_NAME_MAX * 2];
+    const char *path = pw_http_req_path(r);
+    const char *v = strstr(path, "/v1/models/");
+    pw_strlcpy(version, v != NULL ? v + strlen("/v1/models/") : "", sizeof(version));
+    char *slash = strchr(version, '/');
+    if (slash != NULL)
+        *slash = '\0';
+    if (pw_models_get_json(pw_predict_models(d->predict), version, &b) != PW_OK)
+        pw_buf_adds(&b, "{}");
+    respond_buf(r, 200, &b, NULL);
+}
+
+static void models_train(struct pw_daemon *d, struct pw_http_req *r)
+{
+    cJSON *j = parse_body(r);
+    if (j == NULL)
+        return;
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(j, "activate");
+    if (act != NULL && !cJSON_IsBool(act)) {
+        cJSON_Delete(j);
+        respond_err(r, PW_ERR_INVAL, "\"activate\" must be true or false");
+        return;
+    }
+    int activate = act != NULL && cJSON_IsTrue(act);
+    cJSON_Delete(j);
+    char why[256];
+    struct pw_models *m = pw_predict_models(d->predict);
+    int rv = pw_models_train(m, activate, why, sizeof(why));
+    if (rv != PW_OK) {
+        respond_err(r, (enum pw_err)rv, why);
+        return;
+    }
+    struct pw_buf b;
+    pw_buf_init(&b, 1 << 16);
+    pw_models_training_json(m, &b);
+    respond_buf(r, 202, &b, "Location: /v1/models\r\n");
+}
+
+static void models_route(struct pw_daemon *d, struct pw_http_req *r, char parts[][PW_NAME_MAX * 2], int n,
+                         int get, int post)
+{
+    struct pw_models *m = pw_predict_models(d->predict);
+    struct pw_buf b;
+    if (n == 2) {
+        if (!get) {
+            method_not_allowed(r);
+            return;
+        }
+        pw_buf_init(&b, 1 << 22);
+        pw_models_json(m, &b);
+        respond_buf(r, 200, &b, NULL);
+        return;
+    }
+    if (n == 3 && strcmp(parts[2], "train") == 0) {
+        post ? models_train(d, r) : method_not_allowed(r);
+        return;
+    }
+    const char *version = parts[2];
+    if (!pw_name_valid(version)) {
+        respond_err(r, PW_ERR_INVAL, "model versions are 1-63 characters of [A-Za-z0-9._-]");
+        return;
+    }
+    if (n == 3) {
+        if (!get) {
+            method_not_allowed(r);
+            return;
+        }
+        pw_buf_init(&b, 1 << 16);
+        if (pw_models_get_json(m, version, &b) != PW_OK) {
+            pw_buf_fini(&b);
+            respond_err(r, PW_ERR_NOTFOUND, "no such model version");
+            return;
+        }
+        respond_buf(r, 200, &b, NULL);
+        return;
+    }
+    if (n == 4 && strcmp(parts[3], "activate") == 0) {
+        if (!post) {
+            method_not_allowed(r);
+            return;
+        }
+        pw_http_req_set_user(r, d);
+        pw_models_activate(m, version, on_model_activated, r);
+        return;
+    }
+    respond_err(r, PW_ERR_NOTFOUND, "no such endpoint");
+}
+
 void pw_api_handle(void *arg, struct pw_http_req *r)
 {
     struct pw_daemon *d = arg;
@@ -908,6 +1010,9 @@ void pw_api_handle(void *arg, struct pw_http_req *r)
             post ? host_drain(d, r, id, drain) : method_not_allowed(r);
             return;
         }
+    } else if (strcmp(parts[1], "models") == 0) {
+        models_route(d, r, parts, n, get, post);
+        return;
     } else if (strcmp(parts[1], "vms") == 0 && n == 2) {
         get ? list_vms(d, r) : method_not_allowed(r);
         return;

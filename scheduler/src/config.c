@@ -38,6 +38,7 @@ void pw_sched_config_default(struct pw_sched_config *c)
     c->restore_ms = 200;
     c->retrain_every_ms = 6 * 3600 * 1000LL;
     c->retrain_minutes = 360;
+    pw_strlcpy(c->model_dir, "models/trained", sizeof(c->model_dir));
     pw_placer_config_default(&c->placement);
 }
 
@@ -90,8 +91,8 @@ static const struct setting settings[] = {
      "retrain the model in the background this often, from recent history; 0 = never (6h)"},
     {"retrain-minutes", "PREWARM_RETRAIN_MINUTES", K_COUNT, OFF(retrain_minutes), sizeof(size_t), 240, 10080,
      "minutes of per-function history kept for retraining, 2 bytes each (360)"},
-    {"model-save", "PREWARM_MODEL_SAVE", K_STR, OFF(model_save), SZ(model_save), 0, 0,
-     "save each retrained model to this file (default: keep it in memory)"},
+    {"model-dir", "PREWARM_MODEL_DIR", K_STR, OFF(model_dir), SZ(model_dir), 0, 0,
+     "trained models are kept here as VERSION.json and registered in PostgreSQL (models/trained)"},
     {"placement-weights", "PREWARM_PLACEMENT_WEIGHTS", K_WEIGHTS, OFF(placement.w), 0, 0, 0,
      "placement score weights, any of cost=,fit=,spread=,snapshot=,load= (cost=4,fit=1,spread=1,"
      "snapshot=0.5,load=0.5)"},

@@ -28,7 +28,7 @@ struct pw_sched_config {
     int64_t restore_ms;           /* expected restore time, for sizing predictive pools */
     int64_t retrain_every_ms;     /* background retraining period; 0: never */
     size_t retrain_minutes;       /* minutes of history kept per function for retraining */
-    char model_save[512];         /* where a retrained model is saved ("" = memory only) */
+    char model_dir[512];          /* trained models are kept here as VERSION.json */
     struct pw_placer_config placement; /* score weights and search bounds, validated */
 };
 

@@ -2,6 +2,7 @@
 #include "predict.h"
 
 #include "daemon.h"
+#include "models.h"
 
 #include "pw/error.h"
 #include "pw/forecast.h"
@@ -15,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #define HISTORY_MINUTES 180 /* reloaded from the store at start */
 #define MAX_CONTRIBS 8
@@ -31,7 +31,7 @@ struct pfn {
     double lambda;       /* latest forecast: invocations per minute */
     uint32_t floor;      /* latest floor set on the pool */
     int64_t minute;      /* of the latest forecast; -1 none */
-    uint16_t *ring;      /* the last retrain_minutes counts, for retraining (NULL when off) */
+    uint16_t *ring;      /* the last ring_minutes counts, for training */
     int64_t ring_first;  /* first minute recorded in ring; -1 none */
 };
 
@@ -54,22 +54,12 @@ struct pw_predict {
     double *lambdas;
     int work_rv;
     double last_tick_ms;
-    /* Background retraining: a snapshot of the rings is trained in a worker; the new model
-     * replaces the old between forecasts. */
-    int64_t retrain_every_ms;   /* 0: never */
-    size_t retrain_minutes;     /* ring length */
-    int64_t next_retrain_ms;    /* wall clock */
-    int training;
-    uv_work_t train_work;
-    struct pw_series *series;
-    uint32_t *series_counts;
-    size_t nseries;
-    struct pw_model *trained;   /* result, or waiting to be swapped in */
-    int train_rv;
-    size_t train_rows;
-    double train_secs;
-    uint64_t retrains;
-    char model_save[512];
+    size_t ring_minutes;        /* per-function history kept for training */
+    /* A model handed in while a forecast ran: swapped in when it ends. */
+    struct pw_model *next_model;
+    char next_name[PW_NAME_MAX];
+    uint64_t swaps;
+    struct pw_models *models;
     struct pw_predict_error err; /* forecast against the counts that came */
 };
 
@@ -103,8 +93,7 @@ static struct pfn *pfn_get(struct pw_predict *p, const char *name)
     e->dur_ms = st.dur_ms;
     e->minute = -1;
     e->ring_first = -1;
-    if (p->retrain_minutes > 0)
-        e->ring = pw_xcalloc(p->retrain_minutes, sizeof(*e->ring));
+    e->ring = pw_xcalloc(p->ring_minutes, sizeof(*e->ring));
     pw_htab_insert(&p->by_name, &e->hnode, pw_hash_str(e->name));
     if (p->nfns == p->cap) {
         p->cap = p->cap ? p->cap * 2 : 64;
@@ -114,43 +103,44 @@ static struct pfn *pfn_get(struct pw_predict *p, const char *name)
     return e;
 }
 
+/* load_row feeds one stored minute to the forecaster (the last HISTORY_MINUTES) and to the
+ * function's training ring. Rows come ordered by function, then minute. */
 static void load_row(void *arg, const char *fn, int64_t minute, uint64_t count)
 {
     struct pw_predict *p = arg;
+    if (minute >= p->minute)
+        return; /* the open minute is counted live */
     struct pfn *e = pfn_get(p, fn);
-    if (e != NULL)
+    if (e == NULL)
+        return;
+    if (minute >= p->minute - HISTORY_MINUTES)
         pw_forecaster_observe(p->fc, e->index, minute, count > UINT32_MAX ? UINT32_MAX : (uint32_t)count);
+    if (minute >= p->minute - (int64_t)p->ring_minutes) {
+        if (e->ring_first < 0 || minute < e->ring_first)
+            e->ring_first = minute;
+        e->ring[(size_t)(minute % (int64_t)p->ring_minutes)] = count > UINT16_MAX ? UINT16_MAX : (uint16_t)count;
+    }
 }
 
 struct pw_predict *pw_predict_new(struct pw_daemon *d, const char *model_path, int64_t restore_ms)
 {
     struct pw_predict *p = pw_xcalloc(1, sizeof(*p));
     p->d = d;
-    p->retrain_every_ms = d->cfg.retrain_every_ms;
-    p->retrain_minutes = d->cfg.retrain_every_ms > 0 ? d->cfg.retrain_minutes : 0;
-    p->next_retrain_ms = pw_now_wall_ms() + d->cfg.retrain_every_ms;
-    pw_strlcpy(p->model_save, d->cfg.model_save, sizeof(p->model_save));
+    p->ring_minutes = d->cfg.retrain_minutes > 0 ? d->cfg.retrain_minutes : 1;
     pw_htab_init(&p->by_name);
     pw_forecast_params_default(&p->params);
     p->params.restore_ms = (double)restore_ms;
-    struct stat sb;
-    if (model_path != NULL && model_path[0] != '\0') {
-        if (stat(model_path, &sb) != 0) {
-            pw_log_warn("predict", "model %s not found: forecasting with the recent-rate heuristic", model_path);
-        } else if (pw_model_load(model_path, &p->model) != PW_OK) {
-            pw_log_warn("predict", "model %s does not load: forecasting with the recent-rate heuristic", model_path);
-            p->model = NULL;
-        } else {
-            pw_model_set_nthread(p->model, 1);
-            pw_strlcpy(p->model_path, model_path, sizeof(p->model_path));
-            pw_log_info("predict", "model %s loaded", model_path);
-        }
-    } else {
-        pw_log_warn("predict", "no model configured: forecasting with the recent-rate heuristic");
+    /* The registry picks the model to start with: its active one, else the configured file. */
+    char name[PW_NAME_MAX] = "";
+    p->models = pw_models_new(d, p, model_path, &p->model, name);
+    if (p->model != NULL) {
+        pw_model_set_nthread(p->model, 1);
+        pw_strlcpy(p->model_path, name, sizeof(p->model_path));
     }
     p->fc = pw_forecaster_new(0, NULL, p->model, &p->params);
     p->minute = pw_now_wall_ms() / 60000;
-    int64_t since = p->minute - HISTORY_MINUTES;
+    int64_t keep = (int64_t)p->ring_minutes > HISTORY_MINUTES ? (int64_t)p->ring_minutes : HISTORY_MINUTES;
+    int64_t since = p->minute - keep;
     if (pw_store_load_invocations(d->store, since, load_row, p) == PW_OK)
         pw_log_info("predict", "history: %zu functions since minute %" PRId64, p->nfns, since);
     return p;
@@ -165,9 +155,8 @@ void pw_predict_free(struct pw_predict *p)
         free(p->fns[i]);
     }
     free(p->fns);
-    free(p->series);
-    free(p->series_counts);
-    pw_model_free(p->trained);
+    pw_models_free(p->models);
+    pw_model_free(p->next_model);
     pw_htab_fini(&p->by_name);
     pw_forecaster_free(p->fc);
     pw_model_free(p->model);
@@ -204,14 +193,23 @@ static void work_cb(uv_work_t *w)
     p->last_tick_ms = (double)(pw_now_mono_ms() - t0);
 }
 
-static void swap_in_trained(struct pw_predict *p);
+static void swap_in(struct pw_predict *p)
+{
+    pw_forecaster_set_model(p->fc, p->next_model);
+    pw_model_free(p->model);
+    p->model = p->next_model;
+    p->next_model = NULL;
+    pw_strlcpy(p->model_path, p->next_name, sizeof(p->model_path));
+    p->swaps++;
+    pw_log_info("predict", "model %s now in use", p->model_path);
+}
 
 static void after_work_cb(uv_work_t *w, int status)
 {
     struct pw_predict *p = w->data;
     p->busy = 0;
-    if (p->trained != NULL && !p->training)
-        swap_in_trained(p);
+    if (p->next_model != NULL)
+        swap_in(p);
     if (status != 0 || p->work_rv != PW_OK) {
         pw_log_warn("predict", "forecast for minute %" PRId64 " failed (%d/%d)", p->work_minute, status, p->work_rv);
         return;
@@ -244,72 +242,35 @@ static void after_work_cb(uv_work_t *w, int status)
                  p->work_minute, p->work_n, p->last_tick_ms, applied);
 }
 
-/* ---- background retraining ---- */
+/* ---- models in and series out ---- */
 
-static void train_work_cb(uv_work_t *w)
+void pw_predict_use_model(struct pw_predict *p, struct pw_model *m, const char *name)
 {
-    struct pw_predict *p = w->data;
-    int64_t t0 = pw_now_mono_ms();
-    struct pw_train_opts o;
-    pw_train_opts_default(&o);
-    p->trained = NULL;
-    p->train_rows = 0;
-    p->train_rv = pw_train_series(p->series, p->nseries, &o, &p->trained, &p->train_rows);
-    if (p->train_rv == PW_OK && p->model_save[0] != '\0' && pw_model_save(p->trained, p->model_save) != PW_OK)
-        pw_log_warn("predict", "cannot save the retrained model to %s", p->model_save);
-    p->train_secs = (double)(pw_now_mono_ms() - t0) / 1000.0;
-}
-
-static void swap_in_trained(struct pw_predict *p)
-{
-    pw_forecaster_set_model(p->fc, p->trained);
-    pw_model_free(p->model);
-    p->model = p->trained;
-    p->trained = NULL;
-    p->retrains++;
-    snprintf(p->model_path, sizeof(p->model_path), "retrained #%llu (%zu rows)", (unsigned long long)p->retrains,
-             p->train_rows);
-    pw_log_info("predict", "model retrained on %zu functions, %zu rows in %.1f s: now in use", p->nseries,
-                p->train_rows, p->train_secs);
-}
-
-static void train_after_cb(uv_work_t *w, int status)
-{
-    struct pw_predict *p = w->data;
-    p->training = 0;
-    if (status != 0 || p->train_rv != PW_OK) {
-        pw_log_info("predict", "retraining skipped (%s); the current model stays",
-                    status != 0 ? "cancelled" : pw_strerror((enum pw_err)p->train_rv));
-        pw_model_free(p->trained);
-        p->trained = NULL;
-        return;
-    }
+    pw_model_set_nthread(m, 1);
+    pw_model_free(p->next_model);
+    p->next_model = m;
+    pw_strlcpy(p->next_name, name, sizeof(p->next_name));
     if (!p->busy)
-        swap_in_trained(p); /* else at the end of the running forecast */
+        swap_in(p); /* else when the running forecast ends: the worker holds the forecaster */
 }
 
-/* maybe_retrain starts a retraining when one is due: the rings are copied into series (the
- * worker owns the copy), so the loop keeps counting meanwhile. */
-static void maybe_retrain(struct pw_predict *p, int64_t wall_ms)
+int pw_predict_series(struct pw_predict *p, struct pw_predict_series *out)
 {
-    if (p->retrain_every_ms <= 0 || p->training || p->trained != NULL || wall_ms < p->next_retrain_ms)
-        return;
-    p->next_retrain_ms = wall_ms + p->retrain_every_ms;
-    size_t w = p->retrain_minutes;
-    free(p->series);
-    free(p->series_counts);
-    p->series = pw_xcalloc(p->nfns ? p->nfns : 1, sizeof(*p->series));
-    p->series_counts = pw_xcalloc((p->nfns ? p->nfns : 1) * w, sizeof(*p->series_counts));
-    p->nseries = 0;
-    int64_t last = p->minute - 1; /* the minute just closed */
+    memset(out, 0, sizeof(*out));
+    size_t w = p->ring_minutes;
+    out->series = pw_xcalloc(p->nfns ? p->nfns : 1, sizeof(*out->series));
+    out->counts = pw_xcalloc((p->nfns ? p->nfns : 1) * w, sizeof(*out->counts));
+    int64_t last = p->minute - 1; /* the minute closed last */
     for (size_t i = 0; i < p->nfns; i++) {
         struct pfn *e = p->fns[i];
-        if (e->ring == NULL || e->ring_first < 0)
+        if (e->ring_first < 0)
             continue;
         int64_t first = last - (int64_t)w + 1;
         if (first < e->ring_first)
             first = e->ring_first;
-        uint32_t *dst = p->series_counts + p->nseries * w;
+        if (first > last)
+            continue;
+        uint32_t *dst = out->counts + out->n * w;
         size_t n = 0;
         for (int64_t m = first; m <= last; m++)
             dst[n++] = e->ring[(size_t)(m % (int64_t)w)];
@@ -317,24 +278,29 @@ static void maybe_retrain(struct pw_predict *p, int64_t wall_ms)
         struct pw_fn_static st = {.dur_ms = e->dur_ms, .mem_mb = 128.0};
         if (pw_core_function_get(p->d->core, e->name, &spec) == PW_OK)
             st.mem_mb = spec.memory_mb;
-        p->series[p->nseries++] = (struct pw_series){.counts = dst, .n = n, .first_minute = first, .st = st};
+        out->series[out->n++] = (struct pw_series){.counts = dst, .n = n, .first_minute = first, .st = st};
+        if (n > out->minutes)
+            out->minutes = n;
     }
-    p->train_work.data = p;
-    p->training = 1;
-    if (uv_queue_work(p->d->loop, &p->train_work, train_work_cb, train_after_cb) != 0) {
-        p->training = 0;
-        pw_log_warn("predict", "cannot queue the retraining");
-    }
+    return out->n > 0 ? PW_OK : PW_ERR_NOTFOUND;
+}
+
+void pw_predict_series_fini(struct pw_predict_series *s)
+{
+    free(s->series);
+    free(s->counts);
+    memset(s, 0, sizeof(*s));
+}
+
+struct pw_models *pw_predict_models(struct pw_predict *p)
+{
+    return p->models;
 }
 
 void pw_predict_stop(struct pw_predict *p)
 {
-    /* A retraining not yet started is dropped; one running finishes (seconds) before the loop
-     * ends, and its model is freed with the predictor. */
-    if (p != NULL && p->training)
-        uv_cancel((uv_req_t *)&p->train_work);
     if (p != NULL)
-        p->retrain_every_ms = 0;
+        pw_models_stop(p->models);
 }
 
 void pw_predict_tick(struct pw_predict *p, int64_t wall_ms)
@@ -358,12 +324,13 @@ void pw_predict_tick(struct pw_predict *p, int64_t wall_ms)
             minute_fns++;
         }
         pw_forecaster_observe(p->fc, e->index, p->minute, e->count);
-        if (e->ring != NULL) {
-            if (e->ring_first < 0)
-                e->ring_first = p->minute;
-            /* Minutes skipped since the last close (a stalled loop) are zeros. */
-            e->ring[(size_t)(p->minute % (int64_t)p->retrain_minutes)] = e->count > UINT16_MAX ? UINT16_MAX : (uint16_t)e->count;
-        }
+        int64_t w = (int64_t)p->ring_minutes;
+        if (e->ring_first < 0)
+            e->ring_first = p->minute;
+        e->ring[(size_t)(p->minute % w)] = e->count > UINT16_MAX ? UINT16_MAX : (uint16_t)e->count;
+        /* Minutes skipped since the last close (a stalled loop) are zeros. */
+        for (int64_t m = p->minute + 1; m < minute && m < p->minute + 1 + w; m++)
+            e->ring[(size_t)(m % w)] = 0;
         e->count = 0;
     }
     if (minute_fns > 0) {
@@ -374,7 +341,7 @@ void pw_predict_tick(struct pw_predict *p, int64_t wall_ms)
         p->err.minutes++;
     }
     p->minute = minute;
-    maybe_retrain(p, wall_ms);
+    pw_models_tick(p->models, wall_ms);
     if (p->nfns == 0)
         return;
     p->targets = pw_xrealloc(p->targets, p->nfns * sizeof(*p->targets));
@@ -415,7 +382,7 @@ int pw_predict_forecast_json(struct pw_predict *p, const char *fn, struct pw_buf
         pw_buf_add_json_str(b, p->model_path);
     else
         pw_buf_adds(b, "null");
-    pw_buf_printf(b, ",\"retrains\":%llu", (unsigned long long)p->retrains);
+    pw_buf_printf(b, ",\"model_swaps\":%llu", (unsigned long long)p->swaps);
     pw_buf_adds(b, ",\"contributions\":[");
     if (!p->busy) {
         struct pw_contrib c[MAX_CONTRIBS];
@@ -440,9 +407,9 @@ void pw_predict_error_stats(const struct pw_predict *p, struct pw_predict_error 
     *out = p->err;
 }
 
-const char *pw_predict_model_name(const struct pw_predict *p, uint64_t *retrains)
+const char *pw_predict_model_name(const struct pw_predict *p, uint64_t *swaps)
 {
-    if (retrains != NULL)
-        *retrains = p->retrains;
+    if (swaps != NULL)
+        *swaps = p->swaps;
     return p->model != NULL ? p->model_path : "";
 }

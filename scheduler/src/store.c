@@ -70,7 +70,10 @@ enum job_kind {
     JOB_LOAD_FUNCTIONS, /* synchronous: the submitter waits for finished */
     JOB_LOAD_HOSTS,     /* synchronous */
     JOB_LOAD_INVOCATIONS, /* synchronous */
-    JOB_LOAD_DRAINS      /* synchronous */
+    JOB_LOAD_DRAINS,     /* synchronous */
+    JOB_PUT_MODEL,
+    JOB_ACTIVATE_MODEL,
+    JOB_LOAD_MODELS      /* synchronous */
 };
 
 struct job {
@@ -95,6 +98,11 @@ struct job {
     size_t nfns;
     char (*hosts)[PW_NAME_MAX];
     unsigned char *alive; /* load drains: per host */
+    /* models: put / activate (model.version only) / load */
+    struct pw_model_row model;
+    int activate;
+    struct pw_model_row *models;
+    size_t nmodels;
     size_t nhosts;
     int64_t since_minute; /* load invocations */
     int finished; /* synchronous jobs, under mu */
@@ -911,6 +919,163 @@ static void run_load_drains(struct pw_store *s, struct job *j)
     load_host_rows(s, j, "load drains", "SELECT id, alive FROM hosts WHERE draining ORDER BY id", 1);
 }
 
+/* ---- the model registry ---- */
+
+const char *pw_model_source_str(enum pw_model_source src)
+{
+    switch (src) {
+    case PW_MODEL_FILE:
+        return "file";
+    case PW_MODEL_TRAINED:
+        return "trained";
+    case PW_MODEL_RETRAINED:
+        return "retrained";
+    }
+    return "trained";
+}
+
+static int model_source_parse(const char *v, enum pw_model_source *out)
+{
+    for (int i = PW_MODEL_FILE; i <= PW_MODEL_RETRAINED; i++)
+        if (strcmp(v, pw_model_source_str((enum pw_model_source)i)) == 0) {
+            *out = (enum pw_model_source)i;
+            return 0;
+        }
+    return -1;
+}
+
+static const char SQL_MODEL_READ[] = "SELECT sha256 FROM models WHERE version = $1 FOR UPDATE";
+static const char SQL_MODEL_INSERT[] =
+    "INSERT INTO models (version, path, sha256, source, train_rows, train_functions, train_minutes) "
+    "VALUES ($1, $2, $3, $4, $5::bigint, $6::integer, $7::integer)";
+static const char SQL_MODEL_DEACTIVATE[] = "UPDATE models SET active = false WHERE active AND version <> $1";
+static const char SQL_MODEL_ACTIVATE[] =
+    "UPDATE models SET active = true, activated_at = now() WHERE version = $1 AND NOT active";
+static const char SQL_AUDIT_MODEL[] =
+    "INSERT INTO audit_log (actor, action, subject, detail) VALUES ($1, $2, $3, "
+    "jsonb_build_object('sha256', $4::text, 'path', $5::text, 'source', $6::text))";
+static const char SQL_LOAD_MODELS[] =
+    "SELECT version, path, sha256, source, (extract(epoch FROM created_at) * 1000)::bigint, "
+    "coalesce((extract(epoch FROM activated_at) * 1000)::bigint, 0), coalesce(train_rows, -1), "
+    "coalesce(train_functions, -1), coalesce(train_minutes, -1), active FROM models ORDER BY created_at, version";
+
+/* activate_in_tx moves the active flag to version (inside an open transaction) and audits it. */
+static int activate_in_tx(struct pw_store *s, struct job *j, const char *version, const char *sha,
+                          const char *path, const char *source)
+{
+    const char *pv[1] = {version};
+    int rv = exec_cmd(s, s->conn, "deactivate models", SQL_MODEL_DEACTIVATE, 1, pv, j->msg, sizeof(j->msg));
+    if (rv == PW_OK)
+        rv = exec_cmd(s, s->conn, "activate model", SQL_MODEL_ACTIVATE, 1, pv, j->msg, sizeof(j->msg));
+    if (rv == PW_OK) {
+        const char *pa[6] = {j->actor, "model.activate", version, sha, path, source};
+        rv = exec_cmd(s, s->conn, "audit model.activate", SQL_AUDIT_MODEL, 6, pa, j->msg, sizeof(j->msg));
+    }
+    return rv;
+}
+
+static void run_put_model(struct pw_store *s, struct job *j)
+{
+    const struct pw_model_row *m = &j->model;
+    if (!pw_name_valid(m->version)) {
+        j->err = PW_ERR_STORE;
+        msgf(j->msg, sizeof(j->msg), "put model: version \"%s\" is not a valid name", m->version);
+        return;
+    }
+    int rv = exec_cmd(s, s->conn, "begin", "BEGIN", 0, NULL, j->msg, sizeof(j->msg));
+    if (rv != PW_OK) {
+        check_bad(s, j->msg);
+        j->err = rv;
+        return;
+    }
+    const char *pr[1] = {m->version};
+    PGresult *r = exec(s, s->conn, "read model", SQL_MODEL_READ, 1, pr, PGRES_TUPLES_OK, j->msg, sizeof(j->msg));
+    if (r == NULL) {
+        rv = PW_ERR_STORE;
+    } else if (PQntuples(r) == 1) {
+        if (strcmp(PQgetvalue(r, 0, 0), m->sha256) != 0) {
+            rv = PW_ERR_CONFLICT;
+            msgf(j->msg, sizeof(j->msg), "model %s is already registered with another sha256", m->version);
+        }
+        PQclear(r);
+    } else {
+        PQclear(r);
+        char rows[24], fns[24], mins[24];
+        msgf(rows, sizeof(rows), "%" PRId64, m->rows);
+        msgf(fns, sizeof(fns), "%" PRId64, m->functions);
+        msgf(mins, sizeof(mins), "%" PRId64, m->minutes);
+        const char *src = pw_model_source_str(m->source);
+        const char *pi[7] = {m->version, m->path, m->sha256, src, m->rows >= 0 ? rows : NULL,
+                             m->functions >= 0 ? fns : NULL, m->minutes >= 0 ? mins : NULL};
+        rv = exec_cmd(s, s->conn, "register model", SQL_MODEL_INSERT, 7, pi, j->msg, sizeof(j->msg));
+        if (rv == PW_OK) {
+            const char *pa[6] = {j->actor, "model.register", m->version, m->sha256, m->path, src};
+            rv = exec_cmd(s, s->conn, "audit model.register", SQL_AUDIT_MODEL, 6, pa, j->msg, sizeof(j->msg));
+        }
+    }
+    if (rv == PW_OK && j->activate)
+        rv = activate_in_tx(s, j, m->version, m->sha256, m->path, pw_model_source_str(m->source));
+    j->err = tx_end(s, rv, j->msg, sizeof(j->msg));
+}
+
+static void run_activate_model(struct pw_store *s, struct job *j)
+{
+    int rv = exec_cmd(s, s->conn, "begin", "BEGIN", 0, NULL, j->msg, sizeof(j->msg));
+    if (rv != PW_OK) {
+        check_bad(s, j->msg);
+        j->err = rv;
+        return;
+    }
+    const char *pv[1] = {j->model.version};
+    PGresult *r = exec(s, s->conn, "read model",
+                       "SELECT sha256, path, source FROM models WHERE version = $1 FOR UPDATE", 1, pv,
+                       PGRES_TUPLES_OK, j->msg, sizeof(j->msg));
+    if (r == NULL) {
+        rv = PW_ERR_STORE;
+    } else if (PQntuples(r) != 1) {
+        PQclear(r);
+        rv = PW_ERR_NOTFOUND;
+        msgf(j->msg, sizeof(j->msg), "no model %s in the registry", j->model.version);
+    } else {
+        char sha[65], path[512], src[16];
+        pw_strlcpy(sha, PQgetvalue(r, 0, 0), sizeof(sha));
+        pw_strlcpy(path, PQgetvalue(r, 0, 1), sizeof(path));
+        pw_strlcpy(src, PQgetvalue(r, 0, 2), sizeof(src));
+        PQclear(r);
+        rv = activate_in_tx(s, j, j->model.version, sha, path, src);
+    }
+    j->err = tx_end(s, rv, j->msg, sizeof(j->msg));
+}
+
+static void run_load_models(struct pw_store *s, struct job *j)
+{
+    PGresult *r = exec(s, s->conn, "load models", SQL_LOAD_MODELS, 0, NULL, PGRES_TUPLES_OK, j->msg,
+                       sizeof(j->msg));
+    if (r == NULL) {
+        j->err = PW_ERR_STORE;
+        check_bad(s, j->msg);
+        return;
+    }
+    int n = PQntuples(r);
+    j->models = pw_xcalloc(n > 0 ? (size_t)n : 1, sizeof(*j->models));
+    for (int i = 0; i < n; i++) {
+        struct pw_model_row *m = &j->models[j->nmodels];
+        if (pw_strlcpy(m->version, PQgetvalue(r, i, 0), sizeof(m->version)) >= sizeof(m->version) ||
+            pw_strlcpy(m->path, PQgetvalue(r, i, 1), sizeof(m->path)) >= sizeof(m->path) ||
+            pw_strlcpy(m->sha256, PQgetvalue(r, i, 2), sizeof(m->sha256)) >= sizeof(m->sha256) ||
+            model_source_parse(PQgetvalue(r, i, 3), &m->source) != 0 ||
+            parse_i64(PQgetvalue(r, i, 4), &m->created_ms) != 0 ||
+            parse_i64(PQgetvalue(r, i, 5), &m->activated_ms) != 0 || parse_i64(PQgetvalue(r, i, 6), &m->rows) != 0 ||
+            parse_i64(PQgetvalue(r, i, 7), &m->functions) != 0 || parse_i64(PQgetvalue(r, i, 8), &m->minutes) != 0) {
+            pw_log_warn(COMP, "skipping model row %s: a value does not fit", PQgetvalue(r, i, 0));
+            continue;
+        }
+        m->active = strcmp(PQgetvalue(r, i, 9), "t") == 0;
+        j->nmodels++;
+    }
+    PQclear(r);
+}
+
 static void run_job(struct pw_store *s, struct job *j)
 {
     j->err = PW_OK;
@@ -942,6 +1107,15 @@ static void run_job(struct pw_store *s, struct job *j)
     case JOB_LOAD_DRAINS:
         run_load_drains(s, j);
         break;
+    case JOB_PUT_MODEL:
+        run_put_model(s, j);
+        break;
+    case JOB_ACTIVATE_MODEL:
+        run_activate_model(s, j);
+        break;
+    case JOB_LOAD_MODELS:
+        run_load_models(s, j);
+        break;
     }
     if (s->conn != NULL)
         s->next_check = pw_now_mono_ms() + HEALTH_CHECK_MS;
@@ -949,13 +1123,14 @@ static void run_job(struct pw_store *s, struct job *j)
 
 static int job_is_config(const struct job *j)
 {
-    return j->kind == JOB_PUT_FUNCTION || j->kind == JOB_DELETE_FUNCTION || j->kind == JOB_SET_DRAIN;
+    return j->kind == JOB_PUT_FUNCTION || j->kind == JOB_DELETE_FUNCTION || j->kind == JOB_SET_DRAIN ||
+           j->kind == JOB_PUT_MODEL || j->kind == JOB_ACTIVATE_MODEL;
 }
 
 static int job_is_sync(const struct job *j)
 {
     return j->kind == JOB_LOAD_FUNCTIONS || j->kind == JOB_LOAD_HOSTS || j->kind == JOB_LOAD_INVOCATIONS ||
-           j->kind == JOB_LOAD_DRAINS;
+           j->kind == JOB_LOAD_DRAINS || j->kind == JOB_LOAD_MODELS;
 }
 
 static struct timespec mono_deadline(int64_t at_ms)
@@ -1032,6 +1207,7 @@ static void job_free(struct job *j)
     free(j->fns);
     free(j->hosts);
     free(j->alive);
+    free(j->models);
     free(j);
 }
 
@@ -1183,6 +1359,40 @@ int pw_store_load_hosts(struct pw_store *s, pw_store_host_cb cb, void *arg)
         pw_log_warn(COMP, "loading hosts failed: %s", j->msg);
     for (size_t i = 0; rv == PW_OK && i < j->nhosts; i++)
         cb(arg, j->hosts[i]);
+    job_free(j);
+    return rv;
+}
+
+void pw_store_put_model(struct pw_store *s, const struct pw_model_row *m, int activate, const char *actor,
+                        pw_store_done_cb cb, void *arg)
+{
+    struct job *j = config_job(s, JOB_PUT_MODEL, actor, cb, arg);
+    j->model = *m;
+    j->model.version[sizeof(j->model.version) - 1] = '\0';
+    j->model.path[sizeof(j->model.path) - 1] = '\0';
+    j->model.sha256[sizeof(j->model.sha256) - 1] = '\0';
+    j->activate = activate != 0;
+    submit(s, j);
+}
+
+void pw_store_activate_model(struct pw_store *s, const char *version, const char *actor, pw_store_done_cb cb,
+                             void *arg)
+{
+    struct job *j = config_job(s, JOB_ACTIVATE_MODEL, actor, cb, arg);
+    pw_strlcpy(j->model.version, version, sizeof(j->model.version));
+    submit(s, j);
+}
+
+int pw_store_load_models(struct pw_store *s, pw_store_model_cb cb, void *arg)
+{
+    struct job *j = pw_xcalloc(1, sizeof(*j));
+    j->kind = JOB_LOAD_MODELS;
+    run_sync(s, j);
+    int rv = j->err;
+    if (rv != PW_OK)
+        pw_log_warn(COMP, "loading the model registry failed: %s", j->msg);
+    for (size_t i = 0; rv == PW_OK && i < j->nmodels; i++)
+        cb(arg, &j->models[i]);
     job_free(j);
     return rv;
 }

@@ -98,6 +98,38 @@ void pw_store_delete_function(struct pw_store *s, const char *name, const char *
 void pw_store_set_host_drain(struct pw_store *s, const char *host_id, int drain, const char *actor,
                              pw_store_done_cb cb, void *arg);
 
+/* A row of the model registry (migration 0004). */
+enum pw_model_source { PW_MODEL_FILE, PW_MODEL_TRAINED, PW_MODEL_RETRAINED };
+const char *pw_model_source_str(enum pw_model_source s);
+
+struct pw_model_row {
+    char version[PW_NAME_MAX]; /* a valid name */
+    char path[512];
+    char sha256[65];
+    enum pw_model_source source;
+    int64_t created_ms;        /* wall clock; 0 if unknown */
+    int64_t activated_ms;      /* last activation, 0 never */
+    int64_t rows;              /* training rows; -1 unknown (a file) */
+    int64_t functions, minutes;/* -1 unknown */
+    int active;
+};
+
+/* pw_store_load_models calls cb for every registered model, oldest first, synchronously
+ * (before the loop runs). Rows whose values do not fit are skipped with a warning. */
+typedef void (*pw_store_model_cb)(void *arg, const struct pw_model_row *m);
+int pw_store_load_models(struct pw_store *s, pw_store_model_cb cb, void *arg);
+
+/* pw_store_put_model registers m (copied; m->active is ignored) with an audit row; with
+ * activate != 0 it also becomes the one active model, in the same transaction. A version
+ * already registered with the same sha256 is left as it is (and still activated if asked); with
+ * another sha256 it fails. cb as for config writes. */
+void pw_store_put_model(struct pw_store *s, const struct pw_model_row *m, int activate, const char *actor,
+                        pw_store_done_cb cb, void *arg);
+/* pw_store_activate_model makes version the one active model, with an audit row. An unknown
+ * version fails with PW_ERR_NOTFOUND. */
+void pw_store_activate_model(struct pw_store *s, const char *version, const char *actor, pw_store_done_cb cb,
+                             void *arg);
+
 /* Telemetry: buffered, never blocks. minute is wall-clock minutes since the Unix epoch.
  * pw_store_add_invocations adds count to (fn, minute); repeated calls for the same key merge. */
 void pw_store_add_invocations(struct pw_store *s, const char *fn, int64_t minute, uint32_t count);

@@ -60,11 +60,14 @@ runuser -u pgtest -- "$PGB/pg_ctl" -D "$PGD/data" -l "$PGD/log" -w \
 HTTP=$(free_port)
 AGP=$(free_port)
 # The Deployment's plain env, then what differs outside a pod: listen addresses on 127.0.0.1,
-# the config file's path and PREWARM_PG (a secretKeyRef in the pod).
+# the config file's path, PREWARM_PG (a secretKeyRef in the pod) and the model directory (a
+# volume mounted at /var/lib/prewarm/models in the pod).
 env_args=()
 while IFS= read -r line; do [ -n "$line" ] && env_args+=("$line"); done <"$X/scheduler.env"
+grep -qx 'PREWARM_MODEL_DIR=/var/lib/prewarm/models' "$X/scheduler.env" || {
+  echo "run-rendered: the Deployment does not set PREWARM_MODEL_DIR to its models volume" >&2; exit 1; }
 env_args+=("PREWARM_HTTP=127.0.0.1:$HTTP" "PREWARM_AGENTS=tcp://127.0.0.1:$AGP"
-  "PREWARM_PG=host=$PGD user=postgres dbname=postgres")
+  "PREWARM_PG=host=$PGD user=postgres dbname=postgres" "PREWARM_MODEL_DIR=$T/models")
 [ -f "$X/prewarmd.json" ] && env_args+=("PREWARM_CONFIG=$X/prewarmd.json")
 env -i PATH="$PATH" "${env_args[@]}" "$PRE" >"$T/prewarmd.log" 2>&1 &
 pre_pid=$!

@@ -396,6 +396,9 @@ class Cluster:
                 argv += ["--lease-ttl-ms", str(self.lease_ttl_ms)]
             if self.adopt_grace_ms is not None:
                 argv += ["--adopt-grace-ms", str(self.adopt_grace_ms)]
+            if "--model-dir" not in self.scheduler_args:
+                # Trained models stay with the run's logs, not in the working directory.
+                argv += ["--model-dir", os.path.join(self.tmp, "models")]
             argv += self.scheduler_args
             self.scheduler = Process("prewarmd", argv, os.path.join(self.tmp, "prewarmd.log"),
                                      env=self._env())

@@ -3,7 +3,8 @@
 
 Every command runs as a real process; its table and JSON output are parsed and checked against
 GET of the API. Also: functions put (flags, --file, stdin) then get, pool set then get, hosts
-drain / undrain, forecast get (no forecast yet: the error line and exit 1; a forecast with its
+drain / undrain, model list / get / train / activate (history seeded in PostgreSQL, a tampered
+model file refused, the active model kept across a restart), forecast get (no forecast yet: the error line and exit 1; a forecast with its
 contributions from a canned server), top --once and top on a terminal (frames redrawn until SIGINT), completion bash (bash -n, and it completes
 function names), --help everywhere, usage errors (exit 2), server errors and a server that is
 down (exit 1, one line), the HTTP client's framing (chunked, read to close), a peer that is not
@@ -296,6 +297,89 @@ def check_forecast():
         fake.httpd.shutdown()
 
 
+def psql(sql):
+    exe = "/usr/lib/postgresql/15/bin/psql"
+    if not os.path.exists(exe):
+        exe = "psql"
+    r = subprocess.run([exe, "-h", S.c.pg.dir, "-U", "postgres", "-d", "postgres", "-At", "-v", "ON_ERROR_STOP=1",
+                        "-c", sql], capture_output=True, text=True, timeout=30)
+    expect(r.returncode == 0, "psql: %s" % sql[:60], r.stderr[-500:])
+    return r.stdout
+
+
+def models_json():
+    return S.c.get_json("/v1/models")
+
+
+def check_models():
+    # The registry as the API has it, against the table and -o json/names.
+    api = models_json()
+    j = ok_json("model", "list")
+    expect(j["models"] == api["models"] and j["in_use"] == api["in_use"], "model list -o json equals the API", j)
+    names = ok("model", "list", "-o", "names").split()
+    expect(names == [m["version"] for m in api["models"]], "model list -o names", names)
+    # No invocation history yet: a training is refused, one line, exit 1.
+    line = fails(1, "model", "train", "--wait")
+    expect("no invocation history" in line and "HTTP 409" in line, "train without history", line)
+    # Six functions x 6 h of minutes in invocation_minutes, as prewarmd's telemetry writes them;
+    # prewarmd reads its training history at start.
+    now_min = int(time.time() // 60)
+    psql("INSERT INTO invocation_minutes (function, minute, count) "
+         "SELECT 'hist' || f, m, (3 + 4 * f + 3 * f * sin(m / 30.0) + (m %% 5))::int "
+         "FROM generate_series(1, 6) f, generate_series(%d, %d) m" % (now_min - 360, now_min - 1))
+    S.c.restart_scheduler(sig=signal.SIGTERM)
+    t = ok_json("model", "train", "--wait")
+    expect(t["state"] == "succeeded" and t["trigger"] == "api" and t["activate"] is False and t["rows"] >= 1000,
+           "train --wait -o json: succeeded", t)
+    v1 = t["version"]
+    api = models_json()
+    row = [m for m in api["models"] if m["version"] == v1]
+    expect(len(row) == 1 and row[0]["source"] == "trained" and not row[0]["active"] and not row[0]["in_use"]
+           and row[0]["functions"] == 6 and os.path.exists(row[0]["path"]), "registered, not active", row)
+    before = api["in_use"]
+    # The table: one row per model, the columns from the API.
+    out = ok("model", "list")
+    head, _, foot = out.partition("\n\n")
+    rows = table(head)
+    expect([r["VERSION"] for r in rows] == [m["version"] for m in api["models"]], "model list table rows", rows)
+    r1 = [r for r in rows if r["VERSION"] == v1][0]
+    expect(r1["SOURCE"] == "trained" and r1["ACTIVE"] == "no" and r1["IN-USE"] == "no" and r1["FUNCTIONS"] == "6"
+           and r1["ROWS"] == str(row[0]["rows"]) and r1["SHA256"] == row[0]["sha256"][:12], "table row", r1)
+    expect(foot.startswith("in use: ") and "last training: succeeded (%s)" % v1 in foot, "table footer", foot)
+    # model get: FIELD VALUE rows of the API's object.
+    f = fields(ok("model", "get", v1))
+    expect(f == flat(row[0]), "model get table equals the API", (f, flat(row[0])))
+    # Activate it: the one active model, in use, persisted with an audit row.
+    f = fields(ok("model", "activate", v1))
+    expect(f["active"] == "true" and f["in_use"] == "true", "model activate", f)
+    api = models_json()
+    expect(api["in_use"] == v1 and [m["version"] for m in api["models"] if m["active"]] == [v1],
+           "v1 active and in use", api)
+    expect(psql("SELECT version FROM models WHERE active").split() == [v1], "active in PostgreSQL")
+    expect("api|model.activate|" + v1 in psql("SELECT actor, action, subject FROM audit_log"), "audit row")
+    # A second model whose file changed after training is refused; v1 stays in use.
+    t = ok_json("model", "train", "--wait")
+    v2 = t["version"]
+    path2 = [m["path"] for m in models_json()["models"] if m["version"] == v2][0]
+    with open(path2, "a") as fh:
+        fh.write(" ")
+    line = fails(1, "model", "activate", v2)
+    expect("the file changed" in line and "HTTP 409" in line, "tampered model refused", line)
+    line = fails(1, "model", "activate", "no-such-model")
+    expect(line == "prewarmctl: no such model version (not_found, HTTP 404)", "unknown version", line)
+    expect(models_json()["in_use"] == v1, "still v1 after the refusals")
+    # train --activate: used as soon as it is registered.
+    t = ok_json("model", "train", "--activate", "--wait")
+    v3 = t["version"]
+    expect(t["activate"] is True and models_json()["in_use"] == v3, "train --activate puts it in use", t)
+    # A restart (SIGKILL) starts from the registry's active model, not the --model file.
+    S.c.restart_scheduler(sig=signal.SIGKILL)
+    api = models_json()
+    expect(api["in_use"] == v3 and [m["version"] for m in api["models"] if m["active"]] == [v3],
+           "after a restart the active model is in use", api)
+    expect(before != v3, "the model changed from the one at start", before)
+
+
 def check_top():
     # Some traffic first: a warm acquire on f1 (min 2) and release it.
     wait_until(lambda: S.c.pool("f1")["idle"] >= 1, 10, "f1 has an idle VM")
@@ -381,7 +465,9 @@ def check_help():
                  ["functions", "get", "--help"], ["functions", "put", "--help"], ["functions", "delete", "-h"],
                  ["pool", "get", "--help"], ["pool", "set", "--help"], ["hosts", "list", "--help"],
                  ["hosts", "get", "--help"], ["hosts", "drain", "--help"], ["hosts", "undrain", "--help"],
-                 ["forecast", "get", "--help"], ["top", "--help"], ["completion", "--help"]):
+                 ["forecast", "get", "--help"], ["top", "--help"], ["completion", "--help"],
+                 ["model", "--help"], ["model", "list", "--help"], ["model", "train", "--help"],
+                 ["model", "activate", "-h"], ["model", "get", "--help"]):
         out = ok(*args, server=False)
         expect(out.startswith("usage: prewarmctl"), "%s prints usage" % " ".join(args), out[:200])
 
@@ -404,6 +490,11 @@ def check_usage_errors():
         (["--nope", "functions", "list"], "unknown option '--nope'", ""),
         (["top", "--interval", "0"], "--interval must be", "top"),
         (["completion", "zsh"], "unsupported shell", "completion"),
+        (["model", "activate"], "missing model version", "model activate"),
+        (["model", "train", "now"], "unexpected argument 'now'", "model train"),
+        (["model", "train", "--activate=yes"], "takes no value", "model train"),
+        (["model", "get", "bad/x"], "invalid model version name", "model get"),
+        (["model", "retire", "x"], "unknown verb 'retire'", "model"),
     ]
     for args, msg, cmd in cases:
         line = fails(2, *args)
@@ -542,7 +633,9 @@ def main():
         return checks.finish()
     agents = [Agent("a1", "2node", labels={"zone": "z1", "cloud": "c1"}),
               Agent("a2", "1node", labels={"zone": "z2", "cloud": "c1"})]
-    with Cluster(agents=agents, heartbeat_ms=1000, sim_restore_ms=50, adopt_grace_ms=300, name="cli") as c:
+    model_dir = tempfile.mkdtemp(prefix="pw-cli-models-")
+    with Cluster(agents=agents, heartbeat_ms=1000, sim_restore_ms=50, adopt_grace_ms=300, name="cli",
+                 scheduler_args=["--model-dir", model_dir]) as c:
         S.c = c
         S.server = "http://127.0.0.1:%d" % c.http_port
         c.wait_adopt_grace()
@@ -558,6 +651,8 @@ def main():
                          ("--help on every command", check_help),
                          ("usage errors exit 2 with one line and a hint", check_usage_errors),
                          ("functions delete", check_delete),
+                         ("model list / get / train / activate; refusals; kept across a restart",
+                          check_models),
                          ("server down: exit 1, one line", check_server_down),
                          ("HTTP framing: chunked, to close; not HTTP; timeout", check_framing),
                          ("server and token: flags > env > config file > default", check_precedence)]:

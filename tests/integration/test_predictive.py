@@ -55,7 +55,11 @@ def check_traffic_then_forecast(c):
         f = f[1]
     st, f = c.http("GET", "/v1/functions/%s/forecast" % FN)
     expect(f.get("lambda_per_min", 0) > 0.5, "forecast rate > 0.5/min after %d invocations" % sent, f)
-    expect(f.get("model") and f["model"].endswith("default.json"), "the shipped model made it", f)
+    reg = c.get_json("/v1/models")
+    shipped = [m for m in reg["models"] if m["path"].endswith(os.path.join("models", "default.json"))]
+    expect(len(shipped) == 1 and shipped[0]["source"] == "file" and shipped[0]["active"]
+           and f.get("model") == shipped[0]["version"] == reg["in_use"],
+           "the shipped model made it (registered as the active file model)", {"forecast": f, "registry": reg})
     contribs = f.get("contributions", [])
     expect(len(contribs) >= 3 and all("feature" in x and "contribution" in x for x in contribs),
            "top feature contributions listed", f)

@@ -977,6 +977,113 @@ static void test_store_down(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* ---- the model registry ---- */
+
+struct model_list {
+    struct pw_model_row rows[8];
+    size_t n;
+};
+
+static void on_model(void *arg, const struct pw_model_row *m)
+{
+    struct model_list *l = arg;
+    if (l->n < 8)
+        l->rows[l->n++] = *m;
+}
+
+static void make_model(struct pw_model_row *m, const char *version, char shachar, enum pw_model_source src)
+{
+    memset(m, 0, sizeof(*m));
+    pw_strlcpy(m->version, version, sizeof(m->version));
+    snprintf(m->path, sizeof(m->path), "/models/%s.json", version);
+    memset(m->sha256, shachar, 64);
+    m->source = src;
+    m->rows = src == PW_MODEL_FILE ? -1 : 1440;
+    m->functions = src == PW_MODEL_FILE ? -1 : 6;
+    m->minutes = src == PW_MODEL_FILE ? -1 : 360;
+}
+
+static void model_sync(uv_loop_t *loop, struct pw_store *s, const struct pw_model_row *m, int activate,
+                       const char *activate_version, struct done *d)
+{
+    memset(d, 0, sizeof(*d));
+    if (m != NULL)
+        pw_store_put_model(s, m, activate, "alice", on_done, d);
+    else
+        pw_store_activate_model(s, activate_version, "bob", on_done, d);
+    assert_true(wait_for(loop, done_called, d, WAIT_MS));
+    assert_int_equal(d->called, 1);
+}
+
+static void test_models(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    char ci[700], v[256];
+    new_db("t_models", ci, sizeof(ci));
+    struct pw_store *s = open_store(&loop, ci, NULL, NULL);
+    struct done d;
+    struct model_list l;
+    memset(&l, 0, sizeof(l));
+    assert_int_equal(pw_store_load_models(s, on_model, &l), PW_OK);
+    assert_int_equal(l.n, 0);
+
+    struct pw_model_row a, b;
+    make_model(&a, "file-aaaaaaaaaaaa", 'a', PW_MODEL_FILE);
+    make_model(&b, "20261122-000000-bbbbbbbb", 'b', PW_MODEL_TRAINED);
+    model_sync(&loop, s, &a, 1, NULL, &d);
+    assert_int_equal(d.err, PW_OK);
+    model_sync(&loop, s, &b, 0, NULL, &d);
+    assert_int_equal(d.err, PW_OK);
+    /* Registering the same bytes again is a no-op; other bytes under the same version are refused. */
+    model_sync(&loop, s, &b, 0, NULL, &d);
+    assert_int_equal(d.err, PW_OK);
+    struct pw_model_row b2 = b;
+    memset(b2.sha256, 'c', 64);
+    model_sync(&loop, s, &b2, 1, NULL, &d);
+    assert_int_equal(d.err, PW_ERR_CONFLICT);
+    /* A bad version never reaches SQL; the database would refuse it too. */
+    struct pw_model_row bad = b;
+    pw_strlcpy(bad.version, "bad version", sizeof(bad.version));
+    model_sync(&loop, s, &bad, 0, NULL, &d);
+    assert_int_equal(d.err, PW_ERR_STORE);
+
+    memset(&l, 0, sizeof(l));
+    assert_int_equal(pw_store_load_models(s, on_model, &l), PW_OK);
+    assert_int_equal(l.n, 2);
+    assert_string_equal(l.rows[0].version, a.version);
+    assert_int_equal(l.rows[0].active, 1);
+    assert_int_equal(l.rows[0].source, PW_MODEL_FILE);
+    assert_int_equal(l.rows[0].rows, -1);
+    assert_true(l.rows[0].activated_ms > 0);
+    assert_string_equal(l.rows[1].version, b.version);
+    assert_int_equal(l.rows[1].active, 0);
+    assert_int_equal(l.rows[1].rows, 1440);
+    assert_int_equal(l.rows[1].functions, 6);
+    assert_int_equal(l.rows[1].minutes, 360);
+    assert_memory_equal(l.rows[1].sha256, b.sha256, 65);
+    assert_true(l.rows[1].created_ms > 1700000000000LL);
+
+    /* Activation moves the one active flag, with an audit row; an unknown version changes nothing. */
+    model_sync(&loop, s, NULL, 0, b.version, &d);
+    assert_int_equal(d.err, PW_OK);
+    model_sync(&loop, s, NULL, 0, "20990101-000000-00000000", &d);
+    assert_int_equal(d.err, PW_ERR_NOTFOUND);
+    query(ci, v, sizeof(v), "SELECT string_agg(version, ',') FROM models WHERE active", 0);
+    assert_string_equal(v, b.version);
+    assert_int_equal(query_ll(ci, "SELECT count(*) FROM audit_log WHERE action = 'model.activate' AND actor = $1", 1,
+                              "bob", NULL),
+                     1);
+    assert_int_equal(query_ll(ci, "SELECT count(*) FROM audit_log WHERE action = 'model.register'", 0, NULL, NULL),
+                     2);
+    /* Exactly one row is active. */
+    query(ci, v, sizeof(v), "SELECT count(*) FROM models WHERE active", 0);
+    assert_string_equal(v, "1");
+    close_store(&loop, s);
+    uv_loop_close(&loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -989,6 +1096,7 @@ int main(void)
         cmocka_unit_test(test_upgrade),
         cmocka_unit_test(test_drains),
         cmocka_unit_test(test_telemetry),
+        cmocka_unit_test(test_models),
         cmocka_unit_test(test_store_down),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
