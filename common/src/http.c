@@ -4,6 +4,7 @@
  * connection layer below it reads, feeds the parser, hands complete requests to the handler
  * one at a time and writes the answers. */
 #include <assert.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -446,11 +447,12 @@ struct pw_http_server {
 };
 
 /* X(state, comment) */
-#define CONN_STATE_MAP(X)                                                             \
-    X(READING)   /* waiting for or parsing a request; idle timer armed */             \
-    X(HANDLING)  /* a complete request is at the handler; no timer, input buffered */ \
-    X(WRITING)   /* the response is being written; idle timer bounds the write */     \
-    X(LINGERING) /* answered and shut down; discarding input until EOF or timer */    \
+#define CONN_STATE_MAP(X)                                                                 \
+    X(READING)   /* waiting for or parsing a request; idle timer armed */                 \
+    X(HANDLING)  /* a complete request is at the handler; no timer, input buffered */     \
+    X(STREAMING) /* the handler streams the answer; idle timer armed while bytes queued */ \
+    X(WRITING)   /* the response is being written; idle timer bounds the write */         \
+    X(LINGERING) /* answered and shut down; discarding input until EOF or timer */        \
     X(CLOSING)   /* uv_close called; freed when both handles' close callbacks ran */
 
 enum conn_state {
@@ -476,14 +478,22 @@ struct http_conn {
     enum conn_state state;
     struct pw_list link;
     struct pw_http_parser parser;
-    struct pw_http_req *req; /* at the handler (CONN_HANDLING) */
+    struct pw_http_req *req; /* at the handler (CONN_HANDLING, CONN_STREAMING) */
     struct pw_buf in;        /* received, not yet parsed */
+    size_t nwrites;          /* uv_write requests not yet completed */
+    /* The streamed answer (CONN_STREAMING); reset for every request. */
+    int chunked;             /* body bytes go out as chunks */
+    int nobody;              /* HEAD, 204, 304: body bytes are dropped */
+    int drain_armed;         /* a write returned more than drain_low */
+    int64_t remaining;       /* Content-Length bytes still expected, or -1 */
+    pw_http_drain_cb drain_cb;
+    void *drain_arg;
+    size_t drain_low;
 };
 
 struct http_write {
     uv_write_t wr;
     struct http_conn *conn;
-    int final; /* the response itself, not a "100 Continue" */
     char *data;
 };
 
@@ -503,7 +513,9 @@ static int conn_transition_ok(enum conn_state from, enum conn_state to)
 {
     switch (from) {
     case CONN_READING: return to == CONN_HANDLING || to == CONN_WRITING || to == CONN_CLOSING;
-    case CONN_HANDLING: return to == CONN_WRITING || to == CONN_CLOSING;
+    case CONN_HANDLING:
+        return to == CONN_STREAMING || to == CONN_WRITING || to == CONN_LINGERING || to == CONN_CLOSING;
+    case CONN_STREAMING: return to == CONN_WRITING || to == CONN_LINGERING || to == CONN_CLOSING;
     case CONN_WRITING: return to == CONN_READING || to == CONN_LINGERING || to == CONN_CLOSING;
     case CONN_LINGERING: return to == CONN_CLOSING;
     case CONN_CLOSING: return 0;
@@ -604,20 +616,21 @@ static void conn_read_stop(struct http_conn *c)
 static void on_write(uv_write_t *wr, int status);
 
 /* conn_write sends data (taken over; freed once written). */
-static void conn_write(struct http_conn *c, char *data, size_t len, int final)
+static void conn_write(struct http_conn *c, char *data, size_t len)
 {
     struct http_write *w = pw_xmalloc(sizeof(*w));
     w->conn = c;
-    w->final = final;
     w->data = data;
-    uv_buf_t b = uv_buf_init(data, (unsigned int)len);
+    uv_buf_t b = {.base = data, .len = len};
     int rv = uv_write(&w->wr, (uv_stream_t *)&c->tcp, &b, 1, on_write);
     if (rv != 0) {
         pw_log_debug(COMP, "conn %p: write: %s", (void *)c, uv_strerror(rv));
         free(data);
         free(w);
         conn_close(c);
+        return;
     }
+    c->nwrites++;
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status)
@@ -656,13 +669,15 @@ static void conn_written(struct http_conn *c)
         conn_process(c);
 }
 
+static void stream_written(struct http_conn *c);
+
 static void on_write(uv_write_t *wr, int status)
 {
     struct http_write *w = pw_container_of(wr, struct http_write, wr);
     struct http_conn *c = w->conn;
-    int final = w->final;
     free(w->data);
     free(w);
+    c->nwrites--;
     if (c->state == CONN_CLOSING)
         return;
     if (status < 0) {
@@ -670,8 +685,12 @@ static void on_write(uv_write_t *wr, int status)
         conn_close(c);
         return;
     }
-    if (final)
+    /* Writes complete in order: in CONN_WRITING the last one out is the answer's end (an
+     * earlier "100 Continue" completes before it). */
+    if (c->state == CONN_WRITING && c->nwrites == 0)
         conn_written(c);
+    else if (c->state == CONN_STREAMING)
+        stream_written(c);
 }
 
 /* conn_send_response formats and sends one final response, then waits for its write. */
@@ -690,7 +709,7 @@ static void conn_send_response(struct http_conn *c, int status, const char *cont
     conn_arm_timer(c, c->server->lim.idle_timeout_ms);
     size_t n;
     char *data = pw_buf_steal(&out, &n);
-    conn_write(c, data, n, 1);
+    conn_write(c, data, n);
 }
 
 /* conn_reject answers a request the parser refused, then closes. */
@@ -715,6 +734,8 @@ static void conn_dispatch(struct http_conn *c, struct pw_http_req *r)
     r->server = s;
     r->conn = c;
     c->req = r;
+    c->drain_cb = NULL;
+    c->drain_armed = 0;
     s->stats.requests++;
     set_state(c, CONN_HANDLING);
     uv_timer_stop(&c->timer);
@@ -742,7 +763,7 @@ static void conn_process(struct http_conn *c)
     case PW_HTTP_PARSE_MORE:
         if (c->parser.expect_continue) {
             c->parser.expect_continue = 0;
-            conn_write(c, pw_xstrdup("HTTP/1.1 100 Continue\r\n\r\n"), 25, 0);
+            conn_write(c, pw_xstrdup("HTTP/1.1 100 Continue\r\n\r\n"), 25);
         }
         break;
     case PW_HTTP_PARSE_REQUEST:
@@ -766,6 +787,7 @@ static void conn_received(struct http_conn *c, const char *data, size_t n)
         conn_process(c);
         break;
     case CONN_HANDLING:
+    case CONN_STREAMING:
     case CONN_WRITING:
         /* Pipelined input waits its turn, unless no more requests will be read. */
         if (c->close_after)
@@ -931,17 +953,24 @@ void pw_http_server_close(struct pw_http_server *s)
     pw_list_foreach_safe(pos, tmp, &s->conns) conn_close(pw_container_of(pos, struct http_conn, link));
 }
 
+/* req_release_unanswered frees a request whose connection is gone (or that never had one),
+ * with its hold on the server. */
+static void req_release_unanswered(struct pw_http_req *r)
+{
+    struct pw_http_server *s = r->server;
+    int gone = r->gone;
+    pw_http_req_free(r);
+    if (s != NULL && gone)
+        server_unref(s);
+}
+
 void pw_http_respond(struct pw_http_req *r, int status, const char *content_type, const char *body,
                      size_t len, const char *extra_headers)
 {
     struct http_conn *c = r->conn;
     if (c == NULL) {
         /* Gone: nobody to answer; release the request and its hold on the server. */
-        struct pw_http_server *s = r->server;
-        int gone = r->gone;
-        pw_http_req_free(r);
-        if (s != NULL && gone)
-            server_unref(s);
+        req_release_unanswered(r);
         return;
     }
     assert(c->req == r && c->state == CONN_HANDLING);
@@ -969,4 +998,217 @@ void pw_http_respond_error(struct pw_http_req *r, int status, const char *code, 
     }
     pw_http_respond(r, status, NULL, body.data ? body.data : "", body.len, extra_headers);
     pw_buf_fini(&body);
+}
+
+/* ---- streamed answers ---- */
+
+/* stream_timer_update bounds a client that stops reading: while writes are queued, the idle
+ * timeout runs from the last write progress; with nothing queued the handler is producing and
+ * no timer runs (as while a request is at the handler). */
+static void stream_timer_update(struct http_conn *c, int progress)
+{
+    if (c->nwrites == 0)
+        uv_timer_stop(&c->timer);
+    else if (progress || !uv_is_active((uv_handle_t *)&c->timer))
+        conn_arm_timer(c, c->server->lim.idle_timeout_ms);
+}
+
+static size_t conn_queued(struct http_conn *c)
+{
+    return uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+}
+
+/* stream_send writes iov[0..n) in order: directly as far as the socket takes it (nothing is
+ * queued before it), the rest copied into one queued write. May close the connection. */
+static void stream_send(struct http_conn *c, const uv_buf_t *iov, unsigned int n)
+{
+    size_t total = 0, done = 0;
+    for (unsigned int i = 0; i < n; i++)
+        total += iov[i].len;
+    if (total == 0 || c->state == CONN_CLOSING)
+        return;
+    int rv = uv_try_write((uv_stream_t *)&c->tcp, iov, n);
+    if (rv >= 0) {
+        done = (size_t)rv;
+    } else if (rv != UV_EAGAIN) {
+        pw_log_debug(COMP, "conn %p: write: %s", (void *)c, uv_strerror(rv));
+        conn_close(c);
+        return;
+    }
+    if (done == total)
+        return;
+    char *data = pw_xmalloc(total - done), *p = data;
+    for (unsigned int i = 0; i < n; i++) {
+        size_t skip = PW_MIN(done, iov[i].len);
+        done -= skip;
+        memcpy(p, iov[i].base + skip, iov[i].len - skip);
+        p += iov[i].len - skip;
+    }
+    conn_write(c, data, (size_t)(p - data));
+    if (c->state == CONN_STREAMING)
+        stream_timer_update(c, 0);
+}
+
+/* stream_reset forgets the streamed answer's state once the request leaves the connection. */
+static void stream_reset(struct http_conn *c)
+{
+    c->chunked = c->nobody = c->drain_armed = 0;
+    c->remaining = -1;
+    c->drain_cb = NULL;
+    c->drain_arg = NULL;
+}
+
+/* stream_written runs after a write of a streamed answer completed: the stall timer restarts
+ * and the handler hears of a drained queue. */
+static void stream_written(struct http_conn *c)
+{
+    stream_timer_update(c, 1);
+    if (!c->drain_armed || c->drain_cb == NULL || conn_queued(c) > c->drain_low)
+        return;
+    c->drain_armed = 0;
+    c->drain_cb(c->drain_arg, c->req);
+}
+
+static void on_conn_flushed(uv_timer_t *t)
+{
+    struct http_conn *c = t->data;
+    conn_written(c);
+}
+
+void pw_http_respond_start(struct pw_http_req *r, int status, const char *content_type,
+                           const char *extra_headers, int64_t content_length)
+{
+    struct http_conn *c = r->conn;
+    if (c == NULL)
+        return;
+    assert(c->req == r && c->state == CONN_HANDLING);
+    assert(status >= 200 && status <= 599);
+    /* 204 and 304 carry neither a body nor its framing; HEAD gets the framing a GET would. */
+    int bodyless = status == 204 || status == 304;
+    c->nobody = r->head || bodyless;
+    c->chunked = content_length < 0 && r->http_minor >= 1 && !bodyless;
+    c->remaining = content_length < 0 ? -1 : content_length;
+    c->drain_armed = 0;
+    /* An HTTP/1.0 client cannot take chunks: the end of the connection ends the body. */
+    c->close_after = !r->keep_alive || c->server->closing || (content_length < 0 && !c->chunked && !c->nobody);
+    struct pw_buf out;
+    pw_buf_init(&out, SIZE_MAX / 2);
+    int rv = pw_buf_printf(&out, "HTTP/1.1 %d %s\r\n", status, pw_http_reason(status));
+    if (!bodyless) {
+        pw_buf_printf(&out, "Content-Type: %s\r\n", content_type != NULL ? content_type : "application/json");
+        if (content_length >= 0)
+            pw_buf_printf(&out, "Content-Length: %" PRId64 "\r\n", content_length);
+        else if (c->chunked)
+            pw_buf_adds(&out, "Transfer-Encoding: chunked\r\n");
+    }
+    if (c->close_after)
+        pw_buf_adds(&out, "Connection: close\r\n");
+    else if (r->http_minor == 0)
+        pw_buf_adds(&out, "Connection: keep-alive\r\n");
+    if (extra_headers != NULL)
+        pw_buf_adds(&out, extra_headers);
+    pw_buf_adds(&out, "\r\n");
+    assert(rv == PW_OK);
+    (void)rv;
+    set_state(c, CONN_STREAMING);
+    uv_timer_stop(&c->timer);
+    uv_buf_t b = {.base = out.data, .len = out.len};
+    stream_send(c, &b, 1);
+    pw_buf_fini(&out);
+}
+
+size_t pw_http_respond_write(struct pw_http_req *r, const void *data, size_t len)
+{
+    struct http_conn *c = r->conn;
+    if (c == NULL)
+        return 0;
+    assert(c->req == r && c->state == CONN_STREAMING);
+    if (c->remaining >= 0) {
+        /* Bytes beyond the announced Content-Length would corrupt the next answer. */
+        if ((uint64_t)len > (uint64_t)c->remaining)
+            len = (size_t)c->remaining;
+        c->remaining -= (int64_t)len;
+    }
+    if (len > 0 && !c->nobody) {
+        if (c->chunked) {
+            char size[24];
+            int n = snprintf(size, sizeof(size), "%zx\r\n", len);
+            const uv_buf_t iov[3] = {{.base = size, .len = (size_t)n},
+                                     {.base = (char *)data, .len = len},
+                                     {.base = (char *)"\r\n", .len = 2}};
+            stream_send(c, iov, 3);
+        } else {
+            const uv_buf_t iov = {.base = (char *)data, .len = len};
+            stream_send(c, &iov, 1);
+        }
+        if (r->conn == NULL)
+            return 0; /* the write failed: the connection is closing */
+    }
+    size_t queued = conn_queued(c);
+    if (queued > c->drain_low)
+        c->drain_armed = 1;
+    return queued;
+}
+
+void pw_http_req_on_drain(struct pw_http_req *r, size_t low_water, pw_http_drain_cb cb, void *arg)
+{
+    struct http_conn *c = r->conn;
+    if (c == NULL)
+        return;
+    assert(c->req == r);
+    c->drain_cb = cb;
+    c->drain_arg = arg;
+    c->drain_low = low_water;
+    c->drain_armed = c->state == CONN_STREAMING && conn_queued(c) > low_water;
+}
+
+void pw_http_respond_end(struct pw_http_req *r)
+{
+    struct http_conn *c = r->conn;
+    if (c == NULL) {
+        req_release_unanswered(r);
+        return;
+    }
+    assert(c->req == r && c->state == CONN_STREAMING);
+    if (!c->nobody && c->remaining > 0) {
+        pw_log_warn(COMP, "conn %p: streamed answer ended %" PRId64 " bytes short of its Content-Length",
+                    (void *)c, c->remaining);
+        pw_http_respond_abort(r);
+        return;
+    }
+    if (c->chunked && !c->nobody) {
+        const uv_buf_t end = {.base = (char *)"0\r\n\r\n", .len = 5};
+        stream_send(c, &end, 1);
+        if (r->conn == NULL) {
+            req_release_unanswered(r);
+            return;
+        }
+    }
+    c->req = NULL;
+    pw_http_req_free(r);
+    stream_reset(c);
+    set_state(c, CONN_WRITING);
+    /* With nothing queued there is no write completion to go on from; the timer defers it so
+     * that the next pipelined request never reaches the handler from inside this call. */
+    if (c->nwrites > 0)
+        conn_arm_timer(c, c->server->lim.idle_timeout_ms);
+    else
+        uv_timer_start(&c->timer, on_conn_flushed, 0, 0);
+}
+
+void pw_http_respond_abort(struct pw_http_req *r)
+{
+    struct http_conn *c = r->conn;
+    if (c == NULL) {
+        req_release_unanswered(r);
+        return;
+    }
+    assert(c->req == r && (c->state == CONN_HANDLING || c->state == CONN_STREAMING));
+    pw_log_debug(COMP, "conn %p: answer aborted in %s", (void *)c, conn_state_names[c->state]);
+    c->req = NULL;
+    pw_http_req_free(r);
+    stream_reset(c);
+    c->close_after = 1;
+    /* The shutdown goes out after what is queued: the client reads up to the cut, then EOF. */
+    conn_linger(c);
 }

@@ -1,5 +1,6 @@
 /* gateway.c — the invocation path of prewarm-gateway: acquire a lease from prewarmd, proxy the
- * request to the leased VM, answer the client, release the lease (docs/gateway.md). */
+ * request to the leased VM, stream its answer to the client, release the lease
+ * (docs/gateway.md). */
 #include "gateway.h"
 
 #include <assert.h>
@@ -22,15 +23,21 @@
 #define RELEASE_TIMEOUT_MS 5000
 /* prewarmd answers an acquire by its own deadline; this is the slack for the answer to arrive. */
 #define ACQUIRE_SLACK_MS 2000
+/* A streamed answer: reading from the VM pauses while more than HIGH_WATER bytes wait for the
+ * client and resumes once they are down to LOW_WATER, so that an invocation holds at most
+ * about HIGH_WATER plus one read (64 KiB) whatever the answer's size. */
+#define STREAM_HIGH_WATER (256 * 1024)
+#define STREAM_LOW_WATER (64 * 1024)
 
 /* An invocation's states. */
 enum inv_state {
     INV_ACQUIRING, /* waiting for prewarmd's acquire answer */
-    INV_CALLING,   /* the request is with the VM */
+    INV_CALLING,   /* the request is with the VM, its answer's head not yet in */
+    INV_STREAMING, /* the VM's answer is being streamed to the client */
     INV_DONE,      /* answered (or the client left) and the lease released: about to be freed */
 };
 
-static const char *const inv_state_names[] = {"acquiring", "calling", "done"};
+static const char *const inv_state_names[] = {"acquiring", "calling", "streaming", "done"};
 
 struct inv {
     struct pw_list link; /* in the gateway's in-flight list */
@@ -43,6 +50,8 @@ struct inv {
     char lease_id[24];
     char *target;           /* path and query sent to the VM */
     uint64_t t_start_ns, t_vm_ns;
+    uint64_t streamed;      /* body bytes of the VM's answer passed to the client */
+    int paused;             /* reading from the VM is paused: the client is behind */
 };
 
 struct release_ctx {
@@ -53,6 +62,7 @@ struct release_ctx {
 struct pw_gateway {
     uv_loop_t *loop;
     struct pw_gateway_cfg cfg;
+    char sched_headers[400]; /* on every request to prewarmd: Content-Type, Authorization */
     struct pw_http_server *http;
     struct pw_hclient *sched;
     uv_timer_t tick;
@@ -71,7 +81,7 @@ void pw_gateway_cfg_default(struct pw_gateway_cfg *cfg)
     pw_strlcpy(cfg->scheduler, "127.0.0.1:8080", sizeof(cfg->scheduler));
     cfg->acquire_timeout_ms = 5000;
     cfg->vm_timeout_ms = 30000;
-    cfg->max_body = 8 * 1024 * 1024;
+    cfg->max_body = 8 * 1024 * 1024; /* request bodies; answers are streamed */
     cfg->max_inflight = 4096;
     cfg->scheduler_conns = 256;
 }
@@ -114,7 +124,7 @@ static void release_lease(struct pw_gateway *g, const char *lease_id, int64_t du
     int n = snprintf(body, sizeof(body), "{\"duration_ms\":%" PRId64 ",\"outcome\":\"%s\"}",
                      duration_ms < 0 ? 0 : duration_ms, ok ? "ok" : "error");
     g->nreleasing++;
-    pw_hclient_request(g->sched, "POST", path, "Content-Type: application/json\r\n", body, (size_t)n,
+    pw_hclient_request(g->sched, "POST", path, g->sched_headers, body, (size_t)n,
                        RELEASE_TIMEOUT_MS, on_released, rc);
     pw_log_debug(COMP, "release lease %s outcome %s duration %" PRId64 " ms", lease_id, ok ? "ok" : "error",
                  duration_ms);
@@ -147,38 +157,103 @@ static void respond_gw_error(struct pw_http_req *r, int status, const char *code
     pw_http_respond_error(r, status, code, msg, NULL);
 }
 
-static void on_vm_answer(void *arg, int err, const struct pw_hresp *resp)
+/* respond_vm_error answers the client for a VM request that failed before its answer's head
+ * came, and releases the lease with outcome error. */
+static void respond_vm_error(struct inv *v, int err)
+{
+    static const struct {
+        int err, status;
+        const char *code, *msg;
+    } map[] = {
+        {PW_ERR_TIMEOUT, 504, "vm_timeout", "the function's VM did not answer in time"},
+        {PW_ERR_TOOBIG, 502, "vm_answer_too_large", "the function's answer headers passed the gateway's cap"},
+        {PW_ERR_PARSE, 502, "vm_bad_answer", "the function's VM sent a malformed HTTP answer"},
+    };
+    int status = 502;
+    const char *code = "vm_unreachable", *msg = "the function's VM could not be reached or cut its answer";
+    for (size_t i = 0; i < PW_ARRAY_LEN(map); i++)
+        if (map[i].err == err)
+            status = map[i].status, code = map[i].code, msg = map[i].msg;
+    pw_log_warn(COMP, "%s: lease %s: VM request failed: %s", v->fn, v->lease_id, pw_strerror((enum pw_err)err));
+    respond_gw_error(v->req, status, code, msg);
+    inv_finish(v, 0);
+}
+
+/* on_client_drain: the client caught up; read from the VM again. */
+static void on_client_drain(void *arg, struct pw_http_req *r)
 {
     struct inv *v = arg;
-    v->call = NULL;
-    if (err != PW_OK) {
-        static const struct {
-            int err, status;
-            const char *code, *msg;
-        } map[] = {
-            {PW_ERR_TIMEOUT, 504, "vm_timeout", "the function's VM did not answer in time"},
-            {PW_ERR_TOOBIG, 502, "vm_answer_too_large", "the function's answer passed the gateway's size cap"},
-            {PW_ERR_PARSE, 502, "vm_bad_answer", "the function's VM sent a malformed HTTP answer"},
-        };
-        int status = 502;
-        const char *code = "vm_unreachable", *msg = "the function's VM could not be reached or cut its answer";
-        for (size_t i = 0; i < PW_ARRAY_LEN(map); i++)
-            if (map[i].err == err)
-                status = map[i].status, code = map[i].code, msg = map[i].msg;
-        pw_log_warn(COMP, "%s: lease %s: VM request failed: %s", v->fn, v->lease_id, pw_strerror((enum pw_err)err));
-        respond_gw_error(v->req, status, code, msg);
-        inv_finish(v, 0);
+    (void)r;
+    if (v->paused && v->call != NULL) {
+        v->paused = 0;
+        pw_hcall_resume(v->call);
+    }
+}
+
+/* on_vm_headers starts the client's answer with the VM's status and headers (hop-by-hop ones
+ * are dropped by the client library), framed by the VM's Content-Length when it gave one and
+ * chunked otherwise. */
+static void on_vm_headers(void *arg, const struct pw_hresp *resp, int64_t content_length)
+{
+    struct inv *v = arg;
+    if (resp->status < 200 || resp->status > 599) {
+        pw_hcall_cancel(v->call);
+        v->call = NULL;
+        respond_vm_error(v, PW_ERR_PARSE);
         return;
     }
+    inv_set_state(v, INV_STREAMING);
     struct pw_buf hdr;
     pw_buf_init(&hdr, 32 * 1024);
     pw_buf_add(&hdr, resp->headers, resp->headers_len);
     pw_buf_printf(&hdr, "X-Prewarm-Lease: %s\r\n", v->lease_id);
-    pw_http_respond(v->req, resp->status, resp->content_type[0] ? resp->content_type : "application/octet-stream",
-                    resp->body, resp->body_len, hdr.data);
+    pw_http_req_on_drain(v->req, STREAM_LOW_WATER, on_client_drain, v);
+    pw_http_respond_start(v->req, resp->status,
+                          resp->content_type[0] ? resp->content_type : "application/octet-stream", hdr.data,
+                          content_length);
     pw_buf_fini(&hdr);
-    inv_finish(v, 1);
 }
+
+static void on_vm_body(void *arg, const char *data, size_t len)
+{
+    struct inv *v = arg;
+    v->streamed += len;
+    size_t queued = pw_http_respond_write(v->req, data, len);
+    if (queued > STREAM_HIGH_WATER && !v->paused) {
+        v->paused = 1;
+        pw_log_debug(COMP, "%s: lease %s: client behind by %zu bytes; pausing the VM", v->fn, v->lease_id, queued);
+        pw_hcall_pause(v->call);
+    }
+}
+
+/* on_vm_end finishes the invocation. A VM that fails after its head cannot be told to the
+ * client with a status any more: the client's answer is cut (its connection closed before
+ * the chunked terminator or the Content-Length), never passed off as complete. */
+static void on_vm_end(void *arg, int err)
+{
+    struct inv *v = arg;
+    v->call = NULL;
+    if (v->state == INV_CALLING) {
+        assert(err != PW_OK);
+        respond_vm_error(v, err);
+        return;
+    }
+    if (err == PW_OK) {
+        pw_http_respond_end(v->req);
+        inv_finish(v, 1);
+        return;
+    }
+    pw_log_warn(COMP, "%s: lease %s: VM answer cut after %" PRIu64 " body bytes: %s; closing the client's"
+                " connection", v->fn, v->lease_id, v->streamed, pw_strerror((enum pw_err)err));
+    pw_http_respond_abort(v->req);
+    inv_finish(v, 0);
+}
+
+static const struct pw_hstream_cbs vm_stream_cbs = {
+    .on_headers = on_vm_headers,
+    .on_body = on_vm_body,
+    .on_end = on_vm_end,
+};
 
 static void inv_call_vm(struct inv *v, const char *address)
 {
@@ -195,7 +270,6 @@ static void inv_call_vm(struct inv *v, const char *address)
     o.max_conns = 1;
     o.max_queue = 1;
     o.keepalive = 0;
-    o.max_body = g->cfg.max_body;
     pw_hclient_new(g->loop, (const struct sockaddr *)&sa, &o, &v->vm);
     struct pw_buf hdr;
     pw_buf_init(&hdr, 8 * 1024);
@@ -210,8 +284,8 @@ static void inv_call_vm(struct inv *v, const char *address)
     const char *body = pw_http_req_body(v->req, &blen);
     inv_set_state(v, INV_CALLING);
     v->t_vm_ns = uv_hrtime();
-    v->call = pw_hclient_request(v->vm, pw_http_req_method(v->req), v->target, hdr.data, body, blen,
-                                 g->cfg.vm_timeout_ms, on_vm_answer, v);
+    v->call = pw_hclient_stream(v->vm, pw_http_req_method(v->req), v->target, hdr.data, body, blen,
+                                g->cfg.vm_timeout_ms, &vm_stream_cbs, v);
     pw_buf_fini(&hdr);
 }
 
@@ -238,7 +312,10 @@ static void on_acquired(void *arg, int err, const struct pw_hresp *resp)
                             retry != NULL ? "Retry-After: 1\r\n" : NULL);
         } else {
             pw_log_warn(COMP, "%s: acquire: prewarmd answered %d", v->fn, resp->status);
-            respond_gw_error(v->req, 502, "scheduler_error", "prewarmd refused the acquire");
+            char msg[128];
+            snprintf(msg, sizeof(msg), "prewarmd refused the acquire (HTTP %d%s)", resp->status,
+                     resp->status == 401 || resp->status == 403 ? ": check the gateway's token" : "");
+            respond_gw_error(v->req, 502, "scheduler_error", msg);
         }
         inv_finish(v, 1);
         return;
@@ -258,6 +335,9 @@ static void on_acquired(void *arg, int err, const struct pw_hresp *resp)
     pw_strlcpy(address, addr->valuestring, sizeof(address));
     cJSON_Delete(j);
     if (pw_http_req_gone(v->req)) {
+        /* The client left before the tick saw it (same loop turn as this answer). */
+        pw_log_info(COMP, "%s: client left while %s; releasing lease %s", v->fn, inv_state_names[v->state],
+                    v->lease_id);
         pw_http_respond(v->req, 499, NULL, "{}", 2, NULL);
         v->t_vm_ns = uv_hrtime();
         inv_finish(v, 1);
@@ -283,7 +363,7 @@ static void inv_start(struct pw_gateway *g, struct pw_http_req *r, const char *f
     char path[128], body[64];
     snprintf(path, sizeof(path), "/v1/functions/%s/acquire", fn);
     int blen = snprintf(body, sizeof(body), "{\"timeout_ms\":%" PRId64 "}", g->cfg.acquire_timeout_ms);
-    v->call = pw_hclient_request(g->sched, "POST", path, "Content-Type: application/json\r\n", body, (size_t)blen,
+    v->call = pw_hclient_request(g->sched, "POST", path, g->sched_headers, body, (size_t)blen,
                                  g->cfg.acquire_timeout_ms + ACQUIRE_SLACK_MS, on_acquired, v);
 }
 
@@ -299,10 +379,16 @@ static void inv_abort(struct inv *v, int status)
     }
     pw_log_info(COMP, "%s: client left while %s%s%s", v->fn, inv_state_names[v->state],
                 v->lease_id[0] ? "; releasing lease " : "", v->lease_id);
-    if (status == 499)
+    if (v->state == INV_STREAMING) {
+        /* The head is out: a gone client's answer is just freed; a present one (shutdown)
+         * is cut. */
+        pw_log_info(COMP, "%s: %" PRIu64 " body bytes of the VM's answer were passed on", v->fn, v->streamed);
+        pw_http_respond_abort(v->req);
+    } else if (status == 499) {
         pw_http_respond(v->req, 499, NULL, "{}", 2, NULL);
-    else
+    } else {
         respond_gw_error(v->req, status, "gateway_stopping", "the gateway is shutting down");
+    }
     inv_finish(v, 1);
 }
 
@@ -364,10 +450,20 @@ int pw_gateway_new(uv_loop_t *loop, const struct pw_gateway_cfg *cfg, struct pw_
         pw_errf(errbuf, errlen, "scheduler address %s is not ip:port", cfg->scheduler);
         return PW_ERR_INVAL;
     }
+    for (const char *t = cfg->token; *t != '\0'; t++)
+        if (*t <= ' ' || *t > '~') {
+            pw_errf(errbuf, errlen, "the token has a blank or non-printable character");
+            return PW_ERR_INVAL;
+        }
     struct pw_gateway *g = pw_xcalloc(1, sizeof(*g));
     g->loop = loop;
     g->cfg = *cfg;
     pw_list_init(&g->inflight);
+    if (cfg->token[0] != '\0')
+        snprintf(g->sched_headers, sizeof(g->sched_headers),
+                 "Content-Type: application/json\r\nAuthorization: Bearer %s\r\n", cfg->token);
+    else
+        pw_strlcpy(g->sched_headers, "Content-Type: application/json\r\n", sizeof(g->sched_headers));
     struct pw_hclient_opts o;
     pw_hclient_opts_default(&o);
     o.max_conns = cfg->scheduler_conns;

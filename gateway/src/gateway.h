@@ -1,5 +1,6 @@
 /* gateway.h — prewarm-gateway's front door: /invoke/{fn} acquires a lease from prewarmd,
- * proxies the request to the leased VM and releases the lease (docs/gateway.md).
+ * proxies the request to the leased VM, streams its answer back and releases the lease
+ * (docs/gateway.md).
  *
  * Threads: everything runs on the loop thread. */
 #ifndef PW_GATEWAY_H
@@ -16,10 +17,11 @@ struct pw_gateway_cfg {
     int listen_port;
     char scheduler[128];      /* host:port of prewarmd's HTTP API */
     int64_t acquire_timeout_ms; /* how long prewarmd may wait for a VM */
-    int64_t vm_timeout_ms;      /* the VM's whole answer */
-    size_t max_body;            /* request and answer bodies */
+    int64_t vm_timeout_ms;      /* the VM's answer head, then each wait for more of its body */
+    size_t max_body;            /* request bodies (answers are streamed, not capped) */
     size_t max_inflight;        /* invocations at once; beyond: 503 */
     size_t scheduler_conns;     /* keep-alive connections to prewarmd */
+    char token[300];            /* bearer token for prewarmd's API (a gateway role); "" none */
 };
 void pw_gateway_cfg_default(struct pw_gateway_cfg *cfg);
 

@@ -1,5 +1,6 @@
-/* hclient.c — the gateway's HTTP/1.1 client: connection reuse, a bounded queue, deadlines and
- * llhttp answer parsing (see pw/hclient.h). */
+/* hclient.c — the gateway's HTTP/1.1 client: connection reuse, a bounded queue, deadlines,
+ * llhttp answer parsing, and answers either buffered or streamed with pause/resume (see
+ * pw/hclient.h). */
 #include "pw/hclient.h"
 
 #include <assert.h>
@@ -45,6 +46,7 @@ struct hconn {
     int complete;    /* the answer parsed whole */
     int received;    /* answer bytes seen */
     int hdr_err;     /* a header cap was hit */
+    int headers_done; /* a streamed call's headers were handed over */
     struct pw_buf hname, hval, headers, body;
     char ctype[128];
 };
@@ -53,13 +55,16 @@ struct pw_hcall {
     struct pw_list link; /* in the client's queue while waiting */
     struct pw_hclient *cl;
     struct hconn *conn;
-    pw_hclient_cb cb;
+    pw_hclient_cb cb;                    /* buffered: the answer whole */
+    const struct pw_hstream_cbs *scbs;   /* streamed: NULL when buffered */
     void *arg;
     char *wire;
     size_t wire_len;
     int head;
     int refused; /* the queue was full: answered PW_ERR_LIMIT by the sweep */
-    uint64_t deadline; /* uv_now() ms */
+    int paused;  /* streamed: the caller does not want body bytes now */
+    uint64_t deadline;  /* uv_now() ms */
+    uint64_t timeout_ms; /* streamed: the longest wait for more body after the headers */
 };
 
 struct pw_hclient {
@@ -171,6 +176,15 @@ static void conn_close(struct hconn *h)
     uv_close((uv_handle_t *)&h->timer, conn_on_close);
 }
 
+/* call_fail answers a call that has no answer with err. */
+static void call_fail(struct pw_hcall *call, int err)
+{
+    if (call->scbs != NULL)
+        call->scbs->on_end(call->arg, err);
+    else
+        call->cb(call->arg, err, NULL);
+}
+
 /* conn_finish hands the answer (or err) to the call's callback, then keeps or closes h. */
 static void conn_finish(struct hconn *h, int err)
 {
@@ -179,7 +193,10 @@ static void conn_finish(struct hconn *h, int err)
     assert(call != NULL);
     h->call = NULL;
     uv_timer_stop(&h->timer);
-    int reuse = err == PW_OK && c->opts.keepalive && llhttp_should_keep_alive(&h->parser) && !c->closing;
+    /* A connection whose reading a paused stream stopped is not kept: it would not notice the
+     * peer closing it while idle. */
+    int reuse = err == PW_OK && c->opts.keepalive && llhttp_should_keep_alive(&h->parser) && !c->closing &&
+                h->reading;
     conn_set_state(h, HC_FINISHING);
     struct pw_hresp resp = {
         .status = h->parser.status_code,
@@ -189,7 +206,12 @@ static void conn_finish(struct hconn *h, int err)
         .body = h->body.data,
         .body_len = h->body.len,
     };
-    call->cb(call->arg, err, err == PW_OK ? &resp : NULL);
+    if (err != PW_OK)
+        call_fail(call, err);
+    else if (call->scbs != NULL)
+        call->scbs->on_end(call->arg, PW_OK);
+    else
+        call->cb(call->arg, PW_OK, &resp);
     free(call->wire);
     free(call);
     if (h->state != HC_FINISHING)
@@ -267,17 +289,47 @@ static int on_header_value_complete(llhttp_t *p)
     return 0;
 }
 
+/* stream_arm_timer: once a streamed call's headers are in, its timer bounds each wait for
+ * more of the body (not while paused) instead of the whole answer. */
+static void stream_arm_timer(struct hconn *h)
+{
+    if (h->call->paused)
+        uv_timer_stop(&h->timer);
+    else
+        uv_timer_start(&h->timer, conn_on_timer, h->call->timeout_ms, 0);
+}
+
 static int on_headers_complete(llhttp_t *p)
 {
     struct hconn *h = p->data;
+    struct pw_hcall *call = h->call;
     /* An answer to HEAD has no body whatever its Content-Length says. */
-    return h->call != NULL && h->call->head ? 1 : 0;
+    int skip = call->head ? 1 : 0;
+    if (call->scbs == NULL)
+        return skip;
+    struct pw_hresp resp = {
+        .status = p->status_code,
+        .content_type = h->ctype,
+        .headers = h->headers.data ? h->headers.data : "",
+        .headers_len = h->headers.len,
+    };
+    int64_t length = (p->flags & F_CONTENT_LENGTH) && !(p->flags & F_CHUNKED) ? (int64_t)p->content_length : -1;
+    h->headers_done = 1;
+    call->scbs->on_headers(call->arg, &resp, length);
+    if (h->state == HC_CLOSING)
+        return -1; /* cancelled (or the client closed) from the callback */
+    stream_arm_timer(h);
+    return skip;
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t len)
 {
     struct hconn *h = p->data;
-    return pw_buf_add(&h->body, at, len) == PW_OK ? 0 : -1;
+    struct pw_hcall *call = h->call;
+    if (call->scbs == NULL)
+        return pw_buf_add(&h->body, at, len) == PW_OK ? 0 : -1;
+    call->scbs->on_body(call->arg, at, len);
+    return h->state == HC_CLOSING ? -1 : 0;
 }
 
 static int on_message_complete(llhttp_t *p)
@@ -326,12 +378,17 @@ static void conn_received(struct hconn *h, const char *data, size_t n)
         return;
     }
     llhttp_errno_t e = llhttp_execute(&h->parser, data, n);
+    if (h->state == HC_CLOSING)
+        return; /* a streamed call was cancelled from its callback */
     if (h->complete) {
         conn_finish(h, PW_OK);
         return;
     }
-    if (e == HPE_OK)
+    if (e == HPE_OK) {
+        if (h->headers_done)
+            stream_arm_timer(h);
         return;
+    }
     int err = h->hdr_err || h->body.len >= h->cl->opts.max_body ? PW_ERR_TOOBIG : PW_ERR_PARSE;
     pw_log_debug(COMP, "conn %p: answer: %s", (void *)h, llhttp_errno_name(e));
     conn_finish(h, err);
@@ -347,10 +404,14 @@ static void conn_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     if (nread == 0)
         return;
     if (h->state == HC_BUSY && h->call != NULL) {
-        /* An answer delimited by the end of the connection completes here; any other is cut. */
-        if (nread == UV_EOF && h->received && llhttp_finish(&h->parser) == HPE_OK && h->complete) {
-            conn_finish(h, PW_OK);
-            return;
+        /* An answer delimited by the end of the connection completes here (llhttp_finish
+         * returns on_message_complete's HPE_PAUSED then); any other is cut. */
+        if (nread == UV_EOF && h->received) {
+            (void)llhttp_finish(&h->parser);
+            if (h->complete) {
+                conn_finish(h, PW_OK);
+                return;
+            }
         }
         conn_finish(h, PW_ERR_IO);
         return;
@@ -382,7 +443,7 @@ static void conn_send(struct hconn *h)
         conn_finish(h, PW_ERR_IO);
         return;
     }
-    if (h->reading)
+    if (h->reading || call->paused)
         return;
     rv = uv_read_start((uv_stream_t *)&h->tcp, conn_on_alloc, conn_on_read);
     if (rv != 0) {
@@ -416,7 +477,7 @@ static void conn_start(struct hconn *h, struct pw_hcall *call)
     call->conn = h;
     llhttp_init(&h->parser, HTTP_RESPONSE, &settings);
     h->parser.data = h;
-    h->complete = h->received = h->hdr_err = 0;
+    h->complete = h->received = h->hdr_err = h->headers_done = 0;
     h->ctype[0] = '\0';
     pw_buf_reset(&h->hname);
     pw_buf_reset(&h->hval);
@@ -472,7 +533,7 @@ static void client_on_sweep(uv_timer_t *t)
             continue;
         pw_list_remove(&call->link);
         c->nqueued--;
-        call->cb(call->arg, call->refused ? PW_ERR_LIMIT : PW_ERR_TIMEOUT, NULL);
+        call_fail(call, call->refused ? PW_ERR_LIMIT : PW_ERR_TIMEOUT);
         free(call->wire);
         free(call);
         if (c->closing)
@@ -576,17 +637,21 @@ void pw_hclient_close(struct pw_hclient *c)
     uv_close((uv_handle_t *)&c->sweep, client_on_sweep_close);
 }
 
-struct pw_hcall *pw_hclient_request(struct pw_hclient *c, const char *method, const char *path,
-                                    const char *extra_headers, const void *body, size_t len,
-                                    int64_t timeout_ms, pw_hclient_cb cb, void *arg)
+/* client_submit formats a request and queues it (see pw_hclient_request). */
+static struct pw_hcall *client_submit(struct pw_hclient *c, const char *method, const char *path,
+                                      const char *extra_headers, const void *body, size_t len,
+                                      int64_t timeout_ms, pw_hclient_cb cb, const struct pw_hstream_cbs *scbs,
+                                      void *arg)
 {
     assert(!c->closing);
     struct pw_hcall *call = pw_xcalloc(1, sizeof(*call));
     call->cl = c;
     call->cb = cb;
+    call->scbs = scbs;
     call->arg = arg;
     call->head = strcmp(method, "HEAD") == 0;
-    call->deadline = uv_now(c->loop) + (uint64_t)(timeout_ms > 0 ? timeout_ms : 1);
+    call->timeout_ms = (uint64_t)(timeout_ms > 0 ? timeout_ms : 1);
+    call->deadline = uv_now(c->loop) + call->timeout_ms;
     struct pw_buf b;
     pw_buf_init(&b, SIZE_MAX / 2);
     pw_buf_printf(&b, "%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %zu\r\n%s%s\r\n", method, path, c->host, len,
@@ -608,6 +673,61 @@ struct pw_hcall *pw_hclient_request(struct pw_hclient *c, const char *method, co
     if (call->conn == NULL && !uv_is_active((uv_handle_t *)&c->sweep))
         uv_timer_start(&c->sweep, client_on_sweep, QUEUE_SWEEP_MS, QUEUE_SWEEP_MS);
     return call;
+}
+
+struct pw_hcall *pw_hclient_request(struct pw_hclient *c, const char *method, const char *path,
+                                    const char *extra_headers, const void *body, size_t len,
+                                    int64_t timeout_ms, pw_hclient_cb cb, void *arg)
+{
+    assert(cb != NULL);
+    return client_submit(c, method, path, extra_headers, body, len, timeout_ms, cb, NULL, arg);
+}
+
+struct pw_hcall *pw_hclient_stream(struct pw_hclient *c, const char *method, const char *path,
+                                   const char *extra_headers, const void *body, size_t len,
+                                   int64_t timeout_ms, const struct pw_hstream_cbs *cbs, void *arg)
+{
+    assert(cbs != NULL && cbs->on_headers != NULL && cbs->on_body != NULL && cbs->on_end != NULL);
+    return client_submit(c, method, path, extra_headers, body, len, timeout_ms, NULL, cbs, arg);
+}
+
+void pw_hcall_pause(struct pw_hcall *call)
+{
+    struct hconn *h = call->conn;
+    if (call->paused)
+        return;
+    call->paused = 1;
+    if (h == NULL || h->state != HC_BUSY)
+        return;
+    if (h->reading) {
+        uv_read_stop((uv_stream_t *)&h->tcp);
+        h->reading = 0;
+    }
+    if (h->headers_done)
+        uv_timer_stop(&h->timer);
+}
+
+void pw_hcall_resume(struct pw_hcall *call)
+{
+    struct hconn *h = call->conn;
+    if (!call->paused)
+        return;
+    call->paused = 0;
+    if (h == NULL || h->state != HC_BUSY)
+        return; /* not connected yet: reading starts once the request is sent */
+    if (!h->reading) {
+        int rv = uv_read_start((uv_stream_t *)&h->tcp, conn_on_alloc, conn_on_read);
+        if (rv != 0) {
+            /* Answered from the timer: never from inside this call. */
+            pw_log_debug(COMP, "conn %p: read start: %s", (void *)h, uv_strerror(rv));
+            h->pending_err = PW_ERR_IO;
+            uv_timer_start(&h->timer, conn_on_timer, 0, 0);
+            return;
+        }
+        h->reading = 1;
+    }
+    if (h->headers_done)
+        stream_arm_timer(h);
 }
 
 void pw_hcall_cancel(struct pw_hcall *call)

@@ -22,9 +22,11 @@ static void usage(FILE *f)
                "  --listen HOST:PORT          front door (default 127.0.0.1:8090; port 0 picks one)\n"
                "  --scheduler-url URL         prewarmd's HTTP API, http://IP:PORT (default http://127.0.0.1:8080)\n"
                "  --acquire-timeout-ms N      how long prewarmd may wait for a VM (default 5000)\n"
-               "  --vm-timeout-ms N           the VM's whole answer (default 30000)\n"
-               "  --max-body-bytes N          request and answer body cap (default 8388608)\n"
+               "  --vm-timeout-ms N           the VM's answer head, then each wait for more of its body (default 30000)\n"
+               "  --max-body-bytes N          request body cap; answers are streamed (default 8388608)\n"
                "  --max-inflight N            invocations at once (default 4096)\n"
+               "  --token-file FILE           bearer token for prewarmd's API (a gateway-role token), first line\n"
+               "                              of FILE; PREWARM_TOKEN also sets it (default: none)\n"
                "  --log-level L               debug, info, warn or error (default info)\n");
 }
 
@@ -37,6 +39,31 @@ static void on_signal(uv_signal_t *s, int signum)
     }
     uv_close((uv_handle_t *)&sig_term, NULL);
     uv_close((uv_handle_t *)&sig_int, NULL);
+}
+
+/* read_token takes the first line of path, without surrounding blanks, as the bearer token. */
+static int read_token(const char *path, char *out, size_t n)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        fprintf(stderr, "prewarm-gateway: --token-file %s: cannot open it\n", path);
+        return -1;
+    }
+    char line[512] = "";
+    int ok = fgets(line, sizeof(line), f) != NULL;
+    fclose(f);
+    char *s = line;
+    while (*s == ' ' || *s == '\t')
+        s++;
+    size_t len = strcspn(s, " \t\r\n");
+    if (!ok || len == 0 || len >= n) {
+        fprintf(stderr, "prewarm-gateway: --token-file %s: no token of 1-%zu characters on its first line\n", path,
+                n - 1);
+        return -1;
+    }
+    memcpy(out, s, len);
+    out[len] = '\0';
+    return 0;
 }
 
 static int parse_int(const char *s, int64_t lo, int64_t hi, int64_t *out)
@@ -59,12 +86,18 @@ int main(int argc, char **argv)
         {"max-body-bytes", required_argument, NULL, 'b'},
         {"max-inflight", required_argument, NULL, 'i'},
         {"log-level", required_argument, NULL, 'L'},
+        {"token-file", required_argument, NULL, 't'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     struct pw_gateway_cfg cfg;
     pw_gateway_cfg_default(&cfg);
     pw_log_set_process("prewarm-gateway");
+    const char *env_token = getenv("PREWARM_TOKEN");
+    if (env_token != NULL && pw_strlcpy(cfg.token, env_token, sizeof(cfg.token)) >= sizeof(cfg.token)) {
+        fprintf(stderr, "prewarm-gateway: PREWARM_TOKEN is longer than %zu characters\n", sizeof(cfg.token) - 1);
+        return 2;
+    }
     int c;
     int64_t n;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -117,6 +150,10 @@ int main(int argc, char **argv)
             pw_log_set_level((enum pw_log_level)lvl);
             break;
         }
+        case 't':
+            if (read_token(optarg, cfg.token, sizeof(cfg.token)) != 0)
+                return 2;
+            break;
         case 'h':
             usage(stdout);
             return 0;

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,7 @@ enum mode {
     MODE_ECHO,  /* answer at once */
     MODE_DEFER, /* answer from a timer defer_ms later */
     MODE_HOLD,  /* keep the request until it is gone, then answer it */
+    MODE_STREAM, /* streamed answers by path (stream_handler), else as MODE_ECHO */
 };
 
 #define NRESP 8
@@ -48,8 +50,16 @@ struct fx {
     int server_closed;
     int ndeferred;
     struct pw_http_req *held;
+    int held_streaming; /* held was started as a streamed answer */
+    size_t held_write_after_gone;
     int held_gone_at_handler;
     int held_gone;
+    /* Streamed answers (MODE_STREAM, /big). */
+    size_t big_total, big_high;
+    size_t queued[64]; /* what the first writes of /big returned */
+    size_t nqueued;
+    size_t max_queued;
+    int drains;
     int handler_calls; /* atomic: read by the client */
     int client_finished; /* atomic */
     int timed_out;
@@ -59,7 +69,11 @@ struct fx {
     char resp[NRESP][RESP_MAX];
     int eof[NRESP];
     long ms[NRESP];
+    size_t big_got;
+    int big_intact;
 };
+
+static void stream_handler(struct fx *f, struct pw_http_req *r);
 
 /* ---- the server side ---- */
 
@@ -126,6 +140,130 @@ static void handler(void *arg, struct pw_http_req *r)
         f->held_gone_at_handler = pw_http_req_gone(r);
         pw_http_req_set_user(r, f);
         break;
+    case MODE_STREAM:
+        stream_handler(f, r);
+        break;
+    }
+}
+
+/* ---- streamed answers (MODE_STREAM) ---- */
+
+#define BIG_BLOCK (64 * 1024)
+#define BIG_LOW_WATER (64 * 1024)
+
+/* A streamed answer in progress: "hello " at once, "world" from the timer, or /big's bytes
+ * (byte i is i % 251) paced by the drain callback. */
+struct streamer {
+    uv_timer_t timer;
+    struct fx *f;
+    struct pw_http_req *req;
+    size_t sent;
+};
+
+static void streamer_closed(uv_handle_t *h)
+{
+    struct streamer *st = h->data;
+    st->f->ndeferred--;
+    free(st);
+}
+
+static struct streamer *streamer_new(struct fx *f, struct pw_http_req *r)
+{
+    struct streamer *st = pw_xcalloc(1, sizeof(*st));
+    st->f = f;
+    st->req = r;
+    uv_timer_init(&f->loop, &st->timer);
+    st->timer.data = st;
+    f->ndeferred++;
+    return st;
+}
+
+static void world_fire(uv_timer_t *t)
+{
+    struct streamer *st = t->data;
+    assert_int_equal(pw_http_respond_write(st->req, "world", 5), 0);
+    pw_http_respond_end(st->req);
+    uv_close((uv_handle_t *)t, streamer_closed);
+}
+
+/* big_pump writes /big's blocks until the connection's queue passes big_high or all is out. */
+static void big_pump(struct streamer *st)
+{
+    struct fx *f = st->f;
+    static unsigned char block[BIG_BLOCK];
+    for (;;) {
+        if (st->sent == f->big_total) {
+            pw_http_respond_end(st->req);
+            uv_close((uv_handle_t *)&st->timer, streamer_closed);
+            return;
+        }
+        size_t n = PW_MIN((size_t)BIG_BLOCK, f->big_total - st->sent);
+        for (size_t i = 0; i < n; i++)
+            block[i] = (unsigned char)((st->sent + i) % 251);
+        size_t q = pw_http_respond_write(st->req, block, n);
+        st->sent += n;
+        if (f->nqueued < PW_ARRAY_LEN(f->queued))
+            f->queued[f->nqueued++] = q;
+        f->max_queued = PW_MAX(f->max_queued, q);
+        if (q > f->big_high)
+            return; /* the drain callback goes on */
+    }
+}
+
+static void big_drained(void *arg, struct pw_http_req *r)
+{
+    struct streamer *st = arg;
+    assert_ptr_equal(r, st->req);
+    st->f->drains++;
+    big_pump(st);
+}
+
+static void stream_handler(struct fx *f, struct pw_http_req *r)
+{
+    const char *path = pw_http_req_path(r);
+    if (strcmp(path, "/chunked") == 0 || strcmp(path, "/cl") == 0) {
+        struct streamer *st = streamer_new(f, r);
+        int64_t length = strcmp(path, "/cl") == 0 ? 11 : -1;
+        pw_http_respond_start(r, 200, "text/plain", "X-Served: test\r\n", length);
+        pw_http_respond_write(r, "hello ", 6);
+        uv_timer_start(&st->timer, world_fire, 100, 0);
+    } else if (strcmp(path, "/nocontent") == 0) {
+        pw_http_respond_start(r, 204, "text/plain", "X-Served: test\r\n", -1);
+        assert_int_equal(pw_http_respond_write(r, "dropped", 7), 0);
+        pw_http_respond_end(r);
+    } else if (strcmp(path, "/abort-cl") == 0) {
+        pw_http_respond_start(r, 200, "text/plain", NULL, 100);
+        pw_http_respond_write(r, "0123456789", 10);
+        pw_http_respond_abort(r);
+    } else if (strcmp(path, "/abort-chunked") == 0) {
+        pw_http_respond_start(r, 200, "text/plain", NULL, -1);
+        pw_http_respond_write(r, "partial", 7);
+        pw_http_respond_abort(r);
+    } else if (strcmp(path, "/hold") == 0) {
+        pw_http_respond_start(r, 200, "text/plain", NULL, -1);
+        pw_http_respond_write(r, "part1", 5);
+        f->held = r;
+        f->held_streaming = 1;
+        f->held_gone_at_handler = pw_http_req_gone(r);
+        pw_http_req_set_user(r, f);
+    } else if (strcmp(path, "/stall") == 0) {
+        /* Fill the connection's queue; the client never reads, so only the idle timeout ends
+         * the answer (the request becomes gone). */
+        static const unsigned char zeros[BIG_BLOCK];
+        pw_http_respond_start(r, 200, "application/octet-stream", NULL, 1024 * 1024 * 1024);
+        for (int i = 0; i < 4096 && !pw_http_req_gone(r); i++)
+            if (pw_http_respond_write(r, zeros, sizeof(zeros)) > f->big_high)
+                break;
+        f->held = r;
+        f->held_streaming = 1;
+        pw_http_req_set_user(r, f);
+    } else if (strcmp(path, "/big") == 0) {
+        struct streamer *st = streamer_new(f, r);
+        pw_http_req_on_drain(r, BIG_LOW_WATER, big_drained, st);
+        pw_http_respond_start(r, 200, "application/octet-stream", NULL, (int64_t)f->big_total);
+        big_pump(st);
+    } else {
+        echo_respond(f, r);
     }
 }
 
@@ -146,7 +284,13 @@ static void on_tick(uv_timer_t *t)
     if (f->held != NULL && pw_http_req_gone(f->held)) {
         assert_ptr_equal(pw_http_req_user(f->held), f);
         __atomic_store_n(&f->held_gone, 1, __ATOMIC_SEQ_CST);
-        pw_http_respond_error(f->held, 503, "gone", "nobody listens", NULL);
+        if (f->held_streaming) {
+            /* Writes after the client left are dropped; end still frees the request. */
+            f->held_write_after_gone = pw_http_respond_write(f->held, "late", 4) + 1;
+            pw_http_respond_end(f->held);
+        } else {
+            pw_http_respond_error(f->held, 503, "gone", "nobody listens", NULL);
+        }
         f->held = NULL;
     }
     if (f->server_closed && __atomic_load_n(&f->client_finished, __ATOMIC_SEQ_CST) &&
@@ -761,6 +905,248 @@ static void test_continue_and_head(void **state)
     assert_string_equal(f.resp[3], expect_ok("GET /after q= h=- b=", NULL));
 }
 
+/* ---- streamed answers ---- */
+
+/* cli_read_until reads until marker has arrived and takes everything up to and including it
+ * into out; -1 (with what there was) when the connection ended or timed out first. */
+static int cli_read_until(struct cli *c, char *out, const char *marker)
+{
+    for (;;) {
+        char *m = strstr(c->buf, marker);
+        if (m != NULL && (size_t)(m - c->buf) + strlen(marker) < RESP_MAX) {
+            cli_take(c, (size_t)(m - c->buf) + strlen(marker), out);
+            return 0;
+        }
+        if (cli_fill(c) != 0) {
+            cli_take(c, PW_MIN(c->len, (size_t)RESP_MAX - 1), out);
+            return -1;
+        }
+    }
+}
+
+/* cli_read_eof takes everything until the server closes the connection; 1 on EOF. */
+static int cli_read_eof(struct cli *c, char *out)
+{
+    while (cli_fill(c) == 0) {
+    }
+    cli_take(c, PW_MIN(c->len, (size_t)RESP_MAX - 1), out);
+    return cli_wait_eof(c);
+}
+
+static void cl_stream_chunked(struct fx *f)
+{
+    struct cli c;
+    if (cli_connect(&c, f->port) == 0) {
+        long t0 = now_ms();
+        cli_send(&c, "GET /chunked HTTP/1.1\r\nHost: t\r\n\r\n");
+        cli_read_until(&c, f->resp[0], "hello \r\n");
+        f->ms[0] = now_ms() - t0;
+        cli_read_until(&c, f->resp[1], "0\r\n\r\n");
+        f->ms[1] = now_ms() - t0;
+        /* The same connection goes on: Content-Length framing, then an ordinary answer. */
+        cli_send(&c, "GET /cl HTTP/1.1\r\nHost: t\r\n\r\n");
+        cli_read_response(&c, f->resp[2], 0);
+        cli_send(&c, "GET /stats HTTP/1.1\r\nHost: t\r\n\r\n");
+        cli_read_response(&c, f->resp[3], 0);
+    }
+    cli_close(&c);
+}
+
+static void test_stream_chunked(void **state)
+{
+    struct fx f;
+    fx_init(&f, MODE_STREAM, cl_stream_chunked);
+    fx_run(&f);
+    assert_string_equal(f.resp[0], "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n"
+                                   "X-Served: test\r\n\r\n6\r\nhello \r\n");
+    assert_string_equal(f.resp[1], "5\r\nworld\r\n0\r\n\r\n");
+    /* The first piece arrived before the answer was produced whole. */
+    assert_true(f.ms[1] - f.ms[0] >= 50);
+    assert_string_equal(f.resp[2], "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n"
+                                   "X-Served: test\r\n\r\nhello world");
+    assert_string_equal(f.resp[3], expect_ok("conns=1 reqs=3 rejected=0", NULL));
+}
+
+static void cl_stream_bodyless(struct fx *f)
+{
+    struct cli c;
+    if (cli_connect(&c, f->port) == 0) {
+        cli_send(&c, "HEAD /cl HTTP/1.1\r\n\r\nHEAD /chunked HTTP/1.1\r\n\r\n"
+                     "GET /nocontent HTTP/1.1\r\n\r\nGET /after HTTP/1.1\r\n\r\n");
+        for (int i = 0; i < 3; i++)
+            cli_read_response(&c, f->resp[i], 1);
+        cli_read_response(&c, f->resp[3], 0);
+    }
+    cli_close(&c);
+    /* HTTP/1.0 cannot take chunks: no framing, and the end of the connection ends the body. */
+    if (cli_connect(&c, f->port) == 0) {
+        cli_send(&c, "GET /chunked HTTP/1.0\r\n\r\n");
+        f->eof[4] = cli_read_eof(&c, f->resp[4]);
+    }
+    cli_close(&c);
+}
+
+static void test_stream_bodyless(void **state)
+{
+    struct fx f;
+    fx_init(&f, MODE_STREAM, cl_stream_bodyless);
+    fx_run(&f);
+    assert_string_equal(f.resp[0], "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n"
+                                   "X-Served: test\r\n\r\n");
+    assert_string_equal(f.resp[1], "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n"
+                                   "X-Served: test\r\n\r\n");
+    assert_string_equal(f.resp[2], "HTTP/1.1 204 No Content\r\nX-Served: test\r\n\r\n");
+    assert_string_equal(f.resp[3], expect_ok("GET /after q= h=- b=", NULL));
+    assert_string_equal(f.resp[4], "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+                                   "X-Served: test\r\n\r\nhello world");
+    assert_int_equal(f.eof[4], 1);
+}
+
+static void cl_stream_abort(struct fx *f)
+{
+    struct cli c;
+    if (cli_connect(&c, f->port) == 0) {
+        cli_send(&c, "GET /abort-cl HTTP/1.1\r\n\r\n");
+        f->eof[0] = cli_read_eof(&c, f->resp[0]);
+    }
+    cli_close(&c);
+    if (cli_connect(&c, f->port) == 0) {
+        cli_send(&c, "GET /abort-chunked HTTP/1.1\r\n\r\n");
+        f->eof[1] = cli_read_eof(&c, f->resp[1]);
+    }
+    cli_close(&c);
+}
+
+static void test_stream_abort(void **state)
+{
+    struct fx f;
+    fx_init(&f, MODE_STREAM, cl_stream_abort);
+    fx_run(&f);
+    /* Cut answers: short of the Content-Length, or without the chunked terminator. */
+    assert_string_equal(f.resp[0], "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\n"
+                                   "0123456789");
+    assert_int_equal(f.eof[0], 1);
+    assert_string_equal(f.resp[1], "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n"
+                                   "\r\n7\r\npartial\r\n");
+    assert_int_equal(f.eof[1], 1);
+}
+
+static void cl_stream_gone(struct fx *f)
+{
+    struct cli c;
+    if (cli_connect(&c, f->port) == 0) {
+        cli_send(&c, "GET /hold HTTP/1.1\r\nHost: t\r\n\r\n");
+        cli_read_until(&c, f->resp[0], "part1\r\n");
+    }
+    cli_close(&c);
+    for (int i = 0; i < 500 && !__atomic_load_n(&f->held_gone, __ATOMIC_SEQ_CST); i++)
+        usleep(10 * 1000);
+}
+
+static void test_stream_gone(void **state)
+{
+    struct fx f;
+    fx_init(&f, MODE_STREAM, cl_stream_gone);
+    fx_run(&f);
+    assert_string_equal(f.resp[0], "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n"
+                                   "\r\n5\r\npart1\r\n");
+    assert_int_equal(f.held_gone_at_handler, 0);
+    assert_int_equal(f.held_gone, 1);
+    assert_int_equal(f.held_write_after_gone, 1); /* the write returned 0 */
+    assert_int_equal(f.stats.connections, 0);
+}
+
+static void cl_stream_backpressure(struct fx *f)
+{
+    struct cli c;
+    static char chunk[65536];
+    if (cli_connect(&c, f->port) != 0) {
+        cli_close(&c);
+        return;
+    }
+    cli_send(&c, "GET /big HTTP/1.1\r\nHost: t\r\n\r\n");
+    /* Read nothing for a while: the server's queue grows. */
+    usleep(300 * 1000);
+    if (cli_read_until(&c, f->resp[0], "\r\n\r\n") == 0) {
+        size_t got = 0;
+        int intact = 1;
+        /* Body bytes that came with the head first, then straight from the socket. */
+        for (size_t i = 0; i < c.len; i++)
+            intact &= (unsigned char)c.buf[i] == (unsigned char)((got + i) % 251);
+        got += c.len;
+        c.len = 0;
+        c.buf[0] = '\0';
+        while (got < f->big_total) {
+            ssize_t k = recv(c.fd, chunk, PW_MIN(sizeof(chunk), f->big_total - got), 0);
+            if (k <= 0)
+                break;
+            for (ssize_t i = 0; i < k; i++)
+                intact &= (unsigned char)chunk[i] == (unsigned char)((got + (size_t)i) % 251);
+            got += (size_t)k;
+        }
+        f->big_got = got;
+        f->big_intact = intact;
+        cli_send(&c, "GET /stats HTTP/1.1\r\nHost: t\r\n\r\n");
+        cli_read_response(&c, f->resp[1], 0);
+    }
+    cli_close(&c);
+}
+
+static void test_stream_backpressure(void **state)
+{
+    struct fx f;
+    char head[RESP_MAX];
+    fx_init(&f, MODE_STREAM, cl_stream_backpressure);
+    f.big_total = 16 * 1024 * 1024;
+    f.big_high = 512 * 1024;
+    fx_run(&f);
+    snprintf(head, sizeof(head),
+             "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %zu\r\n\r\n",
+             f.big_total);
+    assert_string_equal(f.resp[0], head);
+    assert_int_equal(f.big_got, f.big_total);
+    assert_int_equal(f.big_intact, 1);
+    /* The writes reported a growing queue once the socket was full, past the high mark, and
+     * the drain callback paced the rest. */
+    int grew = 0;
+    for (size_t i = 0; i + 1 < f.nqueued; i++)
+        grew |= f.queued[i] > 0 && f.queued[i + 1] > f.queued[i];
+    assert_true(grew);
+    assert_true(f.max_queued > f.big_high);
+    assert_true(f.drains >= 1);
+    /* Keep-alive after the streamed answer. */
+    assert_string_equal(f.resp[1], expect_ok("conns=1 reqs=2 rejected=0", NULL));
+}
+
+static void cl_stream_stall(struct fx *f)
+{
+    struct cli c;
+    long t0 = now_ms();
+    if (cli_connect(&c, f->port) == 0) {
+        int small = 4096;
+        /* A small receive buffer so that the server's queue fills soon. */
+        setsockopt(c.fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+        cli_send(&c, "GET /stall HTTP/1.1\r\nHost: t\r\n\r\n");
+        for (int i = 0; i < 500 && !__atomic_load_n(&f->held_gone, __ATOMIC_SEQ_CST); i++)
+            usleep(10 * 1000);
+        f->ms[0] = now_ms() - t0;
+    }
+    cli_close(&c);
+}
+
+static void test_stream_stall(void **state)
+{
+    struct fx f;
+    fx_init(&f, MODE_STREAM, cl_stream_stall);
+    f.big_high = 256 * 1024;
+    f.lim.idle_timeout_ms = 300;
+    fx_run(&f);
+    /* A client that stops reading is cut off after the idle timeout: the request is gone. */
+    assert_int_equal(f.held_gone, 1);
+    assert_true(f.ms[0] >= 250 && f.ms[0] < 4000);
+    assert_int_equal(f.stats.connections, 0);
+}
+
 static void test_bad_listen(void **state)
 {
     uv_loop_t loop;
@@ -795,6 +1181,14 @@ int main(void)
         cmocka_unit_test(test_http10_and_close),
         cmocka_unit_test(test_continue_and_head),
         cmocka_unit_test(test_bad_listen),
+        cmocka_unit_test(test_stream_chunked),
+        cmocka_unit_test(test_stream_bodyless),
+        cmocka_unit_test(test_stream_abort),
+        cmocka_unit_test(test_stream_gone),
+        cmocka_unit_test(test_stream_backpressure),
+        cmocka_unit_test(test_stream_stall),
     };
+    /* A client that leaves mid-answer must not kill the test with SIGPIPE. */
+    signal(SIGPIPE, SIG_IGN);
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

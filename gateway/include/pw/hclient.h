@@ -3,9 +3,12 @@
  *
  * One client talks to one address. It keeps up to max_conns connections, reuses them when
  * keep-alive is on (idle ones are closed after idle_ms), queues requests beyond that (bounded)
- * and answers each request exactly once through its callback, unless it was cancelled. Every
- * request has a deadline that covers queueing, connecting, sending and the whole answer. The
- * answer is buffered with a cap (max_body): this client does not stream.
+ * and answers each request exactly once through its callback, unless it was cancelled. An
+ * answer is either buffered whole with a cap (max_body; pw_hclient_request), or streamed: its
+ * body handed over piece by piece as it arrives, with pause/resume for backpressure
+ * (pw_hclient_stream). A buffered request's deadline covers queueing, connecting, sending and
+ * the whole answer; a streamed one's covers everything up to the answer's headers, and then
+ * each wait for more of the body.
  *
  * Threads: everything runs on the loop thread that owns the client. */
 #ifndef PW_HCLIENT_H
@@ -21,7 +24,7 @@ struct pw_hcall;
 struct pw_hclient_opts {
     size_t max_conns;   /* connections open at once; default 64 */
     size_t max_queue;   /* requests waiting for a connection; default 4096 */
-    size_t max_body;    /* answer body cap; default 1 MiB */
+    size_t max_body;    /* buffered answer body cap; default 1 MiB (streamed answers: none) */
     int keepalive;      /* reuse connections (HTTP/1.1 keep-alive); default 1 */
     int64_t idle_ms;    /* an idle kept-alive connection is closed after this; default 30 s */
 };
@@ -65,6 +68,40 @@ void pw_hclient_close(struct pw_hclient *c);
 struct pw_hcall *pw_hclient_request(struct pw_hclient *c, const char *method, const char *path,
                                     const char *extra_headers, const void *body, size_t len,
                                     int64_t timeout_ms, pw_hclient_cb cb, void *arg);
+/* A streamed answer's callbacks (see pw_hclient_stream). Pointers passed to them are valid
+ * only during the call. */
+struct pw_hstream_cbs {
+    /* on_headers: the status and headers are in (resp as for pw_hclient_cb, with body NULL
+     * and body_len 0); content_length is the announced Content-Length, or -1 (chunked, or
+     * until the connection ends). Called at most once, before any on_body. */
+    void (*on_headers)(void *arg, const struct pw_hresp *resp, int64_t content_length);
+    /* on_body: the next len bytes of the body (after llhttp removed any chunk framing). */
+    void (*on_body)(void *arg, const char *data, size_t len);
+    /* on_end: called exactly once, last, unless the request is cancelled or the client
+     * closed. err PW_OK: the whole body was handed over. Otherwise as for pw_hclient_cb;
+     * after on_headers it means the body is incomplete: PW_ERR_IO the VM cut it (connection
+     * closed or reset early), PW_ERR_TIMEOUT no more of it within timeout_ms, PW_ERR_PARSE
+     * broken framing. */
+    void (*on_end)(void *arg, int err);
+};
+
+/* pw_hclient_stream is pw_hclient_request with a streamed answer: cbs (not copied: it must
+ * outlive the request, typically a static const table) gets the head, the body piece by
+ * piece (no max_body cap; the header caps apply) and the end. timeout_ms bounds queueing,
+ * connecting, sending and the wait for the head; after the head, each wait for more body
+ * (time paused does not count). on_headers and on_body may call pw_hcall_pause,
+ * pw_hcall_resume, pw_hcall_cancel and pw_hclient_close; on_end may call pw_hclient_close.
+ * No callback is called from inside this call. The handle is valid until on_end is called or
+ * it is cancelled. */
+struct pw_hcall *pw_hclient_stream(struct pw_hclient *c, const char *method, const char *path,
+                                   const char *extra_headers, const void *body, size_t len,
+                                   int64_t timeout_ms, const struct pw_hstream_cbs *cbs, void *arg);
+/* pw_hcall_pause stops reading a streamed answer from its connection (backpressure); body
+ * bytes already read (at most one read, 64 KiB) may still reach on_body, and the answer may
+ * still end. pw_hcall_resume reads again. Neither calls a callback from inside the call. */
+void pw_hcall_pause(struct pw_hcall *call);
+void pw_hcall_resume(struct pw_hcall *call);
+
 /* pw_hcall_cancel abandons a request: its callback will not be called. A request already on a
  * connection closes that connection (the peer sees the connection go). */
 void pw_hcall_cancel(struct pw_hcall *call);
