@@ -22,6 +22,17 @@
 enum { ERR_NOTFOUND, ERR_LIMIT, ERR_BAD, ERR_STORE };
 enum { WRITE_PUT, WRITE_DELETE, WRITE_DRAIN };
 
+/* ---- who is asking ---- */
+
+/* actor names the caller in audit rows: its token's name, or "api" when authentication is off. */
+static const char *actor(const struct pw_daemon *d, const struct pw_http_req *r)
+{
+    const struct pw_auth_token *who;
+    if (d->cfg.auth.n > 0 && pw_auth_check(&d->cfg.auth, pw_http_req_header(r, "Authorization"), &who) == PW_AUTH_OK)
+        return who->name;
+    return "api";
+}
+
 /* ---- responses ---- */
 
 static void respond_buf(struct pw_http_req *r, int status, struct pw_buf *b, const char *extra)
@@ -352,7 +363,7 @@ static void write_spec(struct pw_daemon *d, struct pw_http_req *r, const struct 
     w->kind = WRITE_PUT;
     w->pool_only = pool_only;
     w->spec = *spec;
-    pw_store_put_function(d->store, spec, "api", on_written, w);
+    pw_store_put_function(d->store, spec, actor(d, r), on_written, w);
 }
 
 static void put_function(struct pw_daemon *d, struct pw_http_req *r, const char *name)
@@ -424,7 +435,7 @@ static void delete_function(struct pw_daemon *d, struct pw_http_req *r, const ch
     w->http = r;
     w->kind = WRITE_DELETE;
     w->spec = s;
-    pw_store_delete_function(d->store, name, "api", on_written, w);
+    pw_store_delete_function(d->store, name, actor(d, r), on_written, w);
 }
 
 /* host_drain: POST /v1/hosts/{id}/drain and /undrain. The store first, then the core. */
@@ -446,7 +457,7 @@ static void host_drain(struct pw_daemon *d, struct pw_http_req *r, const char *i
     w->kind = WRITE_DRAIN;
     pw_strlcpy(w->host, id, sizeof(w->host));
     w->drain = drain;
-    pw_store_set_host_drain(d->store, id, drain, "api", on_written, w);
+    pw_store_set_host_drain(d->store, id, drain, actor(d, r), on_written, w);
 }
 
 /* ---- acquire and release ---- */
@@ -825,7 +836,7 @@ static void models_train(struct pw_daemon *d, struct pw_http_req *r)
     cJSON_Delete(j);
     char why[256];
     struct pw_models *m = pw_predict_models(d->predict);
-    int rv = pw_models_train(m, activate, why, sizeof(why));
+    int rv = pw_models_train(m, activate, actor(d, r), why, sizeof(why));
     if (rv != PW_OK) {
         respond_err(r, (enum pw_err)rv, why);
         return;
@@ -880,10 +891,53 @@ static void models_route(struct pw_daemon *d, struct pw_http_req *r, char parts[
             return;
         }
         pw_http_req_set_user(r, d);
-        pw_models_activate(m, version, on_model_activated, r);
+        pw_models_activate(m, version, actor(d, r), on_model_activated, r);
         return;
     }
     respond_err(r, PW_ERR_NOTFOUND, "no such endpoint");
+}
+
+/* required_role: reading is for viewers, acquire and release for gateways, the rest (writes,
+ * drains, models) for operators. */
+static enum pw_role required_role(const char *path, int get, int post)
+{
+    if (get)
+        return PW_ROLE_VIEWER;
+    size_t n = strlen(path);
+    if (post && strncmp(path, "/v1/functions/", 14) == 0 && n > 8 && strcmp(path + n - 8, "/acquire") == 0)
+        return PW_ROLE_GATEWAY;
+    if (post && strncmp(path, "/v1/leases/", 11) == 0 && n > 8 && strcmp(path + n - 8, "/release") == 0)
+        return PW_ROLE_GATEWAY;
+    return PW_ROLE_OPERATOR;
+}
+
+/* authorized answers 401 or 403 and returns 0 unless the request's bearer token has the role
+ * the request needs. With no tokens configured everything is allowed. */
+static int authorized(struct pw_daemon *d, struct pw_http_req *r, const char *path, int get, int post)
+{
+    const struct pw_auth *a = &d->cfg.auth;
+    if (a->n == 0)
+        return 1;
+    const struct pw_auth_token *who;
+    enum pw_auth_result res = pw_auth_check(a, pw_http_req_header(r, "Authorization"), &who);
+    if (res != PW_AUTH_OK) {
+        d->auth_failures[res == PW_AUTH_MISSING ? PW_AUTH_FAIL_MISSING : PW_AUTH_FAIL_INVALID]++;
+        pw_http_respond_error(r, 401, "unauthorized",
+                              res == PW_AUTH_MISSING ? "this API needs a bearer token (Authorization: Bearer ...)"
+                                                     : "the bearer token is not valid",
+                              "WWW-Authenticate: Bearer realm=\"prewarm\"\r\n");
+        return 0;
+    }
+    enum pw_role need = required_role(path, get, post);
+    if (who->role < need) {
+        d->auth_failures[PW_AUTH_FAIL_FORBIDDEN]++;
+        char msg[160];
+        snprintf(msg, sizeof(msg), "this request needs the %s role; the token's role is %s", pw_role_str(need),
+                 pw_role_str(who->role));
+        pw_http_respond_error(r, 403, "forbidden", msg, NULL);
+        return 0;
+    }
+    return 1;
 }
 
 void pw_api_handle(void *arg, struct pw_http_req *r)
@@ -909,6 +963,8 @@ void pw_api_handle(void *arg, struct pw_http_req *r)
         get ? metrics(d, r) : method_not_allowed(r);
         return;
     }
+    if (!authorized(d, r, path, get, post))
+        return;
     char parts[ROUTE_PARTS][PW_NAME_MAX * 2];
     int n = split_path(path, parts, ROUTE_PARTS);
     if (n < 2 || strcmp(parts[0], "v1") != 0) {

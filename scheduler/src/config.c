@@ -91,6 +91,9 @@ static const struct setting settings[] = {
      "retrain the model in the background this often, from recent history; 0 = never (6h)"},
     {"retrain-minutes", "PREWARM_RETRAIN_MINUTES", K_COUNT, OFF(retrain_minutes), sizeof(size_t), 240, 10080,
      "minutes of per-function history kept for retraining, 2 bytes each (360)"},
+    {"tokens-file", "PREWARM_TOKENS_FILE", K_STR, OFF(tokens_file), SZ(tokens_file), 0, 0,
+     "API bearer tokens, one \"ROLE TOKEN [NAME]\" per line (viewer|gateway|operator); also "
+     "PREWARM_TOKENS (entries split by ';'); none: the API is open"},
     {"model-dir", "PREWARM_MODEL_DIR", K_STR, OFF(model_dir), SZ(model_dir), 0, 0,
      "trained models are kept here as VERSION.json and registered in PostgreSQL (models/trained)"},
     {"placement-weights", "PREWARM_PLACEMENT_WEIGHTS", K_WEIGHTS, OFF(placement.w), 0, 0, 0,
@@ -519,5 +522,10 @@ int pw_sched_config_load(struct pw_sched_config *c, int argc, char **argv, char 
         snprintf(errbuf, errlen, "placement configuration: %s", why);
         return PW_ERR_INVAL;
     }
+    if (c->tokens_file[0] != '\0' && pw_auth_load_file(&c->auth, c->tokens_file, errbuf, errlen) != PW_OK)
+        return PW_ERR_INVAL;
+    const char *env_tokens = getenv("PREWARM_TOKENS");
+    if (env_tokens != NULL && pw_auth_parse(&c->auth, env_tokens, "PREWARM_TOKENS", errbuf, errlen) != PW_OK)
+        return PW_ERR_INVAL;
     return PW_OK;
 }

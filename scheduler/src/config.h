@@ -2,6 +2,7 @@
 #ifndef PW_SCHED_CONFIG_H
 #define PW_SCHED_CONFIG_H
 
+#include "auth.h"
 #include "pw/placer.h"
 #include "pw/util.h"
 
@@ -30,6 +31,8 @@ struct pw_sched_config {
     size_t retrain_minutes;       /* minutes of history kept per function for retraining */
     char model_dir[512];          /* trained models are kept here as VERSION.json */
     struct pw_placer_config placement; /* score weights and search bounds, validated */
+    char tokens_file[512];        /* API tokens ("ROLE TOKEN [NAME]" lines); "" none */
+    struct pw_auth auth;          /* from tokens_file and PREWARM_TOKENS; n == 0: no auth */
 };
 
 /* pw_sched_config_default fills the defaults. */
@@ -44,7 +47,11 @@ void pw_sched_config_default(struct pw_sched_config *c);
  * snapshot=0.5,load=0.5" (any subset; the others keep their value from the level below);
  * --placement-candidates and --placement-scan-budget are integers. The file takes them nested,
  * {"placement": {"weights": {"cost": 4, ...}, "candidates": 8, "scan_budget": 64}}, or flat
- * with underscores like every other key. The result passes pw_placer_config_validate. */
+ * with underscores like every other key. The result passes pw_placer_config_validate.
+ *
+ * API tokens (auth.h): --tokens-file / PREWARM_TOKENS_FILE / "tokens_file" names a file, and
+ * PREWARM_TOKENS (environment only, so tokens never show in a process list) adds entries; both
+ * are parsed into c->auth. */
 int pw_sched_config_load(struct pw_sched_config *c, int argc, char **argv, char *errbuf, size_t errlen);
 
 #endif

@@ -167,6 +167,14 @@ int pw_metrics_render(struct pw_daemon *d, struct pw_buf *b)
         struct pw_prom_label l = {"reason", reasons[i]};
         pw_prom_sample_u64(&w, "prewarm_acquire_errors_total", &l, 1, d->acquire_errors[i]);
     }
+    /* Indices as enum pw_auth_fail (auth.h). */
+    static const char *auth_reasons[PW_AUTH_FAIL__COUNT] = {"missing", "invalid", "forbidden"};
+    pw_prom_family(&w, "prewarm_http_auth_failures_total", PW_PROM_COUNTER,
+                   "API requests refused: no bearer token, an unknown one, or a role too low.");
+    for (size_t i = 0; i < PW_AUTH_FAIL__COUNT; i++) {
+        struct pw_prom_label l = {"reason", auth_reasons[i]};
+        pw_prom_sample_u64(&w, "prewarm_http_auth_failures_total", &l, 1, d->auth_failures[i]);
+    }
     pw_prom_family(&w, "prewarm_cold_starts_total", PW_PROM_COUNTER,
                    "Cold starts, by reason: no_idle_vm (a restore placed for a waiting acquire), no_capacity "
                    "(a placement for a waiting acquire found no room).");

@@ -44,6 +44,7 @@ struct training {
     enum train_state state;
     int scheduled; /* the periodic retraining, else asked through the API */
     int activate;
+    char actor[PW_NAME_MAX];
     int64_t started_ms, finished_ms; /* wall clock */
     struct pw_predict_series data;   /* the worker's while it runs */
     /* Worker results. */
@@ -62,6 +63,7 @@ struct activation {
     struct pw_model_row row; /* the registry's row, copied */
     pw_models_done_cb cb;
     void *arg;
+    char actor[PW_NAME_MAX];
     int rv;
     char msg[MSG_MAX];
     struct pw_model *model;
@@ -401,11 +403,11 @@ static void train_after_cb(uv_work_t *w, int status)
         train_finish(m, TRAIN_FAILED);
         return;
     }
-    pw_store_put_model(m->d->store, &t->row, t->activate || t->scheduled, t->scheduled ? "scheduler" : "api",
-                       on_trained_registered, m);
+    pw_store_put_model(m->d->store, &t->row, t->activate || t->scheduled, t->actor, on_trained_registered, m);
 }
 
-static int train_start(struct pw_models *m, int activate, int scheduled, char *why, size_t whylen)
+static int train_start(struct pw_models *m, int activate, int scheduled, const char *actor, char *why,
+                       size_t whylen)
 {
     if (m->stopping) {
         msgf(why, whylen, "the scheduler is shutting down");
@@ -425,6 +427,7 @@ static int train_start(struct pw_models *m, int activate, int scheduled, char *w
     }
     t->scheduled = scheduled;
     t->activate = activate;
+    pw_strlcpy(t->actor, actor, sizeof(t->actor));
     t->started_ms = pw_now_wall_ms();
     t->finished_ms = 0;
     t->msg[0] = '\0';
@@ -443,9 +446,9 @@ static int train_start(struct pw_models *m, int activate, int scheduled, char *w
     return PW_OK;
 }
 
-int pw_models_train(struct pw_models *m, int activate, char *why, size_t whylen)
+int pw_models_train(struct pw_models *m, int activate, const char *actor, char *why, size_t whylen)
 {
-    return train_start(m, activate, 0, why, whylen);
+    return train_start(m, activate, 0, actor, why, whylen);
 }
 
 void pw_models_tick(struct pw_models *m, int64_t wall_ms)
@@ -454,7 +457,7 @@ void pw_models_tick(struct pw_models *m, int64_t wall_ms)
         return;
     m->next_retrain_ms = wall_ms + m->retrain_every_ms;
     char why[MSG_MAX];
-    if (train_start(m, 1, 1, why, sizeof(why)) != PW_OK)
+    if (train_start(m, 1, 1, "scheduler", why, sizeof(why)) != PW_OK)
         pw_log_info(COMP, "scheduled retraining skipped: %s", why);
 }
 
@@ -493,7 +496,7 @@ static void on_activated(void *arg, int err, const char *msg)
     pw_predict_use_model(m->p, a->model, a->row.version);
     a->model = NULL;
     pw_strlcpy(m->in_use, a->row.version, sizeof(m->in_use));
-    pw_log_info(COMP, "model %s activated by the operator", a->row.version);
+    pw_log_info(COMP, "model %s activated by %s", a->row.version, a->actor);
     activate_done(m, PW_OK, NULL);
 }
 
@@ -510,10 +513,11 @@ static void activate_after_cb(uv_work_t *w, int status)
         activate_done(m, a->rv, a->msg);
         return;
     }
-    pw_store_activate_model(m->d->store, a->row.version, "api", on_activated, m);
+    pw_store_activate_model(m->d->store, a->row.version, a->actor, on_activated, m);
 }
 
-void pw_models_activate(struct pw_models *m, const char *version, pw_models_done_cb cb, void *arg)
+void pw_models_activate(struct pw_models *m, const char *version, const char *actor, pw_models_done_cb cb,
+                        void *arg)
 {
     if (m->stopping) {
         cb(arg, PW_ERR_UNAVAIL, "the scheduler is shutting down");
@@ -533,6 +537,7 @@ void pw_models_activate(struct pw_models *m, const char *version, pw_models_done
     a->row = *row;
     a->cb = cb;
     a->arg = arg;
+    pw_strlcpy(a->actor, actor, sizeof(a->actor));
     a->model = NULL;
     a->work.data = a;
     if (uv_queue_work(m->d->loop, &a->work, activate_work_cb, activate_after_cb) != 0)

@@ -39,17 +39,19 @@ void pw_models_free(struct pw_models *m);
 /* pw_models_tick starts the scheduled retraining when it is due. */
 void pw_models_tick(struct pw_models *m, int64_t wall_ms);
 
-/* pw_models_train starts a training now (activate != 0: make it active when done). Returns PW_OK
+/* pw_models_train starts a training now (activate != 0: make it active when done; actor goes
+ * in the audit rows). Returns PW_OK
  * (started), PW_ERR_STATE (one is running, or there is no history yet; why says which) or
  * PW_ERR_UNAVAIL (shutting down). */
-int pw_models_train(struct pw_models *m, int activate, char *why, size_t whylen);
+int pw_models_train(struct pw_models *m, int activate, const char *actor, char *why, size_t whylen);
 
 /* pw_models_activate makes version the active model in use. cb is called exactly once, on the
  * loop, possibly before this returns: PW_OK, PW_ERR_NOTFOUND (no such version), PW_ERR_STATE (an
  * activation is running, or the file is missing, changed or does not load), PW_ERR_STORE or
  * PW_ERR_UNAVAIL, with a message (valid during the call). */
 typedef void (*pw_models_done_cb)(void *arg, int err, const char *msg);
-void pw_models_activate(struct pw_models *m, const char *version, pw_models_done_cb cb, void *arg);
+void pw_models_activate(struct pw_models *m, const char *version, const char *actor, pw_models_done_cb cb,
+                        void *arg);
 
 /* JSON views, appended to b: the whole registry (models, the one in use, training state), one
  * model (PW_ERR_NOTFOUND if unknown), and the training state alone. */

@@ -68,11 +68,18 @@ grep -qx 'PREWARM_MODEL_DIR=/var/lib/prewarm/models' "$X/scheduler.env" || {
   echo "run-rendered: the Deployment does not set PREWARM_MODEL_DIR to its models volume" >&2; exit 1; }
 env_args+=("PREWARM_HTTP=127.0.0.1:$HTTP" "PREWARM_AGENTS=tcp://127.0.0.1:$AGP"
   "PREWARM_PG=host=$PGD user=postgres dbname=postgres" "PREWARM_MODEL_DIR=$T/models")
+# API tokens: the Secret's file where the pod mounts it. The first token is the one to use.
+TOKEN=
+if grep -q '^PREWARM_TOKENS_FILE=' "$X/scheduler.env"; then
+  [ -f "$X/tokens" ] || { echo "run-rendered: PREWARM_TOKENS_FILE set but no tokens Secret rendered" >&2; exit 1; }
+  env_args+=("PREWARM_TOKENS_FILE=$X/tokens")
+  TOKEN=$(awk 'NF >= 2 && $1 !~ /^#/ { print $2; exit }' "$X/tokens")
+fi
 [ -f "$X/prewarmd.json" ] && env_args+=("PREWARM_CONFIG=$X/prewarmd.json")
 env -i PATH="$PATH" "${env_args[@]}" "$PRE" >"$T/prewarmd.log" 2>&1 &
 pre_pid=$!
 
-get() { curl -s -o "$T/body" -w '%{http_code}' "http://127.0.0.1:$HTTP$1" 2>/dev/null || true; }
+get() { curl -s -o "$T/body" -w '%{http_code}' ${TOKEN:+-H "Authorization: Bearer $TOKEN"} "http://127.0.0.1:$HTTP$1" 2>/dev/null || true; }
 ready=
 for _ in $(seq 1 100); do
   [ "$(get /readyz)" = 200 ] && ready=1 && break
@@ -85,6 +92,11 @@ if [ -z "$ready" ]; then
 fi
 [ "$(get /livez)" = 200 ] || { echo "run-rendered: /livez is not 200"; exit 1; }
 echo "run-rendered: prewarmd (rendered env + config file): /livez 200, /readyz 200"
+if [ -n "$TOKEN" ]; then
+  code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$HTTP/v1/hosts" || true)
+  [ "$code" = 401 ] || { echo "run-rendered: /v1/hosts without the Secret's token is $code, not 401"; exit 1; }
+  echo "run-rendered: API tokens from the Secret: /v1/hosts 401 without, 200 with the token"
+fi
 
 # The node-labels init step, with the pinned kubectl on a fixture Node.
 if [ -f "$X/agent-labels.gotmpl" ]; then

@@ -4,7 +4,8 @@
 //   * the standard labels app.kubernetes.io/{name,instance,version,managed-by,component,part-of}
 //     and helm.sh/chart are on every object, and on every pod template;
 //   * ServiceMonitor/PrometheusRule (and PodMonitor) are present iff --expect-monitoring yes;
-//   * with --extract DIR, writes the prewarmd config file (prewarmd.json), the node-labels
+//   * with --extract DIR, writes the prewarmd config file (prewarmd.json), the API tokens file
+//     (tokens, from the Secret), the node-labels
 //     go-template (agent-labels.gotmpl) and the scheduler's and agent's container env and args
 //     (scheduler.env, agent.args: one per line) to DIR, for scripts/check-helm.sh to feed to the
 //     real binaries.
@@ -99,6 +100,7 @@ for (const doc of docs) {
     // Plain env values only (valueFrom ones come from the cluster).
     const env = (c?.env ?? []).filter((e) => e.value !== undefined).map((e) => `${e.name}=${e.value}\n`).join("");
     if (obj.kind === "Deployment") out("scheduler.env", env);
+    if (obj.kind === "Secret" && obj.data?.tokens) out("tokens", Buffer.from(obj.data.tokens, "base64").toString());
     if (obj.kind === "DaemonSet") {
       out("agent.env", env);
       out("agent.args", (c?.args ?? []).map((a) => a + "\n").join(""));

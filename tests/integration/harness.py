@@ -326,7 +326,7 @@ class Cluster:
     Set c.failed = True before leaving the block to get the log tails printed and kept."""
 
     def __init__(self, agents=(), heartbeat_ms=500, sim_restore_ms=200, lease_ttl_ms=None,
-                 adopt_grace_ms=None, log_level="info", scheduler_args=(), name="cluster"):
+                 adopt_grace_ms=None, log_level="info", scheduler_args=(), name="cluster", token=None):
         self.agents = {a.id: a for a in agents}
         self.heartbeat_ms = heartbeat_ms
         self.sim_restore_ms = sim_restore_ms
@@ -344,6 +344,7 @@ class Cluster:
         self.scheduler_started_at = None
         self._stopped = False
         self._stop_hooks = []
+        self.token = token  # a bearer token sent with every c.http() unless headers override it
 
     # ---- lifecycle -------------------------------------------------------------------------
     def __enter__(self):
@@ -544,7 +545,8 @@ class Cluster:
 
     # ---- HTTP ------------------------------------------------------------------------------
     def http(self, method, path, body=None, raw=None, headers=None, timeout=10):
-        """One request on a fresh connection. body is JSON-encoded; raw is sent as-is.
+        """One request on a fresh connection. body is JSON-encoded; raw is sent as-is. With
+        self.token set it goes as a bearer token; headers={"Authorization": None} leaves it out.
         Returns (status, parsed JSON or the text if it is not JSON). Headers of the last
         response are in self.last_headers (lower-case names)."""
         conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=timeout)
@@ -557,7 +559,10 @@ class Cluster:
                 data = json.dumps(body).encode()
             if data is not None:
                 hdrs["Content-Type"] = "application/json"
+            if self.token:
+                hdrs["Authorization"] = "Bearer " + self.token
             hdrs.update(headers or {})
+            hdrs = {k: v for k, v in hdrs.items() if v is not None}  # None: leave the header out
             conn.request(method, path, body=data, headers=hdrs)
             resp = conn.getresponse()
             payload = resp.read()
