@@ -621,6 +621,10 @@ int pw_agent_config_load_file(struct pw_agent_config *c, const char *path, char 
     if (rv == PW_OK)
         *c = tmp;
 out:
+    /* Reasons quote the file; its control characters show as '?', so a reason is one line. */
+    for (char *p = errbuf; rv != PW_OK && errlen > 0 && *p != '\0'; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = '?';
     cJSON_Delete(root);
     free(data);
     return rv;

@@ -451,7 +451,22 @@ static void usage(FILE *out)
     fprintf(out, "  %-25s %s\n", "--version", "print the version");
 }
 
+static int config_load(struct pw_sched_config *c, int argc, char **argv, char *errbuf, size_t errlen);
+
+/* pw_sched_config_load: see config.h. Reasons quote what the operator wrote; control
+ * characters in it are shown as '?', so a reason is always one printable line. */
 int pw_sched_config_load(struct pw_sched_config *c, int argc, char **argv, char *errbuf, size_t errlen)
+{
+    if (errlen > 0)
+        errbuf[0] = '\0';
+    int rv = config_load(c, argc, argv, errbuf, errlen);
+    for (char *p = errbuf; rv > 0 && errlen > 0 && *p != '\0'; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = '?';
+    return rv;
+}
+
+static int config_load(struct pw_sched_config *c, int argc, char **argv, char *errbuf, size_t errlen)
 {
     pw_sched_config_default(c);
     enum { N = PW_ARRAY_LEN(settings) };
