@@ -723,6 +723,9 @@ static void conn_reject(struct http_conn *c)
         pw_http_format_error(&body, p->err_code, "");
     }
     c->server->stats.rejected++;
+    c->server->stats.rejected_by[p->err_status == 413   ? PW_HTTP_REJECT_BODY
+                                 : p->err_status == 431 ? PW_HTTP_REJECT_HEADERS
+                                                        : PW_HTTP_REJECT_MALFORMED]++;
     pw_log_info(COMP, "request refused with %d: %s", p->err_status, p->err_msg);
     conn_send_response(c, p->err_status, NULL, body.data, body.len, NULL, PW_HTTP_FMT_CLOSE);
     pw_buf_fini(&body);
@@ -836,6 +839,7 @@ static void server_accept(struct pw_http_server *s)
     }
     if (s->stats.connections >= s->lim.max_connections) {
         s->stats.rejected++;
+        s->stats.rejected_by[PW_HTTP_REJECT_CONNECTIONS]++;
         pw_log_warn(COMP, "connection refused: %llu connections open",
                     (unsigned long long)s->stats.connections);
         conn_close(c);

@@ -373,6 +373,15 @@ static void put_function(struct pw_daemon *d, struct pw_http_req *r, const char 
         return;
     struct pw_function_spec s;
     if (pw_core_function_get(d->core, name, &s) != PW_OK) {
+        if (pw_core_function_count(d->core) >= d->cfg.max_functions) {
+            cJSON_Delete(j);
+            d->functions_refused++;
+            char msg[160];
+            snprintf(msg, sizeof(msg), "at most %zu functions are registered (--max-functions); delete one first",
+                     d->cfg.max_functions);
+            respond_err(r, PW_ERR_LIMIT, msg);
+            return;
+        }
         memset(&s, 0, sizeof(s));
         pw_strlcpy(s.name, name, sizeof(s.name));
         s.memory_mb = 128;

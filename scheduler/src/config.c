@@ -29,6 +29,7 @@ void pw_sched_config_default(struct pw_sched_config *c)
     c->acquire_timeout_ms = 10000;
     c->acquire_timeout_max_ms = 120000;
     c->max_waiters_per_fn = 1000;
+    c->max_functions = 100000;
     c->max_body_bytes = 1024 * 1024;
     c->max_connections = 1024;
     c->max_agents = 10000;
@@ -74,6 +75,8 @@ static const struct setting settings[] = {
      "default deadline of an acquire (10000)"},
     {"max-waiters", "PREWARM_MAX_WAITERS", K_COUNT, OFF(max_waiters_per_fn), sizeof(uint32_t), 1, 1000000,
      "parked acquires per function (1000)"},
+    {"max-functions", "PREWARM_MAX_FUNCTIONS", K_COUNT, OFF(max_functions), sizeof(size_t), 1, 10000000,
+     "functions registered at once; a PUT of one more is refused with 429 (100000)"},
     {"max-body-bytes", "PREWARM_MAX_BODY_BYTES", K_COUNT, OFF(max_body_bytes), sizeof(size_t), 1024, 64 << 20,
      "HTTP request body cap (1048576)"},
     {"max-connections", "PREWARM_MAX_CONNECTIONS", K_COUNT, OFF(max_connections), sizeof(size_t), 1, 1000000,

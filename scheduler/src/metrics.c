@@ -262,6 +262,29 @@ int pw_metrics_render(struct pw_daemon *d, struct pw_buf *b)
             hs.rejected);
     struct pw_agentlink_stats as;
     pw_agentlink_stats(d->link, &as);
+    /* Every limit that refuses work, in one family: limit="..." says which (docs/metrics.md). */
+    pw_prom_family(&w, "prewarm_limit_refusals_total", PW_PROM_COUNTER,
+                   "Work refused at a limit: http_malformed (not HTTP), http_headers (16 KiB, 64 headers), "
+                   "http_body (--max-body-bytes), http_connections (--max-connections), agents (--max-agents), "
+                   "functions (--max-functions), waiters (--max-waiters per function).");
+    {
+        const struct {
+            const char *name;
+            uint64_t v;
+        } lim[] = {
+            {"http_malformed", hs.rejected_by[PW_HTTP_REJECT_MALFORMED]},
+            {"http_headers", hs.rejected_by[PW_HTTP_REJECT_HEADERS]},
+            {"http_body", hs.rejected_by[PW_HTTP_REJECT_BODY]},
+            {"http_connections", hs.rejected_by[PW_HTTP_REJECT_CONNECTIONS]},
+            {"agents", as.busy},
+            {"functions", d->functions_refused},
+            {"waiters", d->acquire_errors[1]},
+        };
+        for (size_t i = 0; i < PW_ARRAY_LEN(lim); i++) {
+            struct pw_prom_label l = {"limit", lim[i].name};
+            pw_prom_sample_u64(&w, "prewarm_limit_refusals_total", &l, 1, lim[i].v);
+        }
+    }
     counter(&w, "prewarm_agent_messages_total", "Agent messages received.", as.received);
     counter(&w, "prewarm_agent_messages_malformed_total", "Agent messages rejected as malformed.", as.malformed);
     gauge(&w, "prewarm_agent_polls_held", "Agent long polls held now.", (double)as.held);

@@ -44,10 +44,19 @@ int pw_http_server_port(const struct pw_http_server *s);
  * freed once all its handles and pending requests are closed. */
 void pw_http_server_close(struct pw_http_server *s);
 
+/* Why the server itself refused a request or a connection. */
+enum pw_http_reject {
+    PW_HTTP_REJECT_MALFORMED,   /* 400 */
+    PW_HTTP_REJECT_HEADERS,     /* 431: header bytes or count over the limit */
+    PW_HTTP_REJECT_BODY,        /* 413 */
+    PW_HTTP_REJECT_CONNECTIONS, /* closed at accept: max_connections open */
+    PW_HTTP_REJECT__COUNT
+};
 struct pw_http_stats {
     uint64_t connections;   /* open now */
     uint64_t requests;      /* total handled */
-    uint64_t rejected;      /* 4xx from the server itself (parse, size, connection limit) */
+    uint64_t rejected;      /* refused by the server itself: the sum of rejected_by */
+    uint64_t rejected_by[PW_HTTP_REJECT__COUNT];
 };
 void pw_http_server_stats(const struct pw_http_server *s, struct pw_http_stats *out);
 
