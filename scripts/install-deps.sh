@@ -5,7 +5,7 @@ set -euo pipefail
 
 pkgs=(
   build-essential cmake pkg-config git ca-certificates curl procps iproute2
-  libuv1-dev libnng-dev libpq-dev libcjson-dev libxgboost-dev libcmocka-dev
+  libuv1-dev libnng-dev libmbedtls-dev libpq-dev libcjson-dev libxgboost-dev libcmocka-dev openssl
   node-llhttp postgresql-15 postgresql-client-15
   clang-14 libclang-rt-14-dev python3 gnuplot-nox
   qemu-system-x86 busybox-static cpio lz4

@@ -10,6 +10,7 @@
 #include "pw/log.h"
 #include "pw/numabind.h"
 #include "pw/proto.h"
+#include "pw/tlsid.h"
 #include "pw/topology.h"
 #include "pw/util.h"
 
@@ -18,6 +19,7 @@
 #include <inttypes.h>
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
+#include <nng/supplemental/tls/tls.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -97,6 +99,7 @@ struct pw_agent {
     char boot_id[PW_NAME_MAX];
 
     /* Link (loop thread). */
+    struct pw_tlsid *tlsid; /* TLS link: signs the hello (tlsid.h); NULL on a plain link */
     nng_socket sock;
     nng_ctx ctx;
     nng_aio *aio;
@@ -574,6 +577,13 @@ static void build_hello(struct pw_agent *a, struct pw_msg *m)
     h->nvms = fill_inventory(a, &h->vms);
     carry_snapshots(a, take_snapshots(a), &h->snapshots, &h->nsnapshots);
     h->draining = a->draining;
+    if (a->tlsid != NULL) {
+        /* Proof that this connection is the agent its certificate names (tlsid.h). */
+        h->auth_ts_ms = pw_now_wall_ms();
+        pw_strlcpy(h->auth_cert, pw_tlsid_cert_pem(a->tlsid), sizeof(h->auth_cert));
+        if (pw_tlsid_sign_hello(a->tlsid, h->agent_id, h->boot_id, h->auth_ts_ms, h->auth_sig) != PW_OK)
+            pw_log_error(AGENT_COMP, "cannot sign the hello with the TLS key: the scheduler will refuse it");
+    }
 }
 
 /* build_report fills a report carrying at most max_events of the oldest unacknowledged events;
@@ -1062,13 +1072,37 @@ static int open_link(struct pw_agent *a, char *errbuf, size_t errlen)
     }
     /* Non-blocking: a scheduler that is not up yet is dialled again and again in the
      * background, between RECONNMINT and RECONNMAXT. */
-    if ((rv = nng_dial(a->sock, a->cfg.scheduler_url, NULL, NNG_FLAG_NONBLOCK)) != 0) {
+    nng_dialer dialer;
+    if ((rv = nng_dialer_create(&dialer, a->sock, a->cfg.scheduler_url)) != 0) {
+        pw_errf(errbuf, errlen, "cannot dial %s: %s", a->cfg.scheduler_url, nng_strerror(rv));
+        goto fail_aio;
+    }
+    if (strncmp(a->cfg.scheduler_url, "tls+tcp://", 10) == 0) {
+        /* Mutual TLS: our certificate for the scheduler, its CA for us; and the hello proof. */
+        char why[512];
+        if (pw_tlsid_load(a->cfg.tls_cert, &a->tlsid, why, sizeof(why)) != PW_OK) {
+            pw_errf(errbuf, errlen, "--tls-cert %s", why);
+            goto fail_aio;
+        }
+        if ((rv = nng_dialer_set_string(dialer, NNG_OPT_TLS_CA_FILE, a->cfg.tls_ca)) != 0 ||
+            (rv = nng_dialer_set_string(dialer, NNG_OPT_TLS_CERT_KEY_FILE, a->cfg.tls_cert)) != 0 ||
+            (rv = nng_dialer_set_int(dialer, NNG_OPT_TLS_AUTH_MODE, NNG_TLS_AUTH_MODE_REQUIRED)) != 0 ||
+            (a->cfg.tls_server_name[0] != '\0' &&
+             (rv = nng_dialer_set_string(dialer, NNG_OPT_TLS_SERVER_NAME, a->cfg.tls_server_name)) != 0)) {
+            pw_errf(errbuf, errlen, "TLS settings (--tls-ca %s, --tls-cert %s): %s", a->cfg.tls_ca, a->cfg.tls_cert,
+                    nng_strerror(rv));
+            goto fail_aio;
+        }
+    }
+    if ((rv = nng_dialer_start(dialer, NNG_FLAG_NONBLOCK)) != 0) {
         pw_errf(errbuf, errlen, "cannot dial %s: %s", a->cfg.scheduler_url, nng_strerror(rv));
         goto fail_aio;
     }
     a->nng_up = 1;
     return PW_OK;
 fail_aio:
+    pw_tlsid_free(a->tlsid);
+    a->tlsid = NULL;
     nng_aio_free(a->aio);
 fail_ctx:
     nng_ctx_close(a->ctx);
@@ -1182,6 +1216,7 @@ fail_loop:
     uv_loop_close(&a->loop);
 fail:
     pw_htab_fini(&a->vms);
+    pw_tlsid_free(a->tlsid);
     pthread_mutex_destroy(&a->mu);
     free(a->snap_now);
     free(a->snap_sent);

@@ -464,6 +464,15 @@ int pw_agent_config_set(struct pw_agent_config *c, const char *key, const char *
     }
     if (strcmp(key, "metrics_listen") == 0)
         return set_metrics_listen(c, value, errbuf, errlen);
+    if (strcmp(key, "tls_cert") == 0 || strcmp(key, "tls_ca") == 0 || strcmp(key, "tls_server_name") == 0) {
+        char *dst = key[4] == 'c' && key[5] == 'e' ? c->tls_cert : key[4] == 'c' ? c->tls_ca : c->tls_server_name;
+        size_t n = key[4] == 's' ? sizeof(c->tls_server_name) : sizeof(c->tls_cert);
+        if (pw_strlcpy(dst, value, n) >= n) {
+            pw_errf(errbuf, errlen, "%s: longer than %zu bytes", key, n - 1);
+            return PW_ERR_INVAL;
+        }
+        return PW_OK;
+    }
     if (strncmp(key, "qemu_", 5) == 0) {
         int rv = set_qemu(c, key, value, errbuf, errlen);
         if (rv != PW_ERR_NOTFOUND)
@@ -690,6 +699,16 @@ int pw_agent_config_check(const struct pw_agent_config *c, char *errbuf, size_t 
     }
     if (pw_driver_find(c->driver) == NULL) {
         pw_errf(errbuf, errlen, "driver \"%s\": unknown", c->driver);
+        return PW_ERR_INVAL;
+    }
+    int tls = strncmp(c->scheduler_url, "tls+tcp://", 10) == 0;
+    if (tls && (c->tls_cert[0] == '\0' || c->tls_ca[0] == '\0')) {
+        pw_errf(errbuf, errlen, "scheduler %s is TLS: --tls-cert (certificate and key) and --tls-ca are required",
+                c->scheduler_url);
+        return PW_ERR_INVAL;
+    }
+    if (!tls && (c->tls_cert[0] != '\0' || c->tls_ca[0] != '\0')) {
+        pw_errf(errbuf, errlen, "--tls-cert/--tls-ca need a tls+tcp:// scheduler URL, not %s", c->scheduler_url);
         return PW_ERR_INVAL;
     }
     if (c->outbox_max == 0 || c->initial_heartbeat_ms <= 0 || c->error_backoff_ms < 0) {

@@ -37,6 +37,10 @@ static void usage(FILE *out)
             "                         sim_process, and the qemu_* keys below (with _)\n"
             "  --log-level LEVEL      debug, info, warn, error (default info)\n"
             "  --metrics-listen HOST:PORT  serve Prometheus /metrics there (default: off)\n"
+            "  --tls-cert FILE        with a tls+tcp:// scheduler: this agent's certificate and\n"
+            "                         key, one PEM file; the certificate must name the agent id\n"
+            "  --tls-ca FILE          the CA of the scheduler's certificate\n"
+            "  --tls-server-name N    the name in the scheduler's certificate (default: URL host)\n"
             "  --help, --version\n"
             "\n"
             "QEMU microVM options (driver qemu; docs/agent.md):\n"
@@ -112,6 +116,9 @@ enum {
     OPT_QEMU_JOBS,
     OPT_QEMU_KEEP_VMS,
     OPT_METRICS_LISTEN,
+    OPT_TLS_CERT,
+    OPT_TLS_CA,
+    OPT_TLS_SERVER_NAME,
     OPT_HELP,
     OPT_VERSION,
 };
@@ -131,6 +138,9 @@ static const struct option options[] = {
     {"sim-process", no_argument, NULL, OPT_SIM_PROCESS},
     {"draining", no_argument, NULL, OPT_DRAINING},
     {"metrics-listen", required_argument, NULL, OPT_METRICS_LISTEN},
+    {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+    {"tls-ca", required_argument, NULL, OPT_TLS_CA},
+    {"tls-server-name", required_argument, NULL, OPT_TLS_SERVER_NAME},
     {"vcpu-overcommit", required_argument, NULL, OPT_OVERCOMMIT},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"config", required_argument, NULL, OPT_CONFIG},
@@ -185,6 +195,9 @@ static const char *flag_key(int opt)
     case OPT_QEMU_JOBS: return "qemu_jobs";
     case OPT_QEMU_KEEP_VMS: return "qemu_keep_vms";
     case OPT_METRICS_LISTEN: return "metrics_listen";
+    case OPT_TLS_CERT: return "tls_cert";
+    case OPT_TLS_CA: return "tls_ca";
+    case OPT_TLS_SERVER_NAME: return "tls_server_name";
     default: return NULL;
     }
 }

@@ -203,6 +203,9 @@ static const struct field hello_fields[] = {
     F_ARR(pw_msg_hello, vms, 0, nvms, 0, PW_PROTO_MAX_VMS, &vm_elem),
     F_NAMES(pw_msg_hello, snapshots, 0, nsnapshots, PW_PROTO_MAX_SNAPSHOTS, 0),
     F_NUM(K_BOOL, pw_msg_hello, draining, 0, 0, 0),
+    F_TXT(K_STR, pw_msg_hello, auth_cert, 0),
+    F_TXT(K_STR, pw_msg_hello, auth_sig, 0),
+    F_NUM(K_I64, pw_msg_hello, auth_ts_ms, 0, 0, JSON_INT_MAX),
 };
 
 static const struct field report_fields[] = {

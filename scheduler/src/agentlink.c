@@ -3,10 +3,12 @@
 
 #include "pw/error.h"
 #include "pw/log.h"
+#include "pw/tlsid.h"
 #include "pw/util.h"
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
+#include <nng/supplemental/tls/tls.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,7 +44,64 @@ struct pw_agentlink {
     struct pw_list done; /* slots whose aio completed, for the loop */
     struct pw_list slots;
     struct pw_agentlink_stats stats;
+    /* TLS link: the agents' CA, and which agent each connection (pipe) proved to be. The
+     * table is under mu: NNG's thread removes a pipe's binding when it closes. */
+    struct pw_tlsca *ca;
+    struct pw_htab bound;
 };
+
+/* A connection bound to the agent it proved to be. */
+struct binding {
+    struct pw_hnode hnode;
+    uint32_t pipe;
+    char agent_id[PW_NAME_MAX];
+};
+
+static int binding_eq(const struct pw_hnode *n, const void *key)
+{
+    return pw_container_of(n, struct binding, hnode)->pipe == *(const uint32_t *)key;
+}
+
+/* NNG thread: a connection went away; forget what it proved. */
+static void on_pipe_removed(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+    (void)ev;
+    struct pw_agentlink *l = arg;
+    uint32_t id = nng_pipe_id(p);
+    pthread_mutex_lock(&l->mu);
+    struct pw_hnode *n = pw_htab_find(&l->bound, pw_hash_u64(id), &id, binding_eq);
+    if (n != NULL) {
+        pw_htab_remove(&l->bound, n);
+        free(pw_container_of(n, struct binding, hnode));
+    }
+    pthread_mutex_unlock(&l->mu);
+}
+
+/* bind_pipe records that connection pipe is agent_id (replacing what it was). */
+static void bind_pipe(struct pw_agentlink *l, uint32_t pipe, const char *agent_id)
+{
+    pthread_mutex_lock(&l->mu);
+    struct pw_hnode *n = pw_htab_find(&l->bound, pw_hash_u64(pipe), &pipe, binding_eq);
+    struct binding *b = n != NULL ? pw_container_of(n, struct binding, hnode) : NULL;
+    if (b == NULL) {
+        b = pw_xcalloc(1, sizeof(*b));
+        b->pipe = pipe;
+        pw_htab_insert(&l->bound, &b->hnode, pw_hash_u64(pipe));
+    }
+    pw_strlcpy(b->agent_id, agent_id, sizeof(b->agent_id));
+    pthread_mutex_unlock(&l->mu);
+}
+
+/* bound_to copies the agent pipe proved to be into out; 0 if it proved nothing yet. */
+static int bound_to(struct pw_agentlink *l, uint32_t pipe, char out[PW_NAME_MAX])
+{
+    pthread_mutex_lock(&l->mu);
+    struct pw_hnode *n = pw_htab_find(&l->bound, pw_hash_u64(pipe), &pipe, binding_eq);
+    if (n != NULL)
+        pw_strlcpy(out, pw_container_of(n, struct binding, hnode)->agent_id, PW_NAME_MAX);
+    pthread_mutex_unlock(&l->mu);
+    return n != NULL;
+}
 
 /* NNG thread: only queue the slot and wake the loop. */
 static void aio_cb(void *arg)
@@ -124,6 +183,40 @@ static void send_error(struct pw_agentlink_req *s, const char *code, const char 
     pw_buf_fini(&b);
 }
 
+/* authenticated checks a request on a TLS link: a hello must prove its agent id, which binds
+ * the connection; a report must come on a connection bound to its agent id. Otherwise it
+ * answers the request and returns 0. */
+static int authenticated(struct pw_agentlink *l, struct pw_agentlink_req *s, uint32_t pipe, const struct pw_msg *m)
+{
+    char why[300];
+    if (m->type == PW_MSG_HELLO) {
+        const struct pw_msg_hello *h = &m->u.hello;
+        if (pw_tlsca_verify_hello(l->ca, h->auth_cert, h->auth_sig, h->agent_id, h->boot_id, h->auth_ts_ms,
+                                  pw_now_wall_ms(), why, sizeof(why)) != PW_OK) {
+            l->stats.unauthenticated++;
+            pw_log_warn("agentlink", "hello from \"%s\" refused: %s", h->agent_id, why);
+            send_error(s, "unauthenticated", why);
+            return 0;
+        }
+        bind_pipe(l, pipe, h->agent_id);
+        return 1;
+    }
+    char who[PW_NAME_MAX];
+    if (!bound_to(l, pipe, who)) {
+        /* A new connection (the scheduler or the agent restarted): it must say hello first. */
+        send_error(s, "rehello", "say hello on this connection first");
+        return 0;
+    }
+    if (strcmp(who, m->u.report.agent_id) != 0) {
+        l->stats.unauthenticated++;
+        snprintf(why, sizeof(why), "this connection is agent %s, not %s", who, m->u.report.agent_id);
+        pw_log_warn("agentlink", "report refused: %s", why);
+        send_error(s, "unauthenticated", why);
+        return 0;
+    }
+    return 1;
+}
+
 static void on_received(struct pw_agentlink *l, struct pw_agentlink_req *s)
 {
     l->receiving--;
@@ -140,6 +233,7 @@ static void on_received(struct pw_agentlink *l, struct pw_agentlink_req *s)
     nng_msg *m = nng_aio_get_msg(s->aio);
     nng_aio_set_msg(s->aio, NULL);
     l->stats.received++;
+    uint32_t pipe = nng_pipe_id(nng_msg_get_pipe(m));
     struct pw_msg msg;
     char err[256] = "";
     int rv = pw_proto_decode(nng_msg_body(m), nng_msg_len(m), &msg, err, sizeof(err));
@@ -153,6 +247,10 @@ static void on_received(struct pw_agentlink *l, struct pw_agentlink_req *s)
         l->stats.malformed++;
         pw_log_warn("agentlink", "malformed agent message: %s", err);
         send_error(s, "bad_request", err);
+        return;
+    }
+    if (l->ca != NULL && !authenticated(l, s, pipe, &msg)) {
+        pw_msg_fini(&msg);
         return;
     }
     if (l->held >= l->max_held) {
@@ -189,10 +287,29 @@ static void on_async(uv_async_t *h)
     }
 }
 
-int pw_agentlink_new(uv_loop_t *loop, const char *url, size_t max_held, pw_agentlink_cb cb, void *arg,
-                     struct pw_agentlink **out, char *errbuf, size_t errlen)
+int pw_agentlink_new(uv_loop_t *loop, const char *url, size_t max_held, const struct pw_agentlink_tls *tls,
+                     pw_agentlink_cb cb, void *arg, struct pw_agentlink **out, char *errbuf, size_t errlen)
 {
+    if (errlen > 0)
+        errbuf[0] = '\0';
+    int is_tls = strncmp(url, "tls+tcp://", 10) == 0;
+    if (is_tls != (tls != NULL && tls->cert_key_file != NULL && tls->ca_file != NULL)) {
+        snprintf(errbuf, errlen, "agent link %s: %s", url,
+                 is_tls ? "a tls+tcp:// URL needs --agents-tls-cert and --agents-tls-ca"
+                        : "--agents-tls-cert/--agents-tls-ca need a tls+tcp:// URL");
+        return PW_ERR_INVAL;
+    }
+    struct pw_tlsca *ca = NULL;
+    if (is_tls) {
+        char why[512];
+        if (pw_tlsca_load(tls->ca_file, &ca, why, sizeof(why)) != PW_OK) {
+            snprintf(errbuf, errlen, "--agents-tls-ca %s", why);
+            return PW_ERR_INVAL;
+        }
+    }
     struct pw_agentlink *l = pw_xcalloc(1, sizeof(*l));
+    l->ca = ca;
+    pw_htab_init(&l->bound);
     l->loop = loop;
     l->cb = cb;
     l->arg = arg;
@@ -206,12 +323,28 @@ int pw_agentlink_new(uv_loop_t *loop, const char *url, size_t max_held, pw_agent
          * oversized message still gets a clear error from the decoder; anything larger is
          * dropped by NNG with its connection. */
         rv = nng_socket_set_size(l->sock, NNG_OPT_RECVMAXSZ, PW_PROTO_MAX_MSG + 64);
+    nng_listener lst = NNG_LISTENER_INITIALIZER;
+    if (rv == 0 && ca != NULL)
+        rv = nng_pipe_notify(l->sock, NNG_PIPE_EV_REM_POST, on_pipe_removed, l);
     if (rv == 0)
-        rv = nng_listen(l->sock, url, NULL, 0);
+        rv = nng_listener_create(&lst, l->sock, url);
+    if (rv == 0 && ca != NULL) {
+        /* Mutual TLS: only agents with a certificate from the CA connect at all. */
+        if ((rv = nng_listener_set_string(lst, NNG_OPT_TLS_CERT_KEY_FILE, tls->cert_key_file)) != 0 ||
+            (rv = nng_listener_set_string(lst, NNG_OPT_TLS_CA_FILE, tls->ca_file)) != 0 ||
+            (rv = nng_listener_set_int(lst, NNG_OPT_TLS_AUTH_MODE, NNG_TLS_AUTH_MODE_REQUIRED)) != 0)
+            snprintf(errbuf, errlen, "agent link TLS (--agents-tls-cert %s, --agents-tls-ca %s): %s",
+                     tls->cert_key_file, tls->ca_file, nng_strerror(rv));
+    }
+    if (rv == 0)
+        rv = nng_listener_start(lst, 0);
     if (rv != 0) {
-        snprintf(errbuf, errlen, "agent link: cannot listen on %s: %s", url, nng_strerror(rv));
+        if (errbuf[0] == '\0')
+            snprintf(errbuf, errlen, "agent link: cannot listen on %s: %s", url, nng_strerror(rv));
         nng_close(l->sock);
         pthread_mutex_destroy(&l->mu);
+        pw_htab_fini(&l->bound);
+        pw_tlsca_free(ca);
         free(l);
         return PW_ERR_IO;
     }
@@ -242,6 +375,15 @@ void pw_agentlink_reply(struct pw_agentlink_req *s, const struct pw_msg *m)
 static void on_async_closed(uv_handle_t *h)
 {
     struct pw_agentlink *l = h->data;
+    /* The socket is closed: no pipe callback runs any more. */
+    size_t bucket = 0;
+    struct pw_hnode *it = NULL, *n;
+    while ((n = pw_htab_next(&l->bound, &bucket, &it)) != NULL) {
+        pw_htab_remove(&l->bound, n);
+        free(pw_container_of(n, struct binding, hnode));
+    }
+    pw_htab_fini(&l->bound);
+    pw_tlsca_free(l->ca);
     pthread_mutex_destroy(&l->mu);
     free(l);
 }

@@ -6,6 +6,12 @@
  * answer the moment it has commands. Meanwhile fresh contexts keep receiving. Malformed
  * messages are answered with an error and counted; the agent's connection is kept.
  *
+ * With a tls+tcp:// URL the link requires mutual TLS (agents need a certificate from the given
+ * CA) and checks each hello's proof that the agent holds the key of a certificate naming its
+ * agent id (pw/tlsid.h); the connection is then bound to that id, and a report on it claiming
+ * another id, or on a connection that never said a valid hello, is refused ("unauthenticated",
+ * or "rehello" for a connection that has not said hello yet).
+ *
  * Threads: NNG completions run on NNG's threads and only push onto a locked queue and wake the
  * loop (uv_async); everything else, including every callback, runs on the loop thread. */
 #ifndef PW_AGENTLINK_H
@@ -26,13 +32,22 @@ typedef void (*pw_agentlink_cb)(void *arg, struct pw_agentlink_req *req, const s
 
 struct pw_agentlink_stats {
     uint64_t received, replied, malformed, busy, held;
+    uint64_t unauthenticated; /* TLS link: hellos without a valid proof, reports off their binding */
 };
 
-/* pw_agentlink_new listens on url (tcp://host:port, ipc://path) with room for max_held
+/* TLS for a tls+tcp:// URL: the scheduler's certificate and key (one PEM file) and the CA that
+ * signs agents' certificates. */
+struct pw_agentlink_tls {
+    const char *cert_key_file;
+    const char *ca_file;
+};
+
+/* pw_agentlink_new listens on url (tcp://host:port, tls+tcp://host:port with tls set,
+ * ipc://path) with room for max_held
  * requests held at once (beyond it, requests are answered "busy" at once). On PW_OK *out is
  * owned by the caller (pw_agentlink_close). On error errbuf says why. */
-int pw_agentlink_new(uv_loop_t *loop, const char *url, size_t max_held, pw_agentlink_cb cb, void *arg,
-                     struct pw_agentlink **out, char *errbuf, size_t errlen);
+int pw_agentlink_new(uv_loop_t *loop, const char *url, size_t max_held, const struct pw_agentlink_tls *tls,
+                     pw_agentlink_cb cb, void *arg, struct pw_agentlink **out, char *errbuf, size_t errlen);
 
 /* pw_agentlink_reply encodes m, sends it on req's context and releases req. m is not taken. */
 void pw_agentlink_reply(struct pw_agentlink_req *req, const struct pw_msg *m);

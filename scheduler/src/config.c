@@ -94,6 +94,10 @@ static const struct setting settings[] = {
      "retrain the model in the background this often, from recent history; 0 = never (6h)"},
     {"retrain-minutes", "PREWARM_RETRAIN_MINUTES", K_COUNT, OFF(retrain_minutes), sizeof(size_t), 240, 10080,
      "minutes of per-function history kept for retraining, 2 bytes each (360)"},
+    {"agents-tls-cert", "PREWARM_AGENTS_TLS_CERT", K_STR, OFF(agents_tls_cert), SZ(agents_tls_cert), 0, 0,
+     "with a tls+tcp:// --agents URL: the scheduler's certificate and key, one PEM file"},
+    {"agents-tls-ca", "PREWARM_AGENTS_TLS_CA", K_STR, OFF(agents_tls_ca), SZ(agents_tls_ca), 0, 0,
+     "with a tls+tcp:// --agents URL: the CA that signs agents' certificates (each must name its agent id)"},
     {"tokens-file", "PREWARM_TOKENS_FILE", K_STR, OFF(tokens_file), SZ(tokens_file), 0, 0,
      "API bearer tokens, one \"ROLE TOKEN [NAME]\" per line (viewer|gateway|operator); also "
      "PREWARM_TOKENS (entries split by ';'); none: the API is open"},

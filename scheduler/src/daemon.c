@@ -345,7 +345,11 @@ int pw_daemon_run(const struct pw_sched_config *cfg)
     pw_log_info("prewarmd", "loaded %zu functions", pw_core_function_count(d->core));
     d->predict = pw_predict_new(d, cfg->model_path, cfg->restore_ms);
 
-    if (pw_agentlink_new(d->loop, cfg->agents_url, cfg->max_agents, on_agent_msg, d, &d->link, err, sizeof(err)) !=
+    struct pw_agentlink_tls tls = {cfg->agents_tls_cert[0] != '\0' ? cfg->agents_tls_cert : NULL,
+                                   cfg->agents_tls_ca[0] != '\0' ? cfg->agents_tls_ca : NULL};
+    int use_tls = cfg->agents_tls_cert[0] != '\0' || cfg->agents_tls_ca[0] != '\0';
+    if (pw_agentlink_new(d->loop, cfg->agents_url, cfg->max_agents, use_tls ? &tls : NULL, on_agent_msg, d, &d->link,
+                         err, sizeof(err)) !=
         PW_OK) {
         pw_log_error("prewarmd", "%s", err);
         goto out_store;

@@ -287,6 +287,9 @@ int pw_metrics_render(struct pw_daemon *d, struct pw_buf *b)
     }
     counter(&w, "prewarm_agent_messages_total", "Agent messages received.", as.received);
     counter(&w, "prewarm_agent_messages_malformed_total", "Agent messages rejected as malformed.", as.malformed);
+    counter(&w, "prewarm_agent_messages_unauthenticated_total",
+            "TLS agent link: hellos without a valid certificate proof, reports off their connection's agent.",
+            as.unauthenticated);
     gauge(&w, "prewarm_agent_polls_held", "Agent long polls held now.", (double)as.held);
     counter(&w, "prewarm_agent_wakeups_total", "Held agent polls answered early with commands.", d->wakeups);
 

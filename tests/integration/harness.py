@@ -262,6 +262,16 @@ class Postgres:
     def restart(self):
         self._run("restart", self.dir)
 
+    def halt(self):
+        """Stop the server (pgtmp.sh halt: -m fast, clients disconnected) but keep its data
+        directory, to simulate an outage; resume() starts it again on the same data and socket.
+        stop() still removes everything, halted or not."""
+        self._run("halt", self.dir)
+
+    def resume(self):
+        """Start a halted server again on its data (pgtmp.sh restart)."""
+        self._run("restart", self.dir)
+
     def stop(self):
         if self.dir:
             d, self.dir = self.dir, None
@@ -280,13 +290,17 @@ class Agent:
     extra_args are appended to the command line."""
 
     def __init__(self, agent_id, fixture, labels=None, sim_restore_ms=None, extra_args=None,
-                 driver="sim"):
+                 driver="sim", wrapper=None):
         self.id = agent_id
         self.fixture = fixture
         self.labels = dict(labels or {})
         self.sim_restore_ms = sim_restore_ms
         self.extra_args = list(extra_args or [])
         self.driver = driver
+        # wrapper: argv put in front of the agent's command line, e.g. ["ip", "netns", "exec",
+        # NAME] to run it in a network namespace. It must exec the agent (same PID), so that
+        # signals sent to the Process reach the agent itself.
+        self.wrapper = list(wrapper or [])
         self.process = None
 
 
@@ -326,7 +340,8 @@ class Cluster:
     Set c.failed = True before leaving the block to get the log tails printed and kept."""
 
     def __init__(self, agents=(), heartbeat_ms=500, sim_restore_ms=200, lease_ttl_ms=None,
-                 adopt_grace_ms=None, log_level="info", scheduler_args=(), name="cluster", token=None):
+                 adopt_grace_ms=None, log_level="info", scheduler_args=(), name="cluster", token=None,
+                 agent_listen_host="127.0.0.1"):
         self.agents = {a.id: a for a in agents}
         self.heartbeat_ms = heartbeat_ms
         self.sim_restore_ms = sim_restore_ms
@@ -345,6 +360,10 @@ class Cluster:
         self._stopped = False
         self._stop_hooks = []
         self.token = token  # a bearer token sent with every c.http() unless headers override it
+        self.agents_scheme = "tcp"  # "tls+tcp": a TLS agent link (set before start; test_tls)
+        # The address prewarmd listens on for agents (and the agents dial): loopback unless a
+        # test needs agents elsewhere, e.g. a veth address towards a network namespace.
+        self.agent_listen_host = agent_listen_host
 
     # ---- lifecycle -------------------------------------------------------------------------
     def __enter__(self):
@@ -376,7 +395,7 @@ class Cluster:
 
     @property
     def agents_url(self):
-        return "tcp://127.0.0.1:%d" % self.agent_port
+        return "%s://%s:%d" % (self.agents_scheme, self.agent_listen_host, self.agent_port)
 
     def _env(self):
         env = dict(os.environ)
@@ -462,6 +481,7 @@ class Cluster:
             for k, v in sorted(a.labels.items()):
                 argv += ["--label", "%s=%s" % (k, v)]
             argv += a.extra_args
+            argv = a.wrapper + argv
             a.process = Process("agent-" + a.id, argv, os.path.join(self.tmp, "agent-%s.log" % a.id),
                                 env=self._env())
         a.process.start()
@@ -479,6 +499,13 @@ class Cluster:
 
     def restart_pg(self):
         self.pg.restart()
+
+    def halt_pg(self):
+        """PostgreSQL down, data kept (an outage); resume_pg() brings it back."""
+        self.pg.halt()
+
+    def resume_pg(self):
+        self.pg.resume()
 
     def add_stop_hook(self, fn):
         """Run fn() in stop(), after every process is stopped (also on failure and at exit):

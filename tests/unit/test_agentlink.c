@@ -143,7 +143,7 @@ static void test_malformed_and_long_poll(void **state)
     uv_loop_init(&f->loop);
     snprintf(f->url, sizeof(f->url), "ipc:///tmp/pw-test-agentlink-%d.sock", (int)getpid());
     char err[256] = "";
-    int rv = pw_agentlink_new(&f->loop, f->url, 16, on_msg, f, &f->link, err, sizeof(err));
+    int rv = pw_agentlink_new(&f->loop, f->url, 16, NULL, on_msg, f, &f->link, err, sizeof(err));
     if (rv != PW_OK)
         fail_msg("agentlink: %s", err);
     uv_timer_init(&f->loop, &f->timer);

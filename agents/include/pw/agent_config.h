@@ -56,6 +56,12 @@ struct pw_agent_config {
     int qemu_jobs;                   /* QEMU operations at once (worker threads); default 4 */
     int qemu_keep_vms;               /* at a clean stop, leave the VMs running for the next
                                       * agent to adopt; default 0: destroy them */
+    /* TLS agent link (scheduler URL tls+tcp://): this agent's certificate and key (one PEM
+     * file; its common name or a DNS name must be the agent id), the CA that signed the
+     * scheduler's certificate, and the name to expect in it ("": the URL's host). */
+    char tls_cert[PW_AGENT_PATH_MAX];
+    char tls_ca[PW_AGENT_PATH_MAX];
+    char tls_server_name[256];
     /* Prometheus /metrics listener (agent_metrics.c); off while metrics_port is 0 */
     char metrics_host[64];
     int metrics_port;

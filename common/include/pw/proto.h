@@ -167,6 +167,11 @@ struct pw_msg_hello {
     char (*snapshots)[PW_NAME_MAX]; /* nsnapshots entries, each a valid name */
     size_t nsnapshots;
     int draining;               /* the host's own operator asked it to take no new VMs */
+    /* On a TLS agent link: the agent's certificate (PEM) and its key's signature over the agent
+     * id, boot id and auth_ts_ms (tlsid.h). Empty on a plain link. */
+    char auth_cert[4096];
+    char auth_sig[512];
+    int64_t auth_ts_ms;
 };
 
 /* report: the long poll. Repeats unacknowledged events; inventory only when asked. */
