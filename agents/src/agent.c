@@ -1070,33 +1070,40 @@ static int open_link(struct pw_agent *a, char *errbuf, size_t errlen)
         pw_errf(errbuf, errlen, "nng_aio_alloc: %s", nng_strerror(rv));
         goto fail_ctx;
     }
-    /* Non-blocking: a scheduler that is not up yet is dialled again and again in the
-     * background, between RECONNMINT and RECONNMAXT. */
-    nng_dialer dialer;
-    if ((rv = nng_dialer_create(&dialer, a->sock, a->cfg.scheduler_url)) != 0) {
-        pw_errf(errbuf, errlen, "cannot dial %s: %s", a->cfg.scheduler_url, nng_strerror(rv));
-        goto fail_aio;
-    }
     if (strncmp(a->cfg.scheduler_url, "tls+tcp://", 10) == 0) {
-        /* Mutual TLS: our certificate for the scheduler, its CA for us; and the hello proof. */
         char why[512];
         if (pw_tlsid_load(a->cfg.tls_cert, &a->tlsid, why, sizeof(why)) != PW_OK) {
             pw_errf(errbuf, errlen, "--tls-cert %s", why);
             goto fail_aio;
         }
-        if ((rv = nng_dialer_set_string(dialer, NNG_OPT_TLS_CA_FILE, a->cfg.tls_ca)) != 0 ||
-            (rv = nng_dialer_set_string(dialer, NNG_OPT_TLS_CERT_KEY_FILE, a->cfg.tls_cert)) != 0 ||
-            (rv = nng_dialer_set_int(dialer, NNG_OPT_TLS_AUTH_MODE, NNG_TLS_AUTH_MODE_REQUIRED)) != 0 ||
-            (a->cfg.tls_server_name[0] != '\0' &&
-             (rv = nng_dialer_set_string(dialer, NNG_OPT_TLS_SERVER_NAME, a->cfg.tls_server_name)) != 0)) {
+    }
+    /* One dialer per scheduler replica (comma-separated URLs): only the leader listens, so
+     * requests go to it; when another replica takes over, its dialer connects. */
+    char urls[PW_AGENT_URL_MAX];
+    pw_strlcpy(urls, a->cfg.scheduler_url, sizeof(urls));
+    char *save = NULL;
+    for (char *url = strtok_r(urls, ",", &save); url != NULL; url = strtok_r(NULL, ",", &save)) {
+        nng_dialer dialer;
+        if ((rv = nng_dialer_create(&dialer, a->sock, url)) != 0) {
+            pw_errf(errbuf, errlen, "cannot dial %s: %s", url, nng_strerror(rv));
+            goto fail_aio;
+        }
+        if (a->tlsid != NULL &&
+            ((rv = nng_dialer_set_string(dialer, NNG_OPT_TLS_CA_FILE, a->cfg.tls_ca)) != 0 ||
+             (rv = nng_dialer_set_string(dialer, NNG_OPT_TLS_CERT_KEY_FILE, a->cfg.tls_cert)) != 0 ||
+             (rv = nng_dialer_set_int(dialer, NNG_OPT_TLS_AUTH_MODE, NNG_TLS_AUTH_MODE_REQUIRED)) != 0 ||
+             (a->cfg.tls_server_name[0] != '\0' &&
+              (rv = nng_dialer_set_string(dialer, NNG_OPT_TLS_SERVER_NAME, a->cfg.tls_server_name)) != 0))) {
             pw_errf(errbuf, errlen, "TLS settings (--tls-ca %s, --tls-cert %s): %s", a->cfg.tls_ca, a->cfg.tls_cert,
                     nng_strerror(rv));
             goto fail_aio;
         }
-    }
-    if ((rv = nng_dialer_start(dialer, NNG_FLAG_NONBLOCK)) != 0) {
-        pw_errf(errbuf, errlen, "cannot dial %s: %s", a->cfg.scheduler_url, nng_strerror(rv));
-        goto fail_aio;
+        /* Non-blocking: a scheduler that is not up yet is dialled again and again in the
+         * background, between RECONNMINT and RECONNMAXT. */
+        if ((rv = nng_dialer_start(dialer, NNG_FLAG_NONBLOCK)) != 0) {
+            pw_errf(errbuf, errlen, "cannot dial %s: %s", url, nng_strerror(rv));
+            goto fail_aio;
+        }
     }
     a->nng_up = 1;
     return PW_OK;

@@ -746,20 +746,42 @@ static void list_vms(struct pw_daemon *d, struct pw_http_req *r)
     respond_buf(r, 200, &b, NULL);
 }
 
+static void leader_json(struct pw_daemon *d, struct pw_buf *b)
+{
+    struct pw_leader_status ls;
+    pw_leader_status(d->leader, &ls);
+    pw_buf_printf(b, "\"leader\":%s,\"may_act\":%s,\"epoch\":%" PRIu64 ",\"replica\":", ls.leader ? "true" : "false",
+                  ls.may_act ? "true" : "false", ls.epoch);
+    pw_buf_add_json_str(b, d->cfg.replica_name);
+    pw_buf_adds(b, ",\"current_leader\":");
+    pw_buf_add_json_str(b, ls.current_holder);
+    pw_buf_printf(b, ",\"current_epoch\":%" PRIu64, ls.current_epoch);
+}
+
 static void readyz(struct pw_daemon *d, struct pw_http_req *r)
 {
     struct pw_store_stats st;
     pw_store_stats(d->store, &st);
-    struct pw_core_stats cs;
-    pw_core_stats(d->core, &cs);
-    int ready = st.connected && st.migrations_ok && !d->stopping;
     struct pw_buf b;
     pw_buf_init(&b, 4096);
-    pw_buf_printf(&b,
-                  "{\"ready\":%s,\"store\":%s,\"migrations\":%s,\"leader\":true,\"epoch\":%" PRIu64
-                  ",\"adopting\":%s,\"model_loaded\":%s}",
-                  ready ? "true" : "false", st.connected ? "true" : "false", st.migrations_ok ? "true" : "false",
-                  d->epoch, cs.in_grace ? "true" : "false", pw_predict_model_loaded(d->predict) ? "true" : "false");
+    if (!d->leading) {
+        /* A follower: alive, not ready (a Service sends it no traffic). */
+        pw_buf_printf(&b, "{\"ready\":false,\"store\":%s,\"migrations\":%s,", st.connected ? "true" : "false",
+                      st.migrations_ok ? "true" : "false");
+        leader_json(d, &b);
+        pw_buf_adds(&b, "}");
+        respond_buf(r, 503, &b, NULL);
+        return;
+    }
+    struct pw_core_stats cs;
+    pw_core_stats(d->core, &cs);
+    int may_act = pw_leader_may_act(d->leader);
+    int ready = st.connected && st.migrations_ok && !d->stopping && may_act;
+    pw_buf_printf(&b, "{\"ready\":%s,\"store\":%s,\"migrations\":%s,", ready ? "true" : "false",
+                  st.connected ? "true" : "false", st.migrations_ok ? "true" : "false");
+    leader_json(d, &b);
+    pw_buf_printf(&b, ",\"adopting\":%s,\"model_loaded\":%s}", cs.in_grace ? "true" : "false",
+                  pw_predict_model_loaded(d->predict) ? "true" : "false");
     respond_buf(r, ready ? 200 : 503, &b, NULL);
 }
 
@@ -974,6 +996,18 @@ void pw_api_handle(void *arg, struct pw_http_req *r)
     }
     if (!authorized(d, r, path, get, post))
         return;
+    if (!d->leading || !pw_leader_may_act(d->leader)) {
+        struct pw_leader_status ls;
+        pw_leader_status(d->leader, &ls);
+        char msg[400];
+        if (d->leading)
+            snprintf(msg, sizeof(msg), "this replica's leadership is not confirmed right now; retry");
+        else
+            snprintf(msg, sizeof(msg), "this replica (%s) is a follower; the leader is %s (epoch %" PRIu64 ")",
+                     d->cfg.replica_name, ls.current_holder[0] ? ls.current_holder : "unknown", ls.current_epoch);
+        pw_http_respond_error(r, 503, "not_leader", msg, "Retry-After: 1\r\n");
+        return;
+    }
     char parts[ROUTE_PARTS][PW_NAME_MAX * 2];
     int n = split_path(path, parts, ROUTE_PARTS);
     if (n < 2 || strcmp(parts[0], "v1") != 0) {

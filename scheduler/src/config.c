@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #ifndef PW_VERSION
 #define PW_VERSION "0.1.0"
@@ -30,6 +31,12 @@ void pw_sched_config_default(struct pw_sched_config *c)
     c->acquire_timeout_max_ms = 120000;
     c->max_waiters_per_fn = 1000;
     c->max_functions = 100000;
+    c->leader_renew_ms = 500;
+    c->leader_lease_ms = 2000;
+    c->leader_takeover_ms = 4000;
+    if (gethostname(c->replica_name, sizeof(c->replica_name)) != 0 || c->replica_name[0] == '\0')
+        pw_strlcpy(c->replica_name, "prewarmd", sizeof(c->replica_name));
+    c->replica_name[sizeof(c->replica_name) - 1] = '\0';
     c->max_body_bytes = 1024 * 1024;
     c->max_connections = 1024;
     c->max_agents = 10000;
@@ -94,6 +101,14 @@ static const struct setting settings[] = {
      "retrain the model in the background this often, from recent history; 0 = never (6h)"},
     {"retrain-minutes", "PREWARM_RETRAIN_MINUTES", K_COUNT, OFF(retrain_minutes), sizeof(size_t), 240, 10080,
      "minutes of per-function history kept for retraining, 2 bytes each (360)"},
+    {"replica-name", "PREWARM_REPLICA_NAME", K_STR, OFF(replica_name), SZ(replica_name), 0, 0,
+     "this replica's name in the leader record and logs (host name)"},
+    {"leader-renew", "PREWARM_LEADER_RENEW", K_MS, OFF(leader_renew_ms), 0, 50, 60000,
+     "the leader renews its lease in PostgreSQL this often (500ms)"},
+    {"leader-lease", "PREWARM_LEADER_LEASE", K_MS, OFF(leader_lease_ms), 0, 100, 600000,
+     "a leader acts at most this long after its last renewal (2s)"},
+    {"leader-takeover", "PREWARM_LEADER_TAKEOVER", K_MS, OFF(leader_takeover_ms), 0, 200, 600000,
+     "a follower deposes a leader silent this long (4s; more than the lease)"},
     {"agents-tls-cert", "PREWARM_AGENTS_TLS_CERT", K_STR, OFF(agents_tls_cert), SZ(agents_tls_cert), 0, 0,
      "with a tls+tcp:// --agents URL: the scheduler's certificate and key, one PEM file"},
     {"agents-tls-ca", "PREWARM_AGENTS_TLS_CA", K_STR, OFF(agents_tls_ca), SZ(agents_tls_ca), 0, 0,
@@ -542,6 +557,10 @@ static int config_load(struct pw_sched_config *c, int argc, char **argv, char *e
     char why[200];
     if (pw_placer_config_validate(&c->placement, why, sizeof(why)) != PW_OK) {
         snprintf(errbuf, errlen, "placement configuration: %s", why);
+        return PW_ERR_INVAL;
+    }
+    if (!(c->leader_renew_ms < c->leader_lease_ms && c->leader_lease_ms < c->leader_takeover_ms)) {
+        snprintf(errbuf, errlen, "leader timing: need --leader-renew < --leader-lease < --leader-takeover");
         return PW_ERR_INVAL;
     }
     if (c->tokens_file[0] != '\0' && pw_auth_load_file(&c->auth, c->tokens_file, errbuf, errlen) != PW_OK)

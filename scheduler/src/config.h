@@ -33,6 +33,8 @@ struct pw_sched_config {
     char model_dir[512];          /* trained models are kept here as VERSION.json */
     struct pw_placer_config placement; /* score weights and search bounds, validated */
     char tokens_file[512];        /* API tokens ("ROLE TOKEN [NAME]" lines); "" none */
+    char replica_name[128];       /* this replica in pw_leader and logs (default: host name) */
+    int64_t leader_renew_ms, leader_lease_ms, leader_takeover_ms; /* leader.h */
     char agents_tls_cert[512];    /* tls+tcp:// agent link: our certificate and key (PEM) */
     char agents_tls_ca[512];      /* ... and the CA of agents' certificates */
     struct pw_auth auth;          /* from tokens_file and PREWARM_TOKENS; n == 0: no auth */

@@ -186,6 +186,15 @@ void pw_daemon_drain(struct pw_daemon *d)
 static void on_agent_msg(void *arg, struct pw_agentlink_req *req, const struct pw_msg *msg)
 {
     struct pw_daemon *d = arg;
+    if (!pw_leader_may_act(d->leader)) {
+        /* Deposed, or leadership not confirmed lately: no reply that could carry commands. */
+        struct pw_msg e;
+        pw_msg_init(&e, PW_MSG_ERROR);
+        pw_strlcpy(e.u.error.code, "not_leader", sizeof(e.u.error.code));
+        pw_strlcpy(e.u.error.message, "this scheduler is not the leader now", sizeof(e.u.error.message));
+        pw_agentlink_reply(req, &e);
+        return;
+    }
     int64_t now = pw_daemon_now(d);
     const char *agent_id = msg->type == PW_MSG_HELLO ? msg->u.hello.agent_id : msg->u.report.agent_id;
     /* One outstanding request per agent: a new one supersedes a held one (the agent gave up on
@@ -227,6 +236,8 @@ static void on_agent_msg(void *arg, struct pw_agentlink_req *req, const struct p
 static void on_tick(uv_timer_t *t)
 {
     struct pw_daemon *d = t->data;
+    if (!pw_leader_may_act(d->leader))
+        return; /* nothing moves until leadership is confirmed again (or lost: exit) */
     int64_t now = pw_daemon_now(d);
     uint64_t cmds0 = d->prewarm_cmds, t0 = uv_hrtime();
     pw_core_tick(d->core, now);
@@ -247,14 +258,23 @@ static void on_tick(uv_timer_t *t)
 
 /* ---- startup and shutdown ---- */
 
+static void shutdown_all(struct pw_daemon *d);
+
 static void on_signal(uv_signal_t *s, int signum)
 {
     struct pw_daemon *d = s->data;
     if (d->stopping)
         return;
     pw_log_info("prewarmd", "signal %d: shutting down", signum);
+    shutdown_all(d);
+}
+
+/* shutdown_all answers what is pending and closes everything, so the loop runs out. */
+static void shutdown_all(struct pw_daemon *d)
+{
     d->stopping = 1;
-    uv_timer_stop(&d->tick);
+    if (d->leading)
+        uv_timer_stop(&d->tick);
     /* Answer held polls so agents do not wait for a dead socket. */
     size_t b = 0;
     struct pw_hnode *n = NULL, *e;
@@ -264,11 +284,15 @@ static void on_signal(uv_signal_t *s, int signum)
     pw_api_sweep(d); /* parked acquires get 503 now, while their connections are open */
     pw_http_server_close(d->http);
     d->http = NULL;
-    pw_agentlink_close(d->link);
+    if (d->link != NULL)
+        pw_agentlink_close(d->link);
     d->link = NULL;
+    pw_leader_close(d->leader); /* releases the lock with its session */
+    d->leader = NULL;
     pw_store_close(d->store);
     d->store = NULL;
-    uv_close((uv_handle_t *)&d->tick, NULL);
+    if (d->leading)
+        uv_close((uv_handle_t *)&d->tick, NULL);
     uv_close((uv_handle_t *)&d->sigint, NULL);
     uv_close((uv_handle_t *)&d->sigterm, NULL);
 }
@@ -296,6 +320,8 @@ static void load_drain(void *arg, const char *host_id, int alive)
     pw_log_info("prewarmd", "host %s is drained by an operator (last known %s)", host_id, alive ? "alive" : "dead");
 }
 
+static void on_leader(void *arg, enum pw_leader_event ev, uint64_t epoch);
+
 int pw_daemon_run(const struct pw_sched_config *cfg)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -313,11 +339,72 @@ int pw_daemon_run(const struct pw_sched_config *cfg)
     pw_store_options_default(&so);
     so.conninfo = cfg->pg_conninfo;
     so.telemetry_max_rows = cfg->telemetry_max_rows;
-    if (pw_store_open(d->loop, &so, &d->store, &d->epoch, err, sizeof(err)) != PW_OK) {
+    if (pw_store_open(d->loop, &so, &d->store, err, sizeof(err)) != PW_OK) {
         pw_log_error("prewarmd", "cannot open the store: %s", err);
         goto out;
     }
-    pw_log_info("prewarmd", "store ready; leader epoch %" PRIu64, d->epoch);
+    /* HTTP first: a follower answers /livez, and /readyz with 503, while it waits. */
+    struct pw_http_limits lim;
+    pw_http_limits_default(&lim);
+    lim.max_body_bytes = cfg->max_body_bytes;
+    lim.max_connections = cfg->max_connections;
+    if (pw_http_server_new(d->loop, cfg->http_host, cfg->http_port, &lim, on_http, d, &d->http) != PW_OK) {
+        pw_log_error("prewarmd", "cannot listen for HTTP on %s:%d", cfg->http_host, cfg->http_port);
+        goto out_store;
+    }
+    struct pw_leader_options lo;
+    pw_leader_options_default(&lo);
+    lo.conninfo = cfg->pg_conninfo;
+    lo.holder = cfg->replica_name;
+    lo.renew_ms = cfg->leader_renew_ms;
+    lo.lease_ms = cfg->leader_lease_ms;
+    lo.takeover_ms = cfg->leader_takeover_ms;
+    if (pw_leader_new(d->loop, &lo, on_leader, d, &d->leader, err, sizeof(err)) != PW_OK) {
+        pw_log_error("prewarmd", "%s", err);
+        pw_http_server_close(d->http);
+        goto out_store;
+    }
+    uv_signal_init(d->loop, &d->sigint);
+    uv_signal_init(d->loop, &d->sigterm);
+    d->sigint.data = d->sigterm.data = d;
+    uv_signal_start(&d->sigint, on_signal, SIGINT);
+    uv_signal_start(&d->sigterm, on_signal, SIGTERM);
+    pw_log_info("prewarmd", "replica %s serving HTTP on %s:%d; waiting to lead (agents on %s once elected)",
+                cfg->replica_name, cfg->http_host, pw_http_server_port(d->http), cfg->agents_url);
+    d->exit_code = 0;
+    uv_run(d->loop, UV_RUN_DEFAULT);
+    code = d->exit_code;
+    goto out;
+
+out_store:
+    pw_store_close(d->store);
+    uv_run(d->loop, UV_RUN_DEFAULT);
+out:
+    pw_predict_free(d->predict);
+    pw_core_free(d->core);
+    /* Parked acquires and held polls are owned by the HTTP server and link, closed above. */
+    size_t b = 0;
+    struct pw_hnode *n = NULL, *e;
+    while ((e = pw_htab_next(&d->parked, &b, &n)) != NULL)
+        free(pw_container_of(e, struct parked, hnode));
+    pw_htab_fini(&d->held);
+    pw_htab_fini(&d->parked);
+    uv_loop_close(d->loop);
+    free(d);
+    pw_log_info("prewarmd", "stopped");
+    return code;
+}
+
+/* become_leader builds the leader's half once elected: the core from PostgreSQL, the
+ * predictor, the agent link and the tick. Returns PW_OK, or an error after which prewarmd
+ * stops. */
+static int become_leader(struct pw_daemon *d, uint64_t epoch)
+{
+    const struct pw_sched_config *cfg = &d->cfg;
+    char err[512] = "";
+    d->epoch = epoch;
+    pw_store_set_epoch(d->store, epoch);
+    pw_log_info("prewarmd", "elected leader, epoch %" PRIu64 "; loading state", d->epoch);
 
     struct pw_core_config cc;
     pw_core_config_default(&cc);
@@ -339,7 +426,7 @@ int pw_daemon_run(const struct pw_sched_config *cfg)
         pw_store_load_drains(d->store, load_drain, d) != PW_OK ||
         pw_store_load_functions(d->store, load_fn, d) != PW_OK) {
         pw_log_error("prewarmd", "cannot load state from the store");
-        goto out_store;
+        return PW_ERR_STORE;
     }
     pw_daemon_drain(d);
     pw_log_info("prewarmd", "loaded %zu functions", pw_core_function_count(d->core));
@@ -349,49 +436,34 @@ int pw_daemon_run(const struct pw_sched_config *cfg)
                                    cfg->agents_tls_ca[0] != '\0' ? cfg->agents_tls_ca : NULL};
     int use_tls = cfg->agents_tls_cert[0] != '\0' || cfg->agents_tls_ca[0] != '\0';
     if (pw_agentlink_new(d->loop, cfg->agents_url, cfg->max_agents, use_tls ? &tls : NULL, on_agent_msg, d, &d->link,
-                         err, sizeof(err)) !=
-        PW_OK) {
+                         err, sizeof(err)) != PW_OK) {
         pw_log_error("prewarmd", "%s", err);
-        goto out_store;
-    }
-    struct pw_http_limits lim;
-    pw_http_limits_default(&lim);
-    lim.max_body_bytes = cfg->max_body_bytes;
-    lim.max_connections = cfg->max_connections;
-    if (pw_http_server_new(d->loop, cfg->http_host, cfg->http_port, &lim, on_http, d, &d->http) != PW_OK) {
-        pw_log_error("prewarmd", "cannot listen for HTTP on %s:%d", cfg->http_host, cfg->http_port);
-        pw_agentlink_close(d->link);
-        goto out_store;
+        return PW_ERR_IO;
     }
     uv_timer_init(d->loop, &d->tick);
     d->tick.data = d;
     uv_timer_start(&d->tick, on_tick, TICK_MS, TICK_MS);
-    uv_signal_init(d->loop, &d->sigint);
-    uv_signal_init(d->loop, &d->sigterm);
-    d->sigint.data = d->sigterm.data = d;
-    uv_signal_start(&d->sigint, on_signal, SIGINT);
-    uv_signal_start(&d->sigterm, on_signal, SIGTERM);
-    pw_log_info("prewarmd", "serving HTTP on %s:%d, agents on %s", cfg->http_host, pw_http_server_port(d->http),
-                cfg->agents_url);
-    uv_run(d->loop, UV_RUN_DEFAULT);
-    code = 0;
-    goto out;
+    d->leading = 1;
+    pw_log_info("prewarmd", "leading (epoch %" PRIu64 "): agents on %s", d->epoch, cfg->agents_url);
+    return PW_OK;
+}
 
-out_store:
-    pw_store_close(d->store);
-    uv_run(d->loop, UV_RUN_DEFAULT);
-out:
-    pw_predict_free(d->predict);
-    pw_core_free(d->core);
-    /* Parked acquires and held polls are owned by the HTTP server and link, closed above. */
-    size_t b = 0;
-    struct pw_hnode *n = NULL, *e;
-    while ((e = pw_htab_next(&d->parked, &b, &n)) != NULL)
-        free(pw_container_of(e, struct parked, hnode));
-    pw_htab_fini(&d->held);
-    pw_htab_fini(&d->parked);
-    uv_loop_close(d->loop);
-    free(d);
-    pw_log_info("prewarmd", "stopped");
-    return code;
+static void on_leader(void *arg, enum pw_leader_event ev, uint64_t epoch)
+{
+    struct pw_daemon *d = arg;
+    if (d->stopping)
+        return;
+    if (ev == PW_LEADER_ELECTED) {
+        if (become_leader(d, epoch) != PW_OK) {
+            d->exit_code = 1;
+            shutdown_all(d);
+        }
+        return;
+    }
+    /* Deposed: another replica leads with a newer epoch. Stop at once; the supervisor starts
+     * this one again, as a follower. */
+    pw_log_error("prewarmd", "no longer the leader (epoch %" PRIu64 "): stopping so this replica restarts as a follower",
+                 epoch);
+    d->exit_code = 3;
+    shutdown_all(d);
 }

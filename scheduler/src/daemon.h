@@ -9,6 +9,7 @@
 
 #include "agentlink.h"
 #include "config.h"
+#include "leader.h"
 #include "metrics.h"
 #include "store.h"
 
@@ -54,6 +55,9 @@ struct pw_daemon {
     struct pw_http_server *http;
     struct pw_agentlink *link;
     struct pw_predict *predict;
+    struct pw_leader *leader; /* election (leader.h); core, predict and link exist once elected */
+    int leading;              /* elected: the core, predictor, agent link and tick are up */
+    int exit_code;            /* of pw_daemon_run: 3 when deposed */
     uv_timer_t tick;
     uv_signal_t sigint, sigterm;
     uint64_t epoch;

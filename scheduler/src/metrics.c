@@ -140,10 +140,33 @@ static void gauge(struct pw_prom *w, const char *name, const char *help, double 
     pw_prom_sample(w, name, NULL, 0, v);
 }
 
+/* process_metrics: leadership, the store's fencing and the build, which a follower has too. */
+static void process_metrics(struct pw_daemon *d, struct pw_prom *w)
+{
+    struct pw_leader_status ls;
+    pw_leader_status(d->leader, &ls);
+    gauge(w, "prewarm_leader", "1 while this replica is the elected leader and may act.", ls.may_act ? 1.0 : 0.0);
+    gauge(w, "prewarm_leader_epoch", "Fencing epoch of this scheduler (0 while a follower).", (double)d->epoch);
+    counter(w, "prewarm_leader_takeovers_total", "Sessions of silent leaders this replica ended to take over.",
+            ls.takeovers);
+    struct pw_store_stats st;
+    pw_store_stats(d->store, &st);
+    counter(w, "prewarm_store_fenced_total", "Store writes refused because another epoch leads.", st.fenced);
+    gauge(w, "prewarm_start_time_seconds", "Start time of prewarmd, Unix seconds.", (double)d->started_wall_ms / 1000.0);
+    pw_prom_family(w, "prewarm_build_info", PW_PROM_GAUGE, "Build information.");
+    struct pw_prom_label bl = {"version", PW_VERSION_STRING};
+    pw_prom_sample_u64(w, "prewarm_build_info", &bl, 1, 1);
+}
+
 int pw_metrics_render(struct pw_daemon *d, struct pw_buf *b)
 {
     struct pw_prom w;
     pw_prom_init(&w, b);
+    if (!d->leading) {
+        /* A follower has no core, pools or agents: only what it is. */
+        process_metrics(d, &w);
+        return pw_prom_err(&w);
+    }
     const uint64_t *m = d->metrics;
 
     /* Acquires. */
@@ -293,12 +316,6 @@ int pw_metrics_render(struct pw_daemon *d, struct pw_buf *b)
     gauge(&w, "prewarm_agent_polls_held", "Agent long polls held now.", (double)as.held);
     counter(&w, "prewarm_agent_wakeups_total", "Held agent polls answered early with commands.", d->wakeups);
 
-    /* The process. */
-    gauge(&w, "prewarm_leader_epoch", "Fencing epoch of this scheduler.", (double)d->epoch);
-    gauge(&w, "prewarm_start_time_seconds", "Start time of prewarmd, Unix seconds.",
-          (double)d->started_wall_ms / 1000.0);
-    pw_prom_family(&w, "prewarm_build_info", PW_PROM_GAUGE, "Build information.");
-    struct pw_prom_label bl = {"version", PW_VERSION_STRING};
-    pw_prom_sample_u64(&w, "prewarm_build_info", &bl, 1, 1);
+    process_metrics(d, &w);
     return pw_prom_err(&w);
 }

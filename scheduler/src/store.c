@@ -150,6 +150,8 @@ struct pw_store {
     atomic_int connected;
     int migrations_ok;
     _Atomic uint64_t queue_depth, buffered_rows, dropped_rows, errors, flushed_rows;
+    _Atomic uint64_t epoch;  /* the leader epoch writes are fenced with; 0: not fenced */
+    _Atomic uint64_t fenced; /* writes refused: another epoch leads */
 };
 
 /* ---- libpq at the boundary ---- */
@@ -469,6 +471,39 @@ static int not_connected(struct pw_store *s, struct job *j)
 }
 
 /* tx_end commits when rv is PW_OK, else rolls back; returns the final result. */
+/* tx_begin opens a write transaction fenced by the leader's epoch: once an epoch is set
+ * (pw_store_set_epoch), pw_leader must still carry it, or the transaction is rolled back and
+ * PW_ERR_STALE returned — a deposed leader cannot write. */
+static int tx_begin(struct pw_store *s, char *msg, size_t msglen)
+{
+    int rv = exec_cmd(s, s->conn, "begin", "BEGIN", 0, NULL, msg, msglen);
+    uint64_t mine = atomic_load(&s->epoch);
+    if (rv != PW_OK || mine == 0)
+        return rv;
+    PGresult *r = exec(s, s->conn, "fence", "SELECT epoch FROM pw_leader FOR SHARE", 0, NULL, PGRES_TUPLES_OK, msg,
+                       msglen);
+    if (r == NULL) {
+        rv = PW_ERR_STORE;
+    } else {
+        uint64_t theirs = PQntuples(r) == 1 ? strtoull(PQgetvalue(r, 0, 0), NULL, 10) : 0;
+        PQclear(r);
+        if (theirs != mine) {
+            msgf(msg, msglen, "fenced: this scheduler's epoch %" PRIu64 " is not the leader's (%" PRIu64 ")", mine,
+                 theirs);
+            atomic_fetch_add(&s->fenced, 1);
+            rv = PW_ERR_STALE;
+        }
+    }
+    if (rv != PW_OK && PQstatus(s->conn) != CONNECTION_BAD)
+        PQclear(PQexec(s->conn, "ROLLBACK"));
+    return rv;
+}
+
+void pw_store_set_epoch(struct pw_store *s, uint64_t epoch)
+{
+    atomic_store(&s->epoch, epoch);
+}
+
 static int tx_end(struct pw_store *s, int rv, char *msg, size_t msglen)
 {
     if (rv == PW_OK)
@@ -587,7 +622,7 @@ static void run_put_function(struct pw_store *s, struct job *j)
     const char *pa[15] = {j->actor, f->name, f->image, mem, vcpus, policy, min, max, ka, q,
                           clouds, regions, zones, hs, zs};
 
-    int rv = exec_cmd(s, s->conn, "begin", "BEGIN", 0, NULL, j->msg, sizeof(j->msg));
+    int rv = tx_begin(s, j->msg, sizeof(j->msg));
     if (rv != PW_OK) {
         check_bad(s, j->msg);
         j->err = rv;
@@ -603,7 +638,7 @@ static void run_put_function(struct pw_store *s, struct job *j)
 
 static void run_delete_function(struct pw_store *s, struct job *j)
 {
-    int rv = exec_cmd(s, s->conn, "begin", "BEGIN", 0, NULL, j->msg, sizeof(j->msg));
+    int rv = tx_begin(s, j->msg, sizeof(j->msg));
     if (rv != PW_OK) {
         check_bad(s, j->msg);
         j->err = rv;
@@ -633,7 +668,7 @@ static void run_set_drain(struct pw_store *s, struct job *j)
         msgf(j->msg, sizeof(j->msg), "%s: host id \"%s\" is not a valid name", action, j->host);
         return;
     }
-    int rv = exec_cmd(s, s->conn, "begin", "BEGIN", 0, NULL, j->msg, sizeof(j->msg));
+    int rv = tx_begin(s, j->msg, sizeof(j->msg));
     if (rv != PW_OK) {
         check_bad(s, j->msg);
         j->err = rv;
@@ -705,7 +740,7 @@ static int flush_chunk(struct pw_store *s, const struct trow *rows, size_t n, ch
  * buffered again without double counting. */
 static void run_flush(struct pw_store *s, struct job *j)
 {
-    int rv = exec_cmd(s, s->conn, "begin", "BEGIN", 0, NULL, j->msg, sizeof(j->msg));
+    int rv = tx_begin(s, j->msg, sizeof(j->msg));
     if (rv != PW_OK) {
         check_bad(s, j->msg);
         j->err = rv;
@@ -982,7 +1017,7 @@ static void run_put_model(struct pw_store *s, struct job *j)
         msgf(j->msg, sizeof(j->msg), "put model: version \"%s\" is not a valid name", m->version);
         return;
     }
-    int rv = exec_cmd(s, s->conn, "begin", "BEGIN", 0, NULL, j->msg, sizeof(j->msg));
+    int rv = tx_begin(s, j->msg, sizeof(j->msg));
     if (rv != PW_OK) {
         check_bad(s, j->msg);
         j->err = rv;
@@ -1020,7 +1055,7 @@ static void run_put_model(struct pw_store *s, struct job *j)
 
 static void run_activate_model(struct pw_store *s, struct job *j)
 {
-    int rv = exec_cmd(s, s->conn, "begin", "BEGIN", 0, NULL, j->msg, sizeof(j->msg));
+    int rv = tx_begin(s, j->msg, sizeof(j->msg));
     if (rv != PW_OK) {
         check_bad(s, j->msg);
         j->err = rv;
@@ -1593,8 +1628,8 @@ static struct pw_store *store_new(uv_loop_t *loop, const struct pw_store_options
     return s;
 }
 
-int pw_store_open(uv_loop_t *loop, const struct pw_store_options *opt, struct pw_store **out,
-                  uint64_t *epoch, char *errbuf, size_t errlen)
+int pw_store_open(uv_loop_t *loop, const struct pw_store_options *opt, struct pw_store **out, char *errbuf,
+                  size_t errlen)
 {
     char msg[MSG_MAX];
     struct pw_store *s = store_new(loop, opt);
@@ -1611,15 +1646,6 @@ int pw_store_open(uv_loop_t *loop, const struct pw_store_options *opt, struct pw
         goto fail;
     s->migrations_ok = 1;
 
-    PGresult *r = exec(s, s->conn, "take epoch", "SELECT nextval('pw_epoch_seq')", 0, NULL,
-                       PGRES_TUPLES_OK, msg, sizeof(msg));
-    if (r == NULL) {
-        msgf(errbuf, errlen, "%s", msg);
-        rv = PW_ERR_STORE;
-        goto fail;
-    }
-    *epoch = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
-    PQclear(r);
     rv = session_setup(s, s->conn, msg, sizeof(msg));
     if (rv != PW_OK) {
         msgf(errbuf, errlen, "%s", msg);
@@ -1647,7 +1673,7 @@ int pw_store_open(uv_loop_t *loop, const struct pw_store_options *opt, struct pw
         return PW_ERR_STORE;
     }
     s->thread_started = 1;
-    pw_log_info(COMP, "store open, epoch %" PRIu64, *epoch);
+    pw_log_info(COMP, "store open, migrations applied");
     *out = s;
     return PW_OK;
 
@@ -1709,4 +1735,5 @@ void pw_store_stats(const struct pw_store *s, struct pw_store_stats *out)
     out->dropped_rows = atomic_load(&s->dropped_rows);
     out->errors = atomic_load(&s->errors);
     out->flushed_rows = atomic_load(&s->flushed_rows);
+    out->fenced = atomic_load(&s->fenced);
 }

@@ -41,12 +41,16 @@ struct pw_store_options {
 };
 void pw_store_options_default(struct pw_store_options *o);
 
-/* pw_store_open connects, applies migrations and takes the next fencing epoch
- * (nextval('pw_epoch_seq')), synchronously (call it before the loop runs), then starts the
- * store thread bound to loop. On PW_OK *out is owned by the caller (pw_store_close) and
- * *epoch is set. On error nothing is left running and errbuf says why. */
-int pw_store_open(uv_loop_t *loop, const struct pw_store_options *opt, struct pw_store **out,
-                  uint64_t *epoch, char *errbuf, size_t errlen);
+/* pw_store_open connects and applies migrations, synchronously (call it before the loop runs),
+ * then starts the store thread bound to loop. On PW_OK *out is owned by the caller
+ * (pw_store_close). On error nothing is left running and errbuf says why. */
+int pw_store_open(uv_loop_t *loop, const struct pw_store_options *opt, struct pw_store **out, char *errbuf,
+                  size_t errlen);
+
+/* pw_store_set_epoch fences every later write (config jobs, telemetry flushes) with the
+ * leader epoch (leader.h): each runs in a transaction that first checks pw_leader still
+ * carries it, and fails with PW_ERR_STALE otherwise. Any thread. */
+void pw_store_set_epoch(struct pw_store *s, uint64_t epoch);
 
 /* pw_store_close flushes buffered telemetry (bounded wait), stops the thread, closes the
  * connection and the uv handles, and frees s once they are closed (after the loop runs). */
@@ -144,6 +148,7 @@ struct pw_store_stats {
     uint64_t dropped_rows;   /* telemetry rows dropped at the bound */
     uint64_t errors;         /* failed statements */
     uint64_t flushed_rows;
+    uint64_t fenced;         /* writes refused because another epoch leads */
 };
 void pw_store_stats(const struct pw_store *s, struct pw_store_stats *out);
 

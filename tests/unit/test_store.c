@@ -1,6 +1,7 @@
 /* test_store.c — the PostgreSQL store against a real, throwaway PostgreSQL started by the test
  * (scripts/pgtmp.sh): migrations, config writes, telemetry flushes, and an outage. Each test
  * works in its own database. */
+#include "leader.h"
 #include "store.h"
 
 #include "pw/error.h"
@@ -227,12 +228,11 @@ static struct pw_store *open_store(uv_loop_t *loop, const char *conninfo, struct
     o->conninfo = conninfo;
     struct pw_store *s = NULL;
     char err[512] = "";
-    uint64_t e = 0;
-    int rv = pw_store_open(loop, o, &s, &e, err, sizeof(err));
+    int rv = pw_store_open(loop, o, &s, err, sizeof(err));
     if (rv != PW_OK)
         fail_msg("pw_store_open: %s: %s", pw_strerror(rv), err);
     if (epoch != NULL)
-        *epoch = e;
+        *epoch = 0; /* epochs come from leader election now (test_leader) */
     return s;
 }
 
@@ -365,9 +365,8 @@ static void test_open_unreachable(void **state)
     pw_store_options_default(&o);
     o.conninfo = conninfo;
     struct pw_store *s = NULL;
-    uint64_t epoch = 0;
     char err[512] = "";
-    assert_int_equal(pw_store_open(&loop, &o, &s, &epoch, err, sizeof(err)), PW_ERR_STORE);
+    assert_int_equal(pw_store_open(&loop, &o, &s, err, sizeof(err)), PW_ERR_STORE);
     assert_null(s);
     assert_non_null(strstr(err, "connect"));
     uv_run(&loop, UV_RUN_DEFAULT);
@@ -387,7 +386,6 @@ static void test_migrations_idempotent(void **state)
     pw_store_stats(s, &st);
     assert_int_equal(st.migrations_ok, 1);
     assert_int_equal(st.connected, 1);
-    assert_true(e1 >= 1);
     close_store(&loop, s);
 
     assert_int_equal(query_ll(ci, "SELECT count(*) FROM schema_migrations", 0, NULL, NULL),
@@ -407,10 +405,9 @@ static void test_migrations_idempotent(void **state)
     query(ci, applied, sizeof(applied), "SELECT applied_at::text FROM schema_migrations WHERE name = $1",
           1, pw_migrations[0].name);
 
-    /* Second start: nothing applied again, a new epoch. */
+    /* Second start: nothing applied again. */
     s = open_store(&loop, ci, NULL, &e2);
     close_store(&loop, s);
-    assert_true(e2 > e1);
     assert_int_equal(query_ll(ci, "SELECT count(*) FROM schema_migrations", 0, NULL, NULL),
                      (long long)pw_migrations_count);
     query(ci, v, sizeof(v), "SELECT applied_at::text FROM schema_migrations WHERE name = $1", 1,
@@ -433,9 +430,8 @@ static void test_checksum_mismatch(void **state)
     pw_store_options_default(&o);
     o.conninfo = ci;
     struct pw_store *s = NULL;
-    uint64_t epoch = 0;
     char err[512] = "";
-    assert_int_equal(pw_store_open(&loop, &o, &s, &epoch, err, sizeof(err)), PW_ERR_STORE);
+    assert_int_equal(pw_store_open(&loop, &o, &s, err, sizeof(err)), PW_ERR_STORE);
     assert_null(s);
     if (strstr(err, pw_migrations[0].name) == NULL || strstr(err, "checksum") == NULL)
         fail_msg("error does not name the migration and the checksum: %s", err);
@@ -461,7 +457,7 @@ static void *open_on_thread(void *arg)
     opt.conninfo = o->conninfo;
     struct pw_store *s = NULL;
     pthread_barrier_wait(o->barrier);
-    o->rv = pw_store_open(&loop, &opt, &s, &o->epoch, o->err, sizeof(o->err));
+    o->rv = pw_store_open(&loop, &opt, &s, o->err, sizeof(o->err));
     if (o->rv == PW_OK) {
         pw_store_close(s);
         uv_run(&loop, UV_RUN_DEFAULT);
@@ -492,7 +488,6 @@ static void test_concurrent_open(void **state)
         for (int i = 0; i < 2; i++)
             if (o[i].rv != PW_OK)
                 fail_msg("concurrent open %d failed: %s", i, o[i].err);
-        assert_int_not_equal(o[0].epoch, o[1].epoch);
         assert_int_equal(query_ll(ci, "SELECT count(*) FROM schema_migrations", 0, NULL, NULL),
                          (long long)pw_migrations_count);
     }
@@ -1084,6 +1079,126 @@ static void test_models(void **state)
     uv_loop_close(&loop);
 }
 
+/* ---- leader election and fencing (leader.h) ---- */
+
+struct lead {
+    int elected, lost;
+    uint64_t epoch;
+};
+
+static void on_lead(void *arg, enum pw_leader_event ev, uint64_t epoch)
+{
+    struct lead *l = arg;
+    if (ev == PW_LEADER_ELECTED) {
+        l->elected = 1;
+        l->epoch = epoch;
+    } else {
+        l->lost = 1;
+    }
+}
+
+static int lead_elected(void *arg)
+{
+    return ((struct lead *)arg)->elected;
+}
+
+static struct pw_leader *start_leader(uv_loop_t *loop, const char *ci, const char *holder, struct lead *l)
+{
+    struct pw_leader_options o;
+    pw_leader_options_default(&o);
+    o.conninfo = ci;
+    o.holder = holder;
+    o.renew_ms = 100;
+    o.lease_ms = 400;
+    o.takeover_ms = 800;
+    struct pw_leader *x = NULL;
+    char err[256] = "";
+    if (pw_leader_new(loop, &o, on_lead, l, &x, err, sizeof(err)) != PW_OK)
+        fail_msg("pw_leader_new: %s", err);
+    return x;
+}
+
+static void test_leader_fencing(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    char ci[700], v[256];
+    new_db("t_leader", ci, sizeof(ci));
+    struct pw_store *s = open_store(&loop, ci, NULL, NULL);
+    struct lead la = {0}, lb = {0}, lc = {0};
+    struct pw_leader *a = start_leader(&loop, ci, "replica-a", &la);
+    assert_true(wait_for(&loop, lead_elected, &la, WAIT_MS));
+    assert_true(pw_leader_may_act(a));
+    assert_true(la.epoch >= 1);
+    /* A second replica follows while the first renews. */
+    struct pw_leader *b = start_leader(&loop, ci, "replica-b", &lb);
+    run_for(&loop, 1000);
+    assert_int_equal(lb.elected, 0);
+    assert_false(pw_leader_may_act(b));
+    struct pw_leader_status st;
+    pw_leader_status(b, &st);
+    assert_string_equal(st.current_holder, "replica-a");
+    assert_int_equal(st.current_epoch, la.epoch);
+
+    /* Writes fenced with a's epoch go through while a leads. */
+    struct pw_function_spec f;
+    make_spec(&f, "f1", "img", 128, PW_POLICY_FIXED, 1, 2, 0);
+    struct done d;
+    pw_store_set_epoch(s, la.epoch);
+    put_sync(&loop, s, &f, "alice", &d);
+    assert_int_equal(d.err, PW_OK);
+
+    /* a goes away (its session, and the lock, with it): b leads with a newer epoch. */
+    pw_leader_close(a);
+    assert_true(wait_for(&loop, lead_elected, &lb, WAIT_MS));
+    assert_true(lb.epoch > la.epoch);
+    query(ci, v, sizeof(v), "SELECT holder || ' ' || epoch FROM pw_leader", 0);
+    char want[128];
+    snprintf(want, sizeof(want), "replica-b %llu", (unsigned long long)lb.epoch);
+    assert_string_equal(v, want);
+    /* The store still fenced with a's epoch refuses, and changes nothing. */
+    make_spec(&f, "f2", "img", 128, PW_POLICY_FIXED, 1, 2, 0);
+    put_sync(&loop, s, &f, "alice", &d);
+    assert_int_equal(d.err, PW_ERR_STALE);
+    assert_non_null(strstr(d.msg, "fenced"));
+    struct pw_store_stats ss;
+    pw_store_stats(s, &ss);
+    assert_int_equal(ss.fenced, 1);
+    assert_int_equal(query_ll(ci, "SELECT count(*) FROM functions WHERE name = 'f2'", 0, NULL, NULL), 0);
+    pw_store_set_epoch(s, lb.epoch);
+    put_sync(&loop, s, &f, "bob", &d);
+    assert_int_equal(d.err, PW_OK);
+
+    /* A silent leader — a session holding the lock whose renewals stopped (a process stopped
+     * with SIGSTOP) — is ended by a follower, which then leads. */
+    pw_leader_close(b);
+    run_for(&loop, 200);
+    PGconn *silent = PQconnectdb(ci);
+    assert_int_equal(PQstatus(silent), CONNECTION_OK);
+    PGresult *r = PQexec(silent, "SELECT pg_advisory_lock(7306355)");
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    PQclear(r);
+    r = PQexec(silent, "UPDATE pw_leader SET holder = 'silent', epoch = nextval('pw_epoch_seq'), "
+                       "backend_pid = pg_backend_pid(), renewed_at = now() - interval '10 seconds'");
+    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    struct pw_leader *c = start_leader(&loop, ci, "replica-c", &lc);
+    assert_true(wait_for(&loop, lead_elected, &lc, WAIT_MS));
+    assert_true(lc.epoch > lb.epoch + 1);
+    pw_leader_status(c, &st);
+    assert_int_equal(st.takeovers, 1);
+    r = PQexec(silent, "SELECT 1");
+    assert_int_not_equal(PQresultStatus(r), PGRES_TUPLES_OK); /* its session was ended */
+    PQclear(r);
+    PQfinish(silent);
+
+    pw_leader_close(c);
+    close_store(&loop, s);
+    assert_int_equal(la.lost + lb.lost + lc.lost, 0);
+    uv_loop_close(&loop);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1097,6 +1212,7 @@ int main(void)
         cmocka_unit_test(test_drains),
         cmocka_unit_test(test_telemetry),
         cmocka_unit_test(test_models),
+        cmocka_unit_test(test_leader_fencing),
         cmocka_unit_test(test_store_down),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
