@@ -100,6 +100,12 @@ struct pw_agent {
 
     /* Link (loop thread). */
     struct pw_tlsid *tlsid; /* TLS link: signs the hello (tlsid.h); NULL on a plain link */
+    int nurls;              /* scheduler replicas dialled */
+    /* The connections up now (NNG threads add and remove them under pipes_mu), so that a
+     * request unanswered with several replicas can drop them all and redial. */
+    pthread_mutex_t pipes_mu;
+    nng_pipe pipes[16];
+    int npipes;
     nng_socket sock;
     nng_ctx ctx;
     nng_aio *aio;
@@ -659,6 +665,8 @@ static int encode_request(struct pw_agent *a, struct pw_buf *out, uint64_t *last
 
 /* ---- the link ---- */
 
+static void drop_pipes(struct pw_agent *a);
+
 static int64_t request_timeout_ms(const struct pw_agent *a) { return a->heartbeat_ms * 2 + 1000; }
 
 static void backoff(struct pw_agent *a)
@@ -807,6 +815,8 @@ static void link_done(struct pw_agent *a, struct link_done *d)
         pw_log_warn(LINK_COMP, "no %s in %lld ms: sending a new request",
                     d->phase == LINK_SENDING ? "connection" : "reply",
                     (long long)request_timeout_ms(a));
+        if (a->nurls > 1)
+            drop_pipes(a);
         send_next(a);
         break;
     default:
@@ -1046,6 +1056,38 @@ static void driver_extras(struct pw_agent *a)
     }
 }
 
+/* NNG thread: keep the list of connections. */
+static void on_pipe_event(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+    struct pw_agent *a = arg;
+    pthread_mutex_lock(&a->pipes_mu);
+    if (ev == NNG_PIPE_EV_ADD_POST && a->npipes < (int)PW_ARRAY_LEN(a->pipes)) {
+        a->pipes[a->npipes++] = p;
+    } else if (ev == NNG_PIPE_EV_REM_POST) {
+        for (int i = 0; i < a->npipes; i++)
+            if (nng_pipe_id(a->pipes[i]) == nng_pipe_id(p)) {
+                a->pipes[i] = a->pipes[--a->npipes];
+                break;
+            }
+    }
+    pthread_mutex_unlock(&a->pipes_mu);
+}
+
+/* drop_pipes closes every connection; the dialers redial. With several replicas a request
+ * may sit on the connection of one that stopped without closing it (SIGSTOP, a hang): only
+ * live replicas complete the handshake again, so the next request reaches the leader. */
+static void drop_pipes(struct pw_agent *a)
+{
+    nng_pipe copy[16];
+    pthread_mutex_lock(&a->pipes_mu);
+    int n = a->npipes;
+    memcpy(copy, a->pipes, sizeof(copy));
+    pthread_mutex_unlock(&a->pipes_mu);
+    for (int i = 0; i < n; i++)
+        nng_pipe_close(copy[i]);
+    pw_log_info(LINK_COMP, "dropped %d scheduler connection(s) to redial every replica", n);
+}
+
 static int open_link(struct pw_agent *a, char *errbuf, size_t errlen)
 {
     int rv = nng_req0_open(&a->sock);
@@ -1082,7 +1124,14 @@ static int open_link(struct pw_agent *a, char *errbuf, size_t errlen)
     char urls[PW_AGENT_URL_MAX];
     pw_strlcpy(urls, a->cfg.scheduler_url, sizeof(urls));
     char *save = NULL;
+    if ((rv = nng_pipe_notify(a->sock, NNG_PIPE_EV_ADD_POST, on_pipe_event, a)) != 0 ||
+        (rv = nng_pipe_notify(a->sock, NNG_PIPE_EV_REM_POST, on_pipe_event, a)) != 0) {
+        pw_errf(errbuf, errlen, "nng_pipe_notify: %s", nng_strerror(rv));
+        goto fail_aio;
+    }
+    a->nurls = 0;
     for (char *url = strtok_r(urls, ",", &save); url != NULL; url = strtok_r(NULL, ",", &save)) {
+        a->nurls++;
         nng_dialer dialer;
         if ((rv = nng_dialer_create(&dialer, a->sock, url)) != 0) {
             pw_errf(errbuf, errlen, "cannot dial %s: %s", url, nng_strerror(rv));
@@ -1163,6 +1212,7 @@ struct pw_agent *pw_agent_new(const struct pw_agent_config *cfg, char *errbuf, s
     pw_list_init(&a->done_q);
     pw_htab_init(&a->vms);
     pthread_mutex_init(&a->mu, NULL);
+    pthread_mutex_init(&a->pipes_mu, NULL);
     make_boot_id(a->boot_id, sizeof(a->boot_id));
     pw_agent_metrics_init(&a->metrics, metrics_state, a);
 
@@ -1225,6 +1275,7 @@ fail:
     pw_htab_fini(&a->vms);
     pw_tlsid_free(a->tlsid);
     pthread_mutex_destroy(&a->mu);
+    pthread_mutex_destroy(&a->pipes_mu);
     free(a->snap_now);
     free(a->snap_sent);
     free(a->snap_acked);
@@ -1289,7 +1340,9 @@ void pw_agent_free(struct pw_agent *a)
         free(pw_container_of(h, struct agent_vm, hnode));
     }
     pw_htab_fini(&a->vms);
+    pw_tlsid_free(a->tlsid);
     pthread_mutex_destroy(&a->mu);
+    pthread_mutex_destroy(&a->pipes_mu);
     free(a->snap_now);
     free(a->snap_sent);
     free(a->snap_acked);

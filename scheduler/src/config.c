@@ -559,6 +559,16 @@ static int config_load(struct pw_sched_config *c, int argc, char **argv, char *e
         snprintf(errbuf, errlen, "placement configuration: %s", why);
         return PW_ERR_INVAL;
     }
+    int tls = strncmp(c->agents_url, "tls+tcp://", 10) == 0;
+    if (tls && (c->agents_tls_cert[0] == '\0' || c->agents_tls_ca[0] == '\0')) {
+        snprintf(errbuf, errlen, "--agents %s is TLS: --agents-tls-cert and --agents-tls-ca are required", c->agents_url);
+        return PW_ERR_INVAL;
+    }
+    if (!tls && (c->agents_tls_cert[0] != '\0' || c->agents_tls_ca[0] != '\0')) {
+        snprintf(errbuf, errlen, "--agents-tls-cert/--agents-tls-ca need a tls+tcp:// --agents URL, not %s",
+                 c->agents_url);
+        return PW_ERR_INVAL;
+    }
     if (!(c->leader_renew_ms < c->leader_lease_ms && c->leader_lease_ms < c->leader_takeover_ms)) {
         snprintf(errbuf, errlen, "leader timing: need --leader-renew < --leader-lease < --leader-takeover");
         return PW_ERR_INVAL;

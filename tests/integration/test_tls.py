@@ -129,7 +129,7 @@ def check_misconfig():
                         "--pg", S.c.pg.conninfo, "--agents-tls-cert", os.path.join(S.d, "scheduler.pem")],
                        capture_output=True, text=True, timeout=20)
     out = r.stdout + r.stderr
-    expect(r.returncode != 0 and "--agents-tls-ca" in out, "TLS URL without a CA: refused at start",
+    expect(r.returncode == 2 and "--agents-tls-ca" in out, "TLS URL without a CA: refused at start (exit 2)",
            (r.returncode, out[-300:]))
     r = subprocess.run([AGENT, "--id", "x", "--scheduler", "tcp://127.0.0.1:1", "--tls-cert",
                         os.path.join(S.d, "a1.pem"), "--tls-ca", os.path.join(S.d, "ca.pem")],
