@@ -63,6 +63,9 @@ struct host {
     uint64_t next_cmd_id;
     uint64_t event_applied; /* highest agent event seq applied */
     int urgent;             /* the outbox holds a command worth waking the agent for */
+    /* Leases with a smaller id ended when the host was declared dead: its next hello may
+     * still list them (the agent was only silent), but they are not honoured again. */
+    uint64_t revoked_below;
 };
 
 struct lease;

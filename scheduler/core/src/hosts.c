@@ -204,6 +204,8 @@ static void host_die(struct pw_core *c, struct host *h, int64_t now)
     h->ncmds = 0;
     h->nnotes = 0;
     h->urgent = 0;
+    /* Every lease that exists now has an id at most next_id; those on this host just ended. */
+    h->revoked_below = c->next_id + 1;
     pw_core_metric(c, PW_METRIC_AGENT_DEAD, NULL, 0);
     host_set_state(c, h, PW_HOST_DEAD, now);
     pw_core_reconcile_all(c, now);
@@ -264,7 +266,10 @@ static void adopt(struct pw_core *c, struct host *h, const struct pw_vm_info *vi
     case PW_AVM_STOPPING: st = PW_VM_STOPPING; break;
     default: return;
     }
-    int lease_alive = vi->state == PW_AVM_RUNNING && vi->lease_id != 0 && vi->lease_left_ms > 0;
+    /* A lease that ended when this host was declared dead stays ended: its holder was told
+     * (release answers 404) and may already be gone. */
+    int lease_alive = vi->state == PW_AVM_RUNNING && vi->lease_id != 0 && vi->lease_left_ms > 0 &&
+                      vi->lease_id >= h->revoked_below;
     struct vm *v = pw_core_vm_new(c, now, vi->vm_id, f, h, numa_index(h, vi->numa_node), st,
                                   vi->memory_mb ? vi->memory_mb : f->spec.memory_mb,
                                   vi->vcpus ? vi->vcpus : f->spec.vcpus);
