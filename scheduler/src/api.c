@@ -657,6 +657,9 @@ static void host_json(struct pw_buf *b, const struct pw_host_view *h, int64_t no
     pw_buf_add_json_str(b, h->driver);
     pw_buf_printf(b, ",\"last_seen_ms_ago\":%" PRId64 ",\"load\":%.2f,\"vms\":%u", now - h->last_seen, h->load,
                   h->vms);
+    pw_buf_printf(b, ",\"cordoned\":%s,\"cordon_probation\":%s,\"cordon_reason\":\"%s\",\"cordoned_ms_ago\":%" PRId64,
+                  h->cordoned ? "true" : "false", h->cordon_probation ? "true" : "false", h->cordon_reason,
+                  h->cordoned ? now - h->cordoned_since : (int64_t)0);
     pw_buf_printf(b, ",\"draining\":%s,\"agent_draining\":%s,\"cloud\":", h->draining ? "true" : "false",
                   h->agent_draining ? "true" : "false");
     pw_buf_add_json_str(b, h->cloud);

@@ -31,6 +31,7 @@ void pw_sched_config_default(struct pw_sched_config *c)
     c->acquire_timeout_max_ms = 120000;
     c->max_waiters_per_fn = 1000;
     c->max_functions = 100000;
+    c->cordon_ms = 30000;
     c->leader_renew_ms = 500;
     c->leader_lease_ms = 2000;
     c->leader_takeover_ms = 4000;
@@ -82,6 +83,9 @@ static const struct setting settings[] = {
      "default deadline of an acquire (10000)"},
     {"max-waiters", "PREWARM_MAX_WAITERS", K_COUNT, OFF(max_waiters_per_fn), sizeof(uint32_t), 1, 1000000,
      "parked acquires per function (1000)"},
+    {"cordon", "PREWARM_CORDON", K_MS, OFF(cordon_ms), 0, 0, 3600000,
+     "self-healing: cordon a host whose restores fail or are slow against the fleet for this long "
+     "(doubling on repeats), then try it again; 0 = off (30s)"},
     {"max-functions", "PREWARM_MAX_FUNCTIONS", K_COUNT, OFF(max_functions), sizeof(size_t), 1, 10000000,
      "functions registered at once; a PUT of one more is refused with 429 (100000)"},
     {"max-body-bytes", "PREWARM_MAX_BODY_BYTES", K_COUNT, OFF(max_body_bytes), sizeof(size_t), 1024, 64 << 20,

@@ -21,6 +21,7 @@ struct pw_sched_config {
     int64_t acquire_timeout_max_ms;
     uint32_t max_waiters_per_fn;
     size_t max_functions;         /* functions registered at once */
+    int64_t cordon_ms;            /* self-healing: first cordon of an anomalous host; 0 off */
     size_t max_body_bytes;
     size_t max_connections;
     size_t max_agents;            /* held long polls and agent sessions */

@@ -81,6 +81,16 @@ static void observe_metric(struct pw_daemon *d, const struct pw_action *a)
 {
     double v = a->u.metric.value;
     switch (a->u.metric.id) {
+    case PW_METRIC_HOST_CORDONED:
+        /* Self-healing (core health.c): the reason rides in the function field. */
+        d->cordons[strcmp(a->function, "restore_slow") == 0 ? 1 : 0]++;
+        pw_log_warn("health", "host %s cordoned: %s (%s %.0f) against the fleet; its pools are refilled elsewhere",
+                    a->host, a->function, strcmp(a->function, "restore_slow") == 0 ? "median restore ms" : "failures in a row",
+                    v);
+        break;
+    case PW_METRIC_HOST_UNCORDONED:
+        pw_log_info("health", "host %s uncordoned: healthy again on probation after %.0f ms", a->host, v);
+        break;
     case PW_METRIC_ACQUIRE_WARM:
         pw_prom_hist_observe(&d->acquire_hist[0], v / 1000.0);
         break;
@@ -415,6 +425,7 @@ static int become_leader(struct pw_daemon *d, uint64_t epoch)
     cc.adopt_grace_ms = cfg->adopt_grace_ms;
     cc.max_waiters_per_fn = cfg->max_waiters_per_fn;
     cc.placement = cfg->placement;
+    cc.cordon_ms = cfg->cordon_ms;
     uv_update_time(d->loop);
     d->core = pw_core_new(&cc, pw_daemon_now(d));
     pw_log_info("prewarmd", "placement weights cost %g fit %g spread %g snapshot %g load %g, candidates %u, "

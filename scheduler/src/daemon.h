@@ -70,6 +70,7 @@ struct pw_daemon {
     uint64_t acquire_errors[4]; /* not found, limit, bad request, store */
     uint64_t auth_failures[PW_AUTH_FAIL__COUNT]; /* API requests refused, by enum pw_auth_fail */
     uint64_t functions_refused; /* PUTs of a new function beyond --max-functions */
+    uint64_t cordons[2];        /* self-healing cordons: restore_failures, restore_slow */
     uint64_t wakeups;           /* held polls answered early with commands */
     int64_t started_wall_ms;
     /* Observations for /metrics (metrics.c), all on the loop thread. */

@@ -117,11 +117,13 @@ static void render_pools(struct pw_daemon *d, struct pw_prom *w)
 struct agents_ctx {
     struct pw_prom *w;
     size_t n;
+    size_t cordoned; /* hosts cordoned now (probation included) */
 };
 
 static void agent_up(void *arg, const struct pw_host_view *h)
 {
     struct agents_ctx *c = arg;
+    c->cordoned += h->cordoned != 0;
     if (c->n++ >= PW_METRICS_MAX_AGENTS)
         return;
     struct pw_prom_label l[] = {{"agent", h->id}, {"driver", h->driver}};
@@ -233,6 +235,15 @@ int pw_metrics_render(struct pw_daemon *d, struct pw_buf *b)
     struct agents_ctx ac = {.w = &w};
     pw_core_host_each(d->core, agent_up, &ac);
     counter(&w, "prewarm_agent_deaths_total", "Agents declared dead.", m[PW_METRIC_AGENT_DEAD]);
+    gauge(&w, "prewarm_hosts_cordoned", "Hosts cordoned by self-healing now (on probation included).",
+          (double)ac.cordoned);
+    pw_prom_family(&w, "prewarm_host_cordons_total", PW_PROM_COUNTER,
+                   "Hosts cordoned by self-healing: restores failing, or slow, against the fleet's own.");
+    struct pw_prom_label cr[] = {{"reason", "restore_failures"}, {"reason", "restore_slow"}};
+    pw_prom_sample_u64(&w, "prewarm_host_cordons_total", &cr[0], 1, d->cordons[0]);
+    pw_prom_sample_u64(&w, "prewarm_host_cordons_total", &cr[1], 1, d->cordons[1]);
+    counter(&w, "prewarm_host_uncordons_total", "Cordoned hosts healthy again after probation.",
+            m[PW_METRIC_HOST_UNCORDONED]);
     counter(&w, "prewarm_agent_protocol_errors_total", "Agent reports that did not fit the scheduler's state.",
             m[PW_METRIC_AGENT_PROTO_ERROR]);
     gauge(&w, "prewarm_functions", "Functions registered.", (double)cs.functions);

@@ -115,6 +115,7 @@ void pw_core_config_default(struct pw_core_config *c)
     c->max_waiters_per_fn = 1000;
     c->max_cmds_per_host = 1024;
     c->lease_notes = 1;
+    c->cordon_ms = 30000;
     pw_placer_config_default(&c->placement);
 }
 
@@ -869,6 +870,7 @@ void pw_core_tick(struct pw_core *c, int64_t now)
         pw_core_vm_destroy(c, v, now);
     }
     pw_core_host_check_liveness(c, now);
+    pw_core_health_tick(c, now);
     pw_core_drain_tick(c, now);
     pw_core_reconcile_all(c, now);
 }

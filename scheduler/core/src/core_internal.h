@@ -35,6 +35,18 @@ struct numa {
                                  has placed on it lives in the placer */
 };
 
+/* Restore health of a host (health.c). */
+#define HEALTH_RING 16
+enum { PW_CORDON_NONE, PW_CORDON_FAILURES, PW_CORDON_SLOW };
+struct pw_health {
+    double ring[HEALTH_RING]; /* restore ms, or -1 for a failure */
+    size_t n, pos;
+    int cordoned;   /* no new VMs, unless on probation */
+    int probation;  /* cordoned, but eligible again to prove itself */
+    int reason;     /* PW_CORDON_* */
+    int64_t since, until, backoff_ms;
+};
+
 struct host {
     struct pw_hnode hnode; /* core->hosts by id */
     struct pw_list link;   /* core->host_list */
@@ -66,6 +78,7 @@ struct host {
     /* Leases with a smaller id ended when the host was declared dead: its next hello may
      * still list them (the agent was only silent), but they are not honoured again. */
     uint64_t revoked_below;
+    struct pw_health health;
 };
 
 struct lease;
@@ -125,6 +138,11 @@ struct pw_core {
     struct pw_action *acts;
     size_t acts_head, acts_len, acts_cap;
 };
+
+/* health.c */
+void pw_core_health_observe(struct pw_core *c, struct host *h, double restore_ms, int64_t now);
+void pw_core_health_tick(struct pw_core *c, int64_t now);
+int pw_core_health_blocks(const struct host *h);
 
 /* core.c */
 struct pw_action *pw_core_push_action(struct pw_core *c, enum pw_act_type type);

@@ -455,6 +455,8 @@ static void apply_event(struct pw_core *c, struct host *h, const struct pw_agent
         } else if (v->state == PW_VM_RESTORING) {
             pw_core_metric(c, PW_METRIC_RESTORE_DONE, v->fn, e->restore_ms);
             pw_core_vm_ready(c, v, now, e->address);
+            if (e->restore_ms > 0)
+                pw_core_health_observe(c, h, (double)e->restore_ms, now);
         }
         break;
     case PW_AVM_FAILED:
@@ -467,6 +469,7 @@ static void apply_event(struct pw_core *c, struct host *h, const struct pw_agent
                 pw_core_restore_failed(c, f, now);
                 pw_core_vm_set_state(c, v, PW_VM_FAILED, now);
                 pw_core_vm_destroy(c, v, now);
+                pw_core_health_observe(c, h, -1.0, now);
             } else {
                 pw_core_vm_destroy(c, v, now);
             }
@@ -584,6 +587,10 @@ static void host_view(const struct host *h, struct pw_host_view *out)
     }
     out->draining = h->draining;
     out->agent_draining = h->agent_draining;
+    out->cordoned = h->health.cordoned;
+    out->cordon_probation = h->health.probation;
+    pw_strlcpy(out->cordon_reason, pw_core_cordon_reason_str(h->health.reason), sizeof(out->cordon_reason));
+    out->cordoned_since = h->health.cordoned ? h->health.since : 0;
     struct pw_phost_info pi;
     pw_placer_host_info(h->ph, &pi);
     pw_strlcpy(out->cloud, pi.cloud, sizeof(out->cloud));

@@ -86,7 +86,8 @@ struct vm *pw_core_pick_victim(struct pw_core *c, struct fn *f, int64_t now, int
 
 void pw_core_host_sync_eligible(struct pw_core *c, struct host *h)
 {
-    pw_placer_host_set_eligible(c->placer, h->ph, h->state == PW_HOST_ALIVE && !pw_core_host_out(h));
+    pw_placer_host_set_eligible(c->placer, h->ph,
+                                h->state == PW_HOST_ALIVE && !pw_core_host_out(h) && !pw_core_health_blocks(h));
 }
 
 void pw_core_vm_unlink_repl(struct vm *v)

@@ -74,6 +74,8 @@ struct pw_core_config {
     uint32_t max_waiters_per_fn; /* parked acquires per function; more get PW_ERR_LIMIT */
     uint32_t max_cmds_per_host;  /* unacknowledged commands per agent (lease notes: a quarter more) */
     int lease_notes;             /* tell agents of leases (for adoption after a restart); default 1 */
+    int64_t cordon_ms;           /* self-healing: first cordon of an anomalous host (doubles on
+                                    repeats); 0 turns it off; default 30000 (health.c) */
     struct pw_placer_config placement; /* weights and search bounds (placer.h) */
 };
 void pw_core_config_default(struct pw_core_config *c);
@@ -117,6 +119,8 @@ void pw_core_expect_host(struct pw_core *c, const char *host_id);
  * may exceed its max by the VMs still on it. An agent can also report draining itself (either
  * source drains). Returns PW_OK or PW_ERR_NOTFOUND for an unknown host. */
 int pw_core_host_drain(struct pw_core *c, int64_t now, const char *host_id, int drain);
+/* pw_core_cordon_reason_str names a cordon reason of struct pw_host_view (health.c). */
+const char *pw_core_cordon_reason_str(int reason);
 /* pw_core_host_remember_drain records a persisted operator drain for a host that has not said
  * hello yet (prewarmd at start), so it never receives a VM in between. */
 void pw_core_host_remember_drain(struct pw_core *c, const char *host_id);
@@ -188,6 +192,8 @@ enum pw_act_type {
     X(AGENT_DEAD, "agent_dead")                                              \
     X(NO_CAPACITY, "no_capacity")         /* placement found no room */      \
     X(VM_MOVED, "vm_moved")               /* an idle VM on a draining host was replaced */ \
+    X(HOST_CORDONED, "host_cordoned")     /* host + reason (in function); value: evidence */ \
+    X(HOST_UNCORDONED, "host_uncordoned") /* host; value: ms cordoned */      \
     X(AGENT_PROTO_ERROR, "agent_proto_error")
 
 enum pw_metric_id {
@@ -301,6 +307,10 @@ struct pw_host_view {
     size_t nlabels;
     int draining;       /* an operator drain (pw_core_host_drain) */
     int agent_draining; /* the agent reports draining */
+    int cordoned;       /* self-healing: restores here failed or were slow against the fleet */
+    int cordon_probation; /* cordoned, but taking VMs again to prove itself */
+    char cordon_reason[24]; /* "restore_failures", "restore_slow" or "" */
+    int64_t cordoned_since;
     char cloud[PW_NAME_MAX], region[PW_NAME_MAX], zone[PW_NAME_MAX], instance_type[PW_NAME_MAX];
     double cost_per_gib_hour;
     size_t nsnapshots; /* local golden snapshots */
