@@ -49,15 +49,13 @@ static double median(double *v, size_t n)
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2.0;
 }
 
+/* emit counts a cordon event as a metric action and adds the host and the reason to it. */
 static void emit(struct pw_core *c, struct host *h, enum pw_metric_id id, double value)
 {
-    c->metrics[id]++;
-    struct pw_action *a = pw_core_push_action(c, PW_ACT_METRIC);
+    pw_core_metric(c, id, NULL, value);
+    struct pw_action *a = &c->acts[(c->acts_head + c->acts_len - 1) % c->acts_cap];
     pw_strlcpy(a->host, h->id, sizeof(a->host));
     pw_strlcpy(a->function, pw_core_cordon_reason_str(h->health.reason), sizeof(a->function));
-    a->u.metric.id = id;
-    a->u.metric.value = value;
-    a->u.metric.count = 1;
 }
 
 /* fleet_stats gathers the other alive hosts' recent outcomes. */
