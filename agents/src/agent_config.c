@@ -341,6 +341,23 @@ static int set_qemu(struct pw_agent_config *c, const char *key, const char *valu
         }
         return PW_OK;
     }
+    if (strcmp(key, "qemu_uid_base") == 0 || strcmp(key, "qemu_uids") == 0) {
+        int is_base = key[8] == '_';
+        unsigned long long lo = is_base ? 1 : 0, hi = is_base ? 4294967294ULL : 65536;
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(value, &end, 10);
+        if (end == value || *end != '\0' || errno != 0 || value[0] == '-' || v < lo || v > hi) {
+            pw_errf(errbuf, errlen, "%s \"%s\": expected an integer in %llu..%llu", key, value,
+                    lo, hi);
+            return PW_ERR_INVAL;
+        }
+        if (is_base)
+            c->qemu_uid_base = (uint32_t)v;
+        else
+            c->qemu_uids = (uint32_t)v;
+        return PW_OK;
+    }
     if (strcmp(key, "qemu_log_max_kb") == 0 || strcmp(key, "qemu_jobs") == 0) {
         int is_jobs = key[5] == 'j';
         long long lo = is_jobs ? 1 : 16, hi = is_jobs ? 64 : 1024 * 1024;
@@ -709,6 +726,16 @@ int pw_agent_config_check(const struct pw_agent_config *c, char *errbuf, size_t 
     }
     if (!tls && (c->tls_cert[0] != '\0' || c->tls_ca[0] != '\0')) {
         pw_errf(errbuf, errlen, "--tls-cert/--tls-ca need a tls+tcp:// scheduler URL, not %s", c->scheduler_url);
+        return PW_ERR_INVAL;
+    }
+    if (c->qemu_uids > 0 && c->qemu_uid_base == 0) {
+        pw_errf(errbuf, errlen, "--qemu-uids %u needs --qemu-uid-base (the first uid of the VMs)",
+                (unsigned)c->qemu_uids);
+        return PW_ERR_INVAL;
+    }
+    if ((uint64_t)c->qemu_uid_base + c->qemu_uids > UINT64_C(4294967295)) {
+        pw_errf(errbuf, errlen, "--qemu-uid-base %u + --qemu-uids %u goes past uid 4294967294",
+                (unsigned)c->qemu_uid_base, (unsigned)c->qemu_uids);
         return PW_ERR_INVAL;
     }
     if (c->outbox_max == 0 || c->initial_heartbeat_ms <= 0 || c->error_backoff_ms < 0) {

@@ -8,7 +8,11 @@
  * that nothing else touches meanwhile; its result is applied on the loop in the after-work
  * callback. Everything else (the VM and function tables, accounting, events) belongs to the
  * agent's loop thread. Golden boots are serialised per function, and a prewarm whose snapshot
- * is missing or being made waits for it. */
+ * is missing or being made waits for it.
+ *
+ * With isolation (--qemu-uids) each QEMU, golden boots included, runs as a uid of its own
+ * from a range the loop hands out (uid_alloc) and takes back once the process is gone; the
+ * snapshots then hold private RAM (docs/qemu.md, "Isolation"). */
 #include "pw/agent_config.h"
 #include "pw/driver.h"
 #include "pw/error.h"
@@ -96,6 +100,8 @@ struct qvm {
     struct job *job;           /* the job working on it, or NULL */
     int destroy_wanted;        /* a destroy came while RESTORING */
     int adopted;               /* taken over from an earlier agent */
+    uint32_t uid;              /* isolation: the uid its QEMU runs as, held from the prewarm
+                                * until the VM is released; 0: none */
     int64_t doomed_at_ms;      /* WAITING on qd.doomed: fails then (its golden boot failed) */
     char address[64];
     char failure[PW_ERRMSG_MAX]; /* STOPPING because it died: reported as FAILED */
@@ -136,6 +142,7 @@ struct job {
     char function[PW_NAME_MAX];
     struct src src;
     uint64_t vm_id;
+    uint32_t uid;        /* isolation: the uid QEMU runs as (GOLDEN: the job holds it) */
     int32_t node;
     int has_bind;
     struct pw_numabind bind;
@@ -173,7 +180,10 @@ struct qd {
     unsigned max_jobs;
     int keep_vms;
     uint32_t tag;
+    uint32_t uid_base, nuids;  /* isolation: the uid range; nuids 0: off */
     /* Loop thread. */
+    unsigned char *uid_used;   /* nuids flags: the uid base + i is some QEMU's */
+    uint32_t uid_next;         /* where uid_alloc looks first (round robin) */
     uint32_t golden_seq;
     uint64_t mac_salt;
     struct pw_htab vms, fns;
@@ -255,6 +265,47 @@ static size_t node_index(const struct qd *qd, int32_t id)
     return i;
 }
 
+/* uid_alloc hands out a free uid of the isolation range, or 0 when isolation is off or every
+ * uid is taken. Round robin, so a uid just freed is the last to be reused. */
+static uint32_t uid_alloc(struct qd *qd)
+{
+    for (uint32_t k = 0; k < qd->nuids; k++) {
+        uint32_t i = (qd->uid_next + k) % qd->nuids;
+        if (!qd->uid_used[i]) {
+            qd->uid_used[i] = 1;
+            qd->uid_next = (i + 1) % qd->nuids;
+            return qd->uid_base + i;
+        }
+    }
+    return 0;
+}
+
+/* uid_mark marks uid taken (or free); uids outside the range are not ours to track. */
+static void uid_mark(struct qd *qd, uint32_t uid, int used)
+{
+    if (uid >= qd->uid_base && uid - qd->uid_base < qd->nuids)
+        qd->uid_used[uid - qd->uid_base] = (unsigned char)used;
+}
+
+/* uid_recover marks the uids that own VM directories in the run directory: QEMUs an earlier
+ * agent left (and whose directories are not gone yet). */
+static void uid_recover(struct qd *qd)
+{
+    if (qd->nuids == 0)
+        return;
+    memset(qd->uid_used, 0, qd->nuids);
+    DIR *d = opendir(qd->qcfg.run_dir);
+    struct dirent *e;
+    while (d != NULL && (e = readdir(d)) != NULL) {
+        struct stat st;
+        if (strlen(e->d_name) == 16 && strspn(e->d_name, "0123456789abcdef") == 16 &&
+            fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode))
+            uid_mark(qd, (uint32_t)st.st_uid, 1);
+    }
+    if (d != NULL)
+        closedir(d);
+}
+
 /* vm_set_state is the only place a VM changes state. */
 static void vm_set_state(struct qvm *vm, enum qvm_state to)
 {
@@ -283,6 +334,7 @@ static void vm_release(struct qd *qd, struct qvm *vm)
         qd->used_mb[vm->node_idx] -= vm->src.memory_mb;
         qd->used_vcpus[vm->node_idx] -= (int32_t)vm->src.vcpus;
     }
+    uid_mark(qd, vm->uid, 0);
     if (pw_list_linked(&vm->wait_link))
         pw_list_remove(&vm->wait_link);
     pw_htab_remove(&qd->vms, &vm->hnode);
@@ -379,7 +431,14 @@ static void golden_work(struct job *j)
         .bind = j->has_bind ? &j->bind : NULL,
         .numa_node = j->node,
         .cancel = &j->cancel,
+        .uid = j->uid,
     };
+    if (qd->nuids > 0 && j->uid == 0) {
+        pw_errf(j->err, sizeof(j->err), "no free VM uid: all %u of --qemu-uids are in use",
+                (unsigned)qd->nuids);
+        j->rv = PW_ERR_NOCAP;
+        return;
+    }
     for (int i = 0; i < PORT_TRIES; i++) {
         j->rv = pw_qemu_golden(&qd->qcfg, &g, &spec, dir, pw_now_mono_ms() + qd->boot_ms,
                                &j->snap, &j->t, j->err, sizeof(j->err));
@@ -393,12 +452,13 @@ static void restore_work(struct job *j)
 {
     const struct qd *qd = j->qd;
     struct stat st;
-    if (stat(j->snap.mem_path, &st) != 0 ||
-        (uint64_t)st.st_size != (uint64_t)j->snap.memory_mb << 20 ||
+    if ((j->snap.ram == PW_QEMU_RAM_FILE &&
+         (stat(j->snap.mem_path, &st) != 0 ||
+          (uint64_t)st.st_size != (uint64_t)j->snap.memory_mb << 20)) ||
         stat(j->snap.state_path, &st) != 0) {
         /* QEMU would create a missing RAM file empty and restore onto zeroes. */
         pw_errf(j->err, sizeof(j->err), "the golden snapshot's files are gone (%s)",
-                j->snap.mem_path);
+                j->snap.ram == PW_QEMU_RAM_FILE ? j->snap.mem_path : j->snap.state_path);
         j->rv = PW_ERR_NOTFOUND;
         j->snap_gone = 1;
         return;
@@ -410,6 +470,7 @@ static void restore_work(struct job *j)
         .bind = j->has_bind ? &j->bind : NULL,
         .numa_node = j->node,
         .cancel = &j->cancel,
+        .uid = j->uid,
     };
     for (int i = 0; i < PORT_TRIES; i++) {
         j->rv = pw_qemu_restore(&qd->qcfg, &j->snap, &spec, j->instance, 0,
@@ -474,6 +535,7 @@ static void qd_maybe_free(struct qd *qd)
     }
     pw_htab_fini(&qd->fns);
     pw_htab_fini(&qd->vms);
+    free(qd->uid_used);
     free(qd);
 }
 
@@ -492,6 +554,7 @@ static void golden_done(struct qd *qd, struct job *j)
 {
     struct qfn *fn = j->fn;
     fn->golden = NULL;
+    uid_mark(qd, j->uid, 0); /* its QEMU is gone, whatever happened */
     if (qd->finishing)
         return; /* a snapshot made stays on disk for the next agent */
     if (j->rv == PW_OK) {
@@ -586,6 +649,12 @@ static void destroy_done(struct qd *qd, struct job *j)
     vm->job = NULL;
     if (j->rv != PW_OK)
         pw_log_error(QD_COMP, "vm %llu: destroy: %s", (unsigned long long)vm->vm_id, j->err);
+    if (j->rv == PW_ERR_UNAVAIL && vm->uid != 0) {
+        /* Its QEMU may still run: never give its uid to another VM. */
+        pw_log_error(QD_COMP, "vm %llu: uid %u stays taken", (unsigned long long)vm->vm_id,
+                     (unsigned)vm->uid);
+        vm->uid = 0;
+    }
     else
         pw_log_debug(QD_COMP, "vm %llu: destroyed", (unsigned long long)vm->vm_id);
     if (vm->failure[0] != '\0')
@@ -667,6 +736,7 @@ static void start_golden(struct qd *qd, struct qfn *fn, const struct src *src, i
     j->src = *src;
     j->vm_id = (GOLDEN_ID_TOP << 56) | ((uint64_t)qd->tag << 32) | qd->golden_seq;
     qd->golden_seq += PORT_TRIES;
+    j->uid = uid_alloc(qd); /* 0 with isolation on: the job fails, no uid is free */
     j->node = node;
     if (bind != NULL) {
         j->has_bind = 1;
@@ -687,6 +757,7 @@ static void start_restore(struct qd *qd, struct qfn *fn, struct qvm *vm)
     j->vm = vm;
     pw_strlcpy(j->function, fn->name, sizeof(j->function));
     j->vm_id = vm->vm_id;
+    j->uid = vm->uid;
     j->node = vm->node;
     j->has_bind = vm->has_bind;
     j->bind = vm->bind;
@@ -825,6 +896,11 @@ static void load_snapshots(struct qd *qd)
             snprintf(why, sizeof(why), "it was made under %s, the agent runs %s", s.accel,
                      accel);
             rv = PW_ERR_STATE;
+        } else if (rv == PW_OK && s.ram != qd->qcfg.ram) {
+            snprintf(why, sizeof(why), "it holds %s RAM, the agent runs with %s RAM%s",
+                     pw_qemu_ram_name(s.ram), pw_qemu_ram_name(qd->qcfg.ram),
+                     qd->nuids > 0 ? " (isolation)" : "");
+            rv = PW_ERR_STATE;
         } else if (rv == PW_OK && strcmp(s.qemu_version, qd->qcfg.qemu_version) != 0) {
             snprintf(why, sizeof(why), "it was made by QEMU %s, this is QEMU %s",
                      s.qemu_version, qd->qcfg.qemu_version);
@@ -911,9 +987,18 @@ static void decide_accel(struct qd *qd, const struct pw_agent_config *cfg)
     enum pw_qemu_accel a = PW_QEMU_ACCEL_TCG;
     char why[480];
     int64_t t0 = pw_now_mono_ms();
-    if (pw_qemu_probe_accel(&qd->qcfg, &g, img.name, cfg->qemu_probe_timeout_ms, &a, why,
+    /* Isolated VMs must be able to use KVM as their own user: the probe runs as one. */
+    uint32_t uid = uid_alloc(qd);
+    if (qd->nuids > 0 && uid == 0) {
+        snprintf(qd->accel_why, sizeof(qd->accel_why),
+                 "tcg: no free VM uid to prove KVM with");
+        qd->qcfg.accel = PW_QEMU_ACCEL_TCG;
+        return;
+    }
+    if (pw_qemu_probe_accel(&qd->qcfg, &g, img.name, uid, cfg->qemu_probe_timeout_ms, &a, why,
                             sizeof(why)) != PW_OK)
         a = PW_QEMU_ACCEL_TCG;
+    uid_mark(qd, uid, 0);
     qd->qcfg.accel = a;
     snprintf(qd->accel_why, sizeof(qd->accel_why), "%s (probe took %lld ms)", why,
              (long long)(pw_now_mono_ms() - t0));
@@ -945,6 +1030,7 @@ static void adopt_orphans(struct qd *qd)
                 vm->state = QVM_RUNNING;
                 vm->adopted = 1;
                 vm->h = h;
+                vm->uid = h->uid;
                 vm->src.memory_mb = h->snap.memory_mb != 0 ? h->snap.memory_mb : 128;
                 vm->src.vcpus = h->snap.vcpus != 0 ? h->snap.vcpus : 1;
                 vm->node_idx = node_index(qd, m->numa_node);
@@ -1062,6 +1148,7 @@ static int qemu_init(struct pw_driver *d, uv_loop_t *loop, const struct pw_agent
                      char *errbuf, size_t errlen)
 {
     struct qd *qd = pw_xcalloc(1, sizeof(*qd));
+    int rv = PW_OK;
     qd->d = d;
     qd->loop = loop;
     pw_htab_init(&qd->vms);
@@ -1084,6 +1171,18 @@ static int qemu_init(struct pw_driver *d, uv_loop_t *loop, const struct pw_agent
     }
     qd->keep_vms = cfg->qemu_keep_vms;
     qd->tag = (uint32_t)(pw_hash_str(cfg->id) & 0xffffff);
+    if (cfg->qemu_uids > 0) {
+        if (geteuid() != 0) {
+            pw_errf(errbuf, errlen, "--qemu-uids (VM isolation) needs the agent to run as root, "
+                    "to start each QEMU as its own user; it runs as uid %u",
+                    (unsigned)geteuid());
+            rv = PW_ERR_INVAL;
+            goto fail;
+        }
+        qd->uid_base = cfg->qemu_uid_base;
+        qd->nuids = cfg->qemu_uids;
+        qd->uid_used = pw_xcalloc(qd->nuids, 1);
+    }
     if (getrandom(&qd->golden_seq, sizeof(qd->golden_seq), 0) != sizeof(qd->golden_seq))
         qd->golden_seq = (uint32_t)pw_now_wall_ms();
     qd->golden_seq &= 0x7fffffff; /* room to count up */
@@ -1098,7 +1197,7 @@ static int qemu_init(struct pw_driver *d, uv_loop_t *loop, const struct pw_agent
     char run_dir[PW_AGENT_PATH_MAX], snap_dir[PW_AGENT_PATH_MAX], mem_dir[PW_AGENT_PATH_MAX];
     char why[600];
     enum pw_qemu_accel accel;
-    int rv = pw_agent_config_qemu_dirs(cfg, run_dir, snap_dir, mem_dir, errbuf, errlen);
+    rv = pw_agent_config_qemu_dirs(cfg, run_dir, snap_dir, mem_dir, errbuf, errlen);
     if (rv == PW_OK)
         rv = pw_qemu_config_init(&qd->qcfg, run_dir, errbuf, errlen);
     if (rv != PW_OK)
@@ -1114,10 +1213,29 @@ static int qemu_init(struct pw_driver *d, uv_loop_t *loop, const struct pw_agent
         goto fail;
     }
     qd->qcfg.accel = accel;
+    if (qd->nuids > 0) {
+        /* Isolated VMs: the seccomp sandbox is a must (a QEMU without it fails the start),
+         * and no RAM file every QEMU could write. */
+        qd->qcfg.sandbox = PW_QEMU_SANDBOX_ON;
+        qd->qcfg.ram = PW_QEMU_RAM_PRIVATE;
+    }
     rv = pw_qemu_config_resolve(&qd->qcfg, pw_now_mono_ms() + RESOLVE_MS, why, sizeof(why),
                                 errbuf, errlen);
     if (rv != PW_OK)
         goto fail;
+    struct stat rst;
+    if (qd->nuids > 0 && stat(qd->qcfg.run_dir, &rst) == 0 &&
+        (rst.st_mode & (S_IXGRP | S_IXOTH)) != (S_IXGRP | S_IXOTH)) {
+        /* Each QEMU must reach its own directory in there (and only that one: they are 0700),
+         * so the run directory must be searchable, though not readable, by the VMs' uids. */
+        if (chmod(qd->qcfg.run_dir, (rst.st_mode & 07777) | S_IXGRP | S_IXOTH) != 0) {
+            pw_errf(errbuf, errlen, "chmod %s: %s", qd->qcfg.run_dir, strerror(errno));
+            rv = PW_ERR_IO;
+            goto fail;
+        }
+        pw_log_info(QD_COMP, "isolation: run directory %s made searchable for the VMs' uids",
+                    qd->qcfg.run_dir);
+    }
     if (mkdirs(qd->snap_root) != 0) {
         pw_errf(errbuf, errlen, "snapshot directory %s: %s", qd->snap_root, strerror(errno));
         rv = PW_ERR_IO;
@@ -1128,12 +1246,20 @@ static int qemu_init(struct pw_driver *d, uv_loop_t *loop, const struct pw_agent
                 qd->qcfg.sandbox == PW_QEMU_SANDBOX_ON ? "on" : "off", why[0] ? ": " : "", why,
                 qd->qcfg.run_dir, qd->snap_root, qd->qcfg.mem_dir);
 
+    if (qd->nuids > 0)
+        pw_log_info(QD_COMP, "isolation: each QEMU as its own uid/gid in %u..%u, seccomp sandbox, "
+                    "no_new_privs, private RAM, VM directories 0700",
+                    (unsigned)qd->uid_base, (unsigned)(qd->uid_base + qd->nuids - 1));
+    uid_recover(qd);
     decide_accel(qd, cfg);
     pw_log_info(QD_COMP, "accelerator %s (asked for %s): %s",
                 pw_qemu_accel_name(qd->qcfg.accel), cfg->qemu_accel, qd->accel_why);
     load_snapshots(qd);
     adopt_orphans(qd);
     sweep(qd);
+    /* What is left in the run directory now is the adopted VMs (and whatever could not be
+     * cleaned): their uids stay taken. */
+    uid_recover(qd);
 
     uv_timer_init(loop, &qd->tick);
     qd->tick.data = qd;
@@ -1276,6 +1402,12 @@ static int qemu_prewarm(struct pw_driver *d, const struct pw_cmd *cmd,
                 cmd->vcpus, qd->cap_vcpus[idx] - qd->used_vcpus[idx]);
         return PW_ERR_NOCAP;
     }
+    uint32_t uid = uid_alloc(qd);
+    if (qd->nuids > 0 && uid == 0) {
+        pw_errf(errbuf, errlen, "no free VM uid: all %u of --qemu-uids are in use",
+                (unsigned)qd->nuids);
+        return PW_ERR_NOCAP;
+    }
     struct src src;
     src_from_cmd(&src, cmd);
     struct qfn *fn = fn_get(qd, cmd->function);
@@ -1287,6 +1419,7 @@ static int qemu_prewarm(struct pw_driver *d, const struct pw_cmd *cmd,
     vm->qd = qd;
     vm->fn = fn;
     vm->vm_id = cmd->vm_id;
+    vm->uid = uid;
     vm->state = QVM_WAITING;
     vm->src = src;
     vm->node_idx = idx;

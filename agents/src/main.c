@@ -62,6 +62,11 @@ static void usage(FILE *out)
             "  --qemu-jobs N          QEMU operations at once (default 4)\n"
             "  --qemu-keep-vms        at SIGTERM/SIGINT leave the VMs running for the next\n"
             "                         agent to adopt (default: destroy them)\n"
+            "  --qemu-uids COUNT      isolation: each QEMU runs as its own uid/gid from\n"
+            "                         [base, base+COUNT), seccomp -sandbox required, private\n"
+            "                         RAM, VM directories mode 0700; at most COUNT VMs at once;\n"
+            "                         the agent must run as root (default 0: off; docs/qemu.md)\n"
+            "  --qemu-uid-base N      the first of those uids (needed with --qemu-uids)\n"
             "\n"
             "Simulator options (driver sim):\n"
             "  --sim-restore-ms N     simulated restore time (default 200)\n"
@@ -115,6 +120,8 @@ enum {
     OPT_QEMU_LOG_MAX,
     OPT_QEMU_JOBS,
     OPT_QEMU_KEEP_VMS,
+    OPT_QEMU_UID_BASE,
+    OPT_QEMU_UIDS,
     OPT_METRICS_LISTEN,
     OPT_TLS_CERT,
     OPT_TLS_CA,
@@ -157,6 +164,8 @@ static const struct option options[] = {
     {"qemu-log-max-kb", required_argument, NULL, OPT_QEMU_LOG_MAX},
     {"qemu-jobs", required_argument, NULL, OPT_QEMU_JOBS},
     {"qemu-keep-vms", no_argument, NULL, OPT_QEMU_KEEP_VMS},
+    {"qemu-uid-base", required_argument, NULL, OPT_QEMU_UID_BASE},
+    {"qemu-uids", required_argument, NULL, OPT_QEMU_UIDS},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
@@ -194,6 +203,8 @@ static const char *flag_key(int opt)
     case OPT_QEMU_LOG_MAX: return "qemu_log_max_kb";
     case OPT_QEMU_JOBS: return "qemu_jobs";
     case OPT_QEMU_KEEP_VMS: return "qemu_keep_vms";
+    case OPT_QEMU_UID_BASE: return "qemu_uid_base";
+    case OPT_QEMU_UIDS: return "qemu_uids";
     case OPT_METRICS_LISTEN: return "metrics_listen";
     case OPT_TLS_CERT: return "tls_cert";
     case OPT_TLS_CA: return "tls_ca";

@@ -69,11 +69,18 @@ pid_t pw_qemu_proc_find_marker(uint64_t vm_id, uint64_t *start_time);
 
 /* ---- processes (qemu_proc.c) ---- */
 
+/* The descriptors pw_qemu_spawn passes to an isolated QEMU land at PW_QEMU_PASS_FD0 and up
+ * (the command line names them /proc/self/fd/<n>). */
+#define PW_QEMU_PASS_FD0 3
+#define PW_QEMU_PASS_MAX 2
+
 /* pw_qemu_spawn starts argv (fork + execve) with stdin from /dev/null and stdout/stderr
- * appended to <vm->dir>/qemu.log, bound by bind when not NULL. On PW_OK vm->pid, start_time,
- * is_child and started_us are set. */
+ * appended to <vm->dir>/qemu.log, bound by bind when not NULL. With vm->uid != 0 the child
+ * drops to uid/gid vm->uid (no supplementary groups, no_new_privs) before exec, and pass[0..
+ * npass) (borrowed; still the caller's to close) become its descriptors PW_QEMU_PASS_FD0...
+ * On PW_OK vm->pid, start_time, is_child and started_us are set. */
 int pw_qemu_spawn(struct pw_qemu_vm *vm, char **argv, const struct pw_numabind *bind,
-                  char *errbuf, size_t errlen);
+                  const int *pass, size_t npass, char *errbuf, size_t errlen);
 /* pw_qemu_wait_exit waits until vm's process is gone or deadline_ms passes; true when gone. */
 bool pw_qemu_wait_exit(struct pw_qemu_vm *vm, int64_t deadline_ms);
 /* pw_qemu_kill makes sure the process is gone: SIGKILL to its group and to it, then wait up

@@ -81,6 +81,8 @@ int pw_qemu_meta_write(const struct pw_qemu_vm *vm, char *errbuf, size_t errlen)
     cJSON_AddNumberToObject(o, "numa_node", vm->numa_node);
     cJSON_AddNumberToObject(o, "memory_mb", vm->snap.memory_mb);
     cJSON_AddNumberToObject(o, "vcpus", vm->snap.vcpus);
+    if (vm->uid != 0)
+        cJSON_AddNumberToObject(o, "uid", vm->uid);
     char *text = cJSON_Print(o);
     cJSON_Delete(o);
     if (text == NULL)
@@ -262,6 +264,12 @@ int pw_qemu_meta_parse(const char *text, size_t len, struct pw_qemu_meta *out, c
             goto fail;
         out->vcpus = (uint32_t)v;
     }
+    /* Only isolated VMs record one. */
+    if (cJSON_GetObjectItemCaseSensitive(o, "uid") != NULL) {
+        if ((rv = json_uint(o, "uid", UINT32_MAX - 1, &v, why, sizeof(why))) != PW_OK)
+            goto fail;
+        out->uid = (uint32_t)v;
+    }
     cJSON_Delete(o);
     return PW_OK;
 
@@ -283,6 +291,9 @@ char *pw_qemu_manifest_text(const struct pw_qemu_snapshot *s)
     cJSON_AddNumberToObject(o, "format", 1);
     cJSON_AddStringToObject(o, "function", s->function);
     cJSON_AddStringToObject(o, "golden_vm_id", id);
+    /* Written for private RAM only, so manifests of file RAM stay as they were. */
+    if (s->ram != PW_QEMU_RAM_FILE)
+        cJSON_AddStringToObject(o, "ram", pw_qemu_ram_name(s->ram));
     cJSON_AddStringToObject(o, "mem_path", s->mem_path);
     cJSON_AddStringToObject(o, "state_path", s->state_path);
     cJSON_AddStringToObject(o, "accel", s->accel);
@@ -323,10 +334,20 @@ static int manifest_parse(const char *text, size_t len, struct pw_qemu_snapshot 
         rv = PW_ERR_PARSE;
         goto fail;
     }
+    char ram[16];
+    if ((rv = json_str(o, "ram", ram, sizeof(ram), false, why, sizeof(why))) != PW_OK)
+        goto fail;
+    s->ram = PW_QEMU_RAM_FILE; /* absent in manifests from before private RAM */
+    if (ram[0] != '\0' && pw_qemu_ram_parse(ram, &s->ram) != PW_OK) {
+        pw_strlcpy(why, "\"ram\" is neither \"file\" nor \"private\"", sizeof(why));
+        rv = PW_ERR_PARSE;
+        goto fail;
+    }
+    bool file_ram = s->ram == PW_QEMU_RAM_FILE;
     if ((rv = json_str(o, "function", s->function, sizeof(s->function), true, why,
                        sizeof(why))) != PW_OK ||
         (rv = json_hex64(o, "golden_vm_id", &s->golden_vm_id, why, sizeof(why))) != PW_OK ||
-        (rv = json_path(o, "mem_path", s->mem_path, sizeof(s->mem_path), true, why,
+        (rv = json_path(o, "mem_path", s->mem_path, sizeof(s->mem_path), file_ram, why,
                         sizeof(why))) != PW_OK ||
         (rv = json_path(o, "state_path", s->state_path, sizeof(s->state_path), true, why,
                         sizeof(why))) != PW_OK ||
@@ -368,6 +389,9 @@ static int manifest_parse(const char *text, size_t len, struct pw_qemu_snapshot 
         pw_strlcpy(why, "\"accel\" is neither \"kvm\" nor \"tcg\"", sizeof(why));
     } else if (!pw_qemu_mac_valid(s->mac)) {
         pw_strlcpy(why, "\"mac\" is not a unicast MAC address", sizeof(why));
+    } else if (file_ram ? s->mem_path[0] == '\0' : s->mem_path[0] != '\0') {
+        pw_strlcpy(why, "\"mem_path\" must name a file exactly when \"ram\" is \"file\"",
+                   sizeof(why));
     } else if (s->memory_mb == 0 || s->vcpus == 0) {
         pw_strlcpy(why, "\"memory_mb\" and \"vcpus\" must be positive", sizeof(why));
     } else if (strchr(s->machine, ' ') != NULL || strchr(s->mem_path, ',') != NULL) {
@@ -408,7 +432,8 @@ int pw_qemu_snapshot_load(const char *snap_dir, struct pw_qemu_snapshot *out, ch
     }
     pw_strlcpy(out->dir, snap_dir, sizeof(out->dir));
     struct stat st;
-    if (stat(out->mem_path, &st) != 0 || (uint64_t)st.st_size != (uint64_t)out->memory_mb << 20) {
+    if (out->ram == PW_QEMU_RAM_FILE &&
+        (stat(out->mem_path, &st) != 0 || (uint64_t)st.st_size != (uint64_t)out->memory_mb << 20)) {
         pw_errf(errbuf, errlen, "snapshot %s: RAM file %s is missing or not %" PRIu32 " MiB",
                 snap_dir, out->mem_path, out->memory_mb);
         memset(out, 0, sizeof(*out));
@@ -523,9 +548,22 @@ int pw_qemu_scan(const char *run_dir, struct pw_qemu_orphan **out, size_t *n, ch
         char path[PATH_MAX + 16], *text = NULL, why[300];
         size_t len;
         snprintf(path, sizeof(path), "%s/" PW_QEMU_META_FILE, o->dir);
-        int rv = pw_qemu_read_file(path, PW_QEMU_MAX_JSON_FILE, &text, &len, why, sizeof(why));
+        /* An isolated VM owns its directory and could put a vm.json of its own there: only
+         * one the agent's user wrote counts. */
+        struct stat mst;
+        int rv = PW_OK;
+        if (lstat(path, &mst) == 0 && (!S_ISREG(mst.st_mode) || mst.st_uid != geteuid())) {
+            snprintf(why, sizeof(why), "%s is not a file of uid %u", PW_QEMU_META_FILE,
+                     (unsigned)geteuid());
+            rv = PW_ERR_PARSE;
+        }
+        if (rv == PW_OK)
+            rv = pw_qemu_read_file(path, PW_QEMU_MAX_JSON_FILE, &text, &len, why, sizeof(why));
         if (rv == PW_OK)
             rv = pw_qemu_meta_parse(text, len, &o->meta, why, sizeof(why));
+        /* A directory owned by another user is an isolated VM's, whose uid it is. */
+        if (st.st_uid != geteuid() && rv == PW_OK && o->meta.uid == 0)
+            o->meta.uid = (uint32_t)st.st_uid;
         free(text);
         if (rv == PW_OK && o->meta.vm_id != id) {
             snprintf(why, sizeof(why), "%s: \"vm_id\" %016" PRIx64 " is not its directory's",
@@ -536,6 +574,8 @@ int pw_qemu_scan(const char *run_dir, struct pw_qemu_orphan **out, size_t *n, ch
             /* Still kill what runs under this id, if anything does. */
             memset(&o->meta, 0, sizeof(o->meta));
             o->meta.vm_id = id;
+            if (st.st_uid != geteuid())
+                o->meta.uid = (uint32_t)st.st_uid;
             o->state = PW_QEMU_ORPHAN_BAD;
             pw_strlcpy(o->why, why, sizeof(o->why));
             uint64_t start = 0;
@@ -577,6 +617,7 @@ static struct pw_qemu_vm *vm_from_orphan(const struct pw_qemu_orphan *o)
     vm->is_child = false;
     vm->exited = m->pid == 0;
     vm->numa_node = m->numa_node;
+    vm->uid = m->uid;
     return vm;
 }
 

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -100,7 +101,10 @@ int pw_qemu_write_file_atomic(const char *path, const char *data, size_t len, bo
     int rv = pw_qemu_fmt_path(tmp, sizeof(tmp), errbuf, errlen, "%s.tmp", path);
     if (rv != PW_OK)
         return rv;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    /* A fresh file, never one found there: an isolated VM owns the directory its vm.json is
+     * in and could leave a link to a file of root's under the temporary name. */
+    (void)unlink(tmp);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
     if (fd < 0) {
         pw_errf(errbuf, errlen, "open %s: %s", tmp, strerror(errno));
         return PW_ERR_IO;
@@ -345,8 +349,25 @@ static void close_from(int lo, int hi)
         close(fd);
 }
 
+/* child_drop makes the child the VM's own unprivileged user: no supplementary groups, gid
+ * and uid (real, effective, saved) uid, and no way back up through exec (no_new_privs).
+ * Raw system calls: glibc's set*id wrappers synchronise all threads of the process, which
+ * after fork in a multi-threaded parent is not a safe thing to ask of it. */
+static void child_drop(int errfd, uint32_t uid)
+{
+    if (syscall(SYS_setgroups, 0, NULL) != 0)
+        child_fail(errfd, "setgroups", errno);
+    if (syscall(SYS_setresgid, (gid_t)uid, (gid_t)uid, (gid_t)uid) != 0)
+        child_fail(errfd, "setresgid", errno);
+    if (syscall(SYS_setresuid, (uid_t)uid, (uid_t)uid, (uid_t)uid) != 0)
+        child_fail(errfd, "setresuid", errno);
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+        child_fail(errfd, "prctl(PR_SET_NO_NEW_PRIVS)", errno);
+}
+
 static void child_exec(char **argv, int nullfd, int logfd, int errfd,
-                       const struct pw_numabind *bind)
+                       const struct pw_numabind *bind, uint32_t uid, const int *pass,
+                       size_t npass)
 {
     sigset_t none;
     sigemptyset(&none);
@@ -369,35 +390,58 @@ static void child_exec(char **argv, int nullfd, int logfd, int errfd,
     }
     if (dup2(nullfd, 0) < 0 || dup2(logfd, 1) < 0 || dup2(logfd, 2) < 0)
         child_fail(errfd, "dup2", errno);
-    close_from(3, errfd - 1);
+    /* pass[] and errfd sit above PW_QEMU_PASS_FD0 + PW_QEMU_PASS_MAX (spawn made sure), so
+     * these dup2s clobber none of them; dup2 clears close-on-exec on the copies. */
+    for (size_t i = 0; i < npass; i++)
+        if (dup2(pass[i], PW_QEMU_PASS_FD0 + (int)i) < 0)
+            child_fail(errfd, "dup2", errno);
+    if (uid != 0)
+        child_drop(errfd, uid);
+    close_from(PW_QEMU_PASS_FD0 + (int)npass, errfd - 1);
     close_from(errfd + 1, INT32_MAX);
     execve(argv[0], argv, environ);
     child_fail(errfd, "execve", errno);
 }
 
-/* high_fd moves fd above the standard descriptors (close-on-exec), so the child's dup2 onto
- * 0..2 cannot clobber it. */
+/* The lowest descriptor high_fd leaves: above the standard ones and the passed ones. */
+#define HIGH_FD_MIN (PW_QEMU_PASS_FD0 + PW_QEMU_PASS_MAX)
+
+/* high_fd moves fd above the standard and passed descriptors (close-on-exec), so the child's
+ * dup2 onto 0..HIGH_FD_MIN-1 cannot clobber it. */
 static int high_fd(int fd)
 {
-    if (fd < 0 || fd > 2)
+    if (fd < 0 || fd >= HIGH_FD_MIN)
         return fd;
-    int h = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    int h = fcntl(fd, F_DUPFD_CLOEXEC, HIGH_FD_MIN);
     close(fd);
     return h;
 }
 
 /* spawn starts argv with stdin from /dev/null and stdout/stderr appended to <dir>/qemu.log. */
 int pw_qemu_spawn(struct pw_qemu_vm *vm, char **argv, const struct pw_numabind *bind,
-                  char *errbuf, size_t errlen)
+                  const int *pass, size_t npass, char *errbuf, size_t errlen)
 {
+    if (npass > PW_QEMU_PASS_MAX || (npass > 0 && vm->uid == 0)) {
+        pw_errf(errbuf, errlen, "descriptors are passed to isolated VMs only (at most %d)",
+                PW_QEMU_PASS_MAX);
+        return PW_ERR_INVAL;
+    }
+    int hpass[PW_QEMU_PASS_MAX] = {-1, -1};
     char logpath[PATH_MAX];
     int rv = pw_qemu_fmt_path(logpath, sizeof(logpath), errbuf, errlen, "%s/qemu.log", vm->dir);
     if (rv != PW_OK)
         return rv;
-    int logfd = high_fd(open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
+    /* O_NOFOLLOW: an isolated VM owns its directory and could leave a link there. */
+    int logfd = high_fd(open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW,
+                             0644));
     int nullfd = high_fd(open("/dev/null", O_RDONLY | O_CLOEXEC));
     int pfd[2] = {-1, -1};
-    if (logfd < 0 || nullfd < 0 || pipe2(pfd, O_CLOEXEC) != 0) {
+    bool pass_ok = true;
+    for (size_t i = 0; i < npass; i++) {
+        hpass[i] = pass[i] >= HIGH_FD_MIN ? pass[i] : fcntl(pass[i], F_DUPFD_CLOEXEC, HIGH_FD_MIN);
+        pass_ok = pass_ok && hpass[i] >= 0;
+    }
+    if (logfd < 0 || nullfd < 0 || !pass_ok || pipe2(pfd, O_CLOEXEC) != 0) {
         pw_errf(errbuf, errlen, "before starting QEMU: %s", strerror(errno));
         rv = PW_ERR_IO;
         goto out;
@@ -412,7 +456,7 @@ int pw_qemu_spawn(struct pw_qemu_vm *vm, char **argv, const struct pw_numabind *
         goto out;
     }
     if (pid == 0)
-        child_exec(argv, nullfd, logfd, pfd[1], bind);
+        child_exec(argv, nullfd, logfd, pfd[1], bind, vm->uid, hpass, npass);
     close(pfd[1]);
     pfd[1] = -1;
     /* The pipe closes at exec; anything read from it is the child's reason for failing. */
@@ -448,6 +492,9 @@ out:
         close(pfd[0]);
     if (pfd[1] >= 0)
         close(pfd[1]);
+    for (size_t i = 0; i < npass; i++)
+        if (hpass[i] >= 0 && hpass[i] != pass[i])
+            close(hpass[i]);
     return rv;
 }
 
@@ -511,7 +558,7 @@ static void log_tail(const struct pw_qemu_vm *vm, char *out, size_t outlen)
     out[0] = '\0';
     if (snprintf(path, sizeof(path), "%s/qemu.log", vm->dir) >= (int)sizeof(path))
         return;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (fd < 0)
         return;
     char buf[400];
@@ -552,6 +599,18 @@ static int connect_unix(struct pw_qemu_vm *vm, const char *path, int64_t deadlin
             return PW_ERR_IO;
         }
         if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+            /* An isolated VM owns the directory its sockets are in and could leave a link to
+             * another VM's socket there: the peer must be the VM's own uid. */
+            struct ucred cred;
+            socklen_t cl = sizeof(cred);
+            if (vm != NULL && vm->uid != 0 &&
+                (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) != 0 ||
+                 cred.uid != (uid_t)vm->uid)) {
+                pw_errf(errbuf, errlen, "%s: the peer is not the VM's uid %u", path,
+                        (unsigned)vm->uid);
+                close(fd);
+                return PW_ERR_IO;
+            }
             *out = fd;
             return PW_OK;
         }
@@ -851,11 +910,20 @@ static int cap_one(const char *dir, const char *name, uint64_t max_bytes)
     char path[PATH_MAX], old[PATH_MAX + 2];
     struct stat st;
     if (snprintf(path, sizeof(path), "%s/%s", dir, name) >= (int)sizeof(path) ||
-        stat(path, &st) != 0 || (uint64_t)st.st_size <= max_bytes)
+        lstat(path, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size <= max_bytes)
         return 0;
     snprintf(old, sizeof(old), "%s.1", path);
-    int in = open(path, O_RDONLY | O_CLOEXEC);
-    int out = in >= 0 ? open(old, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644) : -1;
+    /* An isolated VM owns its directory: never follow a link it may have put there (the
+     * agent is root), and truncate through the descriptor, not the name. */
+    int in = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (in >= 0 && (fstat(in, &st) != 0 || !S_ISREG(st.st_mode))) {
+        close(in);
+        return 0;
+    }
+    if (in >= 0)
+        (void)unlink(old);
+    int out = in >= 0 ? open(old, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644)
+                      : -1;
     if (out >= 0) {
         char buf[65536];
         ssize_t n;
@@ -865,10 +933,12 @@ static int cap_one(const char *dir, const char *name, uint64_t max_bytes)
         }
         close(out);
     }
-    if (in >= 0)
-        close(in);
+    if (in < 0)
+        return 0;
     /* QEMU writes with O_APPEND: after the truncation its next line lands at the new end. */
-    return truncate(path, 0) == 0 ? 1 : 0;
+    int r = ftruncate(in, 0) == 0 ? 1 : 0;
+    close(in);
+    return r;
 }
 
 int pw_qemu_logs_cap(const char *dir, uint64_t max_bytes)

@@ -50,6 +50,28 @@ int pw_qemu_accel_parse(const char *s, enum pw_qemu_accel *out)
     return PW_ERR_INVAL;
 }
 
+static const char *const ram_names[] = {
+#define PW_QEMU_RAM_NAME(name, str) str,
+    PW_QEMU_RAM_MAP(PW_QEMU_RAM_NAME)
+#undef PW_QEMU_RAM_NAME
+};
+
+const char *pw_qemu_ram_name(enum pw_qemu_ram r)
+{
+    return (size_t)r < PW_ARRAY_LEN(ram_names) ? ram_names[r] : "unknown";
+}
+
+int pw_qemu_ram_parse(const char *s, enum pw_qemu_ram *out)
+{
+    for (size_t i = 0; s != NULL && i < PW_ARRAY_LEN(ram_names); i++) {
+        if (strcmp(s, ram_names[i]) == 0) {
+            *out = (enum pw_qemu_ram)i;
+            return PW_OK;
+        }
+    }
+    return PW_ERR_INVAL;
+}
+
 int pw_qemu_config_init(struct pw_qemu_config *c, const char *run_dir, char *errbuf,
                         size_t errlen)
 {
@@ -58,6 +80,7 @@ int pw_qemu_config_init(struct pw_qemu_config *c, const char *run_dir, char *err
     pw_strlcpy(c->mem_dir, "/dev/shm", sizeof(c->mem_dir));
     c->accel = PW_QEMU_ACCEL_AUTO;
     c->sandbox = PW_QEMU_SANDBOX_AUTO;
+    c->ram = PW_QEMU_RAM_FILE;
     if (run_dir == NULL || run_dir[0] == '\0' || strlen(run_dir) >= sizeof(c->run_dir)) {
         pw_errf(errbuf, errlen, "run directory \"%s\" is empty or longer than %d bytes",
                 run_dir != NULL ? run_dir : "", PW_QEMU_RUN_DIR_MAX - 1);
@@ -176,7 +199,9 @@ int pw_qemu_build_argv(const struct pw_qemu_config *cfg, const struct pw_qemu_sn
 {
     *argv = NULL;
     int rv;
-    if ((rv = pw_qemu_check_opt_path("RAM file", snap->mem_path, errbuf, errlen)) != PW_OK ||
+    bool file_ram = snap->ram == PW_QEMU_RAM_FILE;
+    if ((file_ram &&
+         (rv = pw_qemu_check_opt_path("RAM file", snap->mem_path, errbuf, errlen)) != PW_OK) ||
         (rv = pw_qemu_check_opt_path("VM directory", vm->dir, errbuf, errlen)) != PW_OK)
         return rv;
     if (!pw_qemu_mac_valid(snap->mac) || snap->memory_mb == 0 || snap->vcpus == 0 ||
@@ -196,8 +221,11 @@ int pw_qemu_build_argv(const struct pw_qemu_config *cfg, const struct pw_qemu_sn
     argv_add(&a, "-smp");
     argv_add(&a, "%" PRIu32, snap->vcpus);
     argv_add(&a, "-object");
-    argv_add(&a, "memory-backend-file,id=mem0,size=%" PRIu32 "M,mem-path=%s,share=%s",
-             snap->memory_mb, snap->mem_path, golden ? "on" : "off");
+    if (file_ram)
+        argv_add(&a, "memory-backend-file,id=mem0,size=%" PRIu32 "M,mem-path=%s,share=%s",
+                 snap->memory_mb, snap->mem_path, golden ? "on" : "off");
+    else
+        argv_add(&a, "memory-backend-ram,id=mem0,size=%" PRIu32 "M", snap->memory_mb);
     argv_add(&a, "-accel");
     argv_add(&a, "%s", snap->accel);
     argv_add(&a, "-cpu");
@@ -221,7 +249,16 @@ int pw_qemu_build_argv(const struct pw_qemu_config *cfg, const struct pw_qemu_sn
      * restored guest sets its own MAC when it gets its identity. */
     argv_add(&a, "-device");
     argv_add(&a, "virtio-net-device,netdev=n0,mac=%s", snap->mac);
-    if (golden) {
+    if (golden && vm->uid != 0) {
+        /* An isolated QEMU may not be able to reach the image: the agent opens the files and
+         * QEMU reopens the descriptors it inherits (start_vm). */
+        argv_add(&a, "-kernel");
+        argv_add(&a, "/proc/self/fd/%d", PW_QEMU_PASS_FD0);
+        argv_add(&a, "-initrd");
+        argv_add(&a, "/proc/self/fd/%d", PW_QEMU_PASS_FD0 + 1);
+        argv_add(&a, "-append");
+        argv_add(&a, "%s", snap->cmdline);
+    } else if (golden) {
         argv_add(&a, "-kernel");
         argv_add(&a, "%s", snap->kernel);
         argv_add(&a, "-initrd");
@@ -262,7 +299,9 @@ static int start_vm(const struct pw_qemu_config *cfg, struct pw_qemu_vm *vm, boo
     int rv = pw_qemu_build_argv(cfg, &vm->snap, vm, golden, &argv, errbuf, errlen);
     if (rv != PW_OK)
         return rv;
-    if (mkdir(vm->dir, 0755) != 0) {
+    int pass[2] = {-1, -1};
+    size_t npass = 0;
+    if (mkdir(vm->dir, vm->uid != 0 ? 0700 : 0755) != 0) {
         pw_errf(errbuf, errlen, "mkdir %s: %s", vm->dir, strerror(errno));
         rv = errno == EEXIST ? PW_ERR_EXISTS : PW_ERR_IO;
         /* Not ours: keep abandon away from it. */
@@ -271,7 +310,27 @@ static int start_vm(const struct pw_qemu_config *cfg, struct pw_qemu_vm *vm, boo
     }
     if ((rv = pw_qemu_meta_write(vm, errbuf, errlen)) != PW_OK)
         goto out;
-    if ((rv = pw_qemu_spawn(vm, argv, bind, errbuf, errlen)) != PW_OK)
+    if (vm->uid != 0) {
+        /* The VM's own directory: its sockets and console log, and nobody else's. */
+        if (chown(vm->dir, (uid_t)vm->uid, (gid_t)vm->uid) != 0) {
+            pw_errf(errbuf, errlen, "chown %s to %u: %s", vm->dir, (unsigned)vm->uid,
+                    strerror(errno));
+            rv = PW_ERR_IO;
+            goto out;
+        }
+        if (golden) {
+            const char *files[] = {vm->snap.kernel, vm->snap.initrd};
+            for (; npass < 2; npass++) {
+                pass[npass] = open(files[npass], O_RDONLY | O_CLOEXEC);
+                if (pass[npass] < 0) {
+                    pw_errf(errbuf, errlen, "open %s: %s", files[npass], strerror(errno));
+                    rv = PW_ERR_IO;
+                    goto out;
+                }
+            }
+        }
+    }
+    if ((rv = pw_qemu_spawn(vm, argv, bind, pass, npass, errbuf, errlen)) != PW_OK)
         goto out;
     if ((rv = pw_qemu_meta_write(vm, errbuf, errlen)) != PW_OK)
         goto out;
@@ -281,6 +340,9 @@ static int start_vm(const struct pw_qemu_config *cfg, struct pw_qemu_vm *vm, boo
         t->qmp_ms = pw_qemu_since_ms(vm->started_us);
     rv = pw_qemu_console_open(vm, deadline_ms, errbuf, errlen);
 out:
+    for (size_t i = 0; i < 2; i++)
+        if (pass[i] >= 0)
+            close(pass[i]);
     pw_qemu_argv_free(argv);
     return rv;
 }
@@ -307,6 +369,7 @@ static struct pw_qemu_vm *vm_for_spec(const struct pw_qemu_config *cfg,
     struct pw_qemu_vm *vm = pw_qemu_vm_alloc(spec->vm_id, kind);
     pw_strlcpy(vm->function, spec->function, sizeof(vm->function));
     vm->numa_node = spec->bind != NULL ? spec->bind->node : spec->numa_node;
+    vm->uid = spec->uid;
     vm->cancel = spec->cancel;
     if (spec->mac != NULL)
         pw_strlcpy(vm->mac, spec->mac, sizeof(vm->mac));
@@ -370,6 +433,7 @@ int pw_qemu_boot(const struct pw_qemu_config *cfg, const struct pw_qemu_guest *g
     pw_strlcpy(s->machine, PW_QEMU_MACHINE_OPTS, sizeof(s->machine));
     pw_strlcpy(s->mac, vm->mac, sizeof(s->mac));
     pw_strlcpy(s->qemu_version, cfg->qemu_version, sizeof(s->qemu_version));
+    s->ram = cfg->ram;
     const char *cmdline = g->cmdline != NULL ? g->cmdline : PW_QEMU_DEFAULT_CMDLINE;
     int n = cfg->tsc_khz != 0
                 ? snprintf(s->cmdline, sizeof(s->cmdline), "%s tsc_early_khz=%" PRIu64, cmdline,
@@ -379,16 +443,18 @@ int pw_qemu_boot(const struct pw_qemu_config *cfg, const struct pw_qemu_guest *g
         pw_errf(errbuf, errlen, "guest command line longer than %zu bytes", sizeof(s->cmdline) - 1);
         goto fail_early;
     }
-    if ((rv = pw_qemu_fmt_path(s->mem_path, sizeof(s->mem_path), errbuf, errlen,
-                               "%s/prewarm-%s-%016" PRIx64 ".mem", cfg->mem_dir, spec->function,
-                               spec->vm_id)) != PW_OK)
-        goto fail_early;
-    if (access(s->mem_path, F_OK) == 0) {
-        pw_errf(errbuf, errlen, "RAM file %s exists already", s->mem_path);
-        rv = PW_ERR_EXISTS;
-        goto fail_early;
+    if (s->ram == PW_QEMU_RAM_FILE) {
+        if ((rv = pw_qemu_fmt_path(s->mem_path, sizeof(s->mem_path), errbuf, errlen,
+                                   "%s/prewarm-%s-%016" PRIx64 ".mem", cfg->mem_dir,
+                                   spec->function, spec->vm_id)) != PW_OK)
+            goto fail_early;
+        if (access(s->mem_path, F_OK) == 0) {
+            pw_errf(errbuf, errlen, "RAM file %s exists already", s->mem_path);
+            rv = PW_ERR_EXISTS;
+            goto fail_early;
+        }
+        pw_strlcpy(vm->owned[0], s->mem_path, sizeof(vm->owned[0]));
     }
-    pw_strlcpy(vm->owned[0], s->mem_path, sizeof(vm->owned[0]));
 
     rv = start_vm(cfg, vm, true, spec->bind, deadline_ms, t, errbuf, errlen);
     if (rv != PW_OK)
@@ -474,13 +540,21 @@ int pw_qemu_snapshot(struct pw_qemu_vm *vm, const char *snap_dir, int64_t deadli
         rv = PW_ERR_IO;
         goto fail;
     }
+    /* An isolated golden's snapshot is for the agent's eyes only: its QEMU and the restores
+     * get the state file as a descriptor. */
+    if (vm->uid != 0 && chmod(s->dir, 0700) != 0) {
+        pw_errf(errbuf, errlen, "chmod %s: %s", s->dir, strerror(errno));
+        rv = PW_ERR_IO;
+        goto fail;
+    }
     if ((rv = pw_qemu_fmt_path(s->state_path, sizeof(s->state_path), errbuf, errlen,
                                "%s/state-%016" PRIx64 ".bin", s->dir, vm->vm_id)) != PW_OK)
         goto fail;
     pw_strlcpy(vm->owned[1], s->state_path, sizeof(vm->owned[1]));
     if ((rv = pw_qemu_meta_write(vm, errbuf, errlen)) != PW_OK)
         goto fail;
-    fd = open(s->state_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    fd = open(s->state_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+              vm->uid != 0 ? 0600 : 0644);
     if (fd < 0) {
         pw_errf(errbuf, errlen, "open %s: %s", s->state_path, strerror(errno));
         rv = PW_ERR_IO;
@@ -488,9 +562,12 @@ int pw_qemu_snapshot(struct pw_qemu_vm *vm, const char *snap_dir, int64_t deadli
     }
 
     int64_t t0 = pw_qemu_now_us();
+    /* With private RAM the stream carries it: no x-ignore-shared. */
+    bool file_ram = s->ram == PW_QEMU_RAM_FILE;
     if ((rv = pw_qmp_execute(vm->qmp, "stop", NULL, NULL, deadline_ms, errbuf, errlen)) != PW_OK ||
-        (rv = pw_qmp_execute(vm->qmp, "migrate-set-capabilities", ignore_shared_args, NULL,
-                             deadline_ms, errbuf, errlen)) != PW_OK ||
+        (file_ram && (rv = pw_qmp_execute(vm->qmp, "migrate-set-capabilities",
+                                          ignore_shared_args, NULL, deadline_ms, errbuf,
+                                          errlen)) != PW_OK) ||
         (rv = pw_qmp_execute_fd(vm->qmp, "getfd", "{\"fdname\":\"snap\"}", fd, NULL,
                                 deadline_ms, errbuf, errlen)) != PW_OK ||
         (rv = pw_qmp_execute(vm->qmp, "migrate", "{\"uri\":\"fd:snap\"}", NULL, deadline_ms,
@@ -543,7 +620,7 @@ int pw_qemu_snapshot(struct pw_qemu_vm *vm, const char *snap_dir, int64_t deadli
         goto fail;
     }
     if (had_old) {
-        if (strcmp(old.mem_path, s->mem_path) != 0)
+        if (old.mem_path[0] != '\0' && strcmp(old.mem_path, s->mem_path) != 0)
             unlink(old.mem_path);
         if (strcmp(old.state_path, s->state_path) != 0)
             unlink(old.state_path);
@@ -614,6 +691,11 @@ int pw_qemu_restore(const struct pw_qemu_config *cfg, const struct pw_qemu_snaps
                 snap->qemu_version, cfg->qemu_version);
         return PW_ERR_STATE;
     }
+    if (snap->ram != cfg->ram) {
+        pw_errf(errbuf, errlen, "snapshot %s holds %s RAM, this configuration restores %s RAM",
+                snap->dir, pw_qemu_ram_name(snap->ram), pw_qemu_ram_name(cfg->ram));
+        return PW_ERR_STATE;
+    }
     struct pw_qemu_vm_spec sp = *spec;
     if (sp.function == NULL)
         sp.function = snap->function;
@@ -636,9 +718,11 @@ int pw_qemu_restore(const struct pw_qemu_config *cfg, const struct pw_qemu_snaps
     pw_strlcpy(vm->instance, instance, sizeof(vm->instance));
 
     char line[160];
+    bool file_ram = snap->ram == PW_QEMU_RAM_FILE;
     if ((rv = start_vm(cfg, vm, false, spec->bind, deadline_ms, t, errbuf, errlen)) != PW_OK ||
-        (rv = pw_qmp_execute(vm->qmp, "migrate-set-capabilities", ignore_shared_args, NULL,
-                             deadline_ms, errbuf, errlen)) != PW_OK ||
+        (file_ram && (rv = pw_qmp_execute(vm->qmp, "migrate-set-capabilities",
+                                          ignore_shared_args, NULL, deadline_ms, errbuf,
+                                          errlen)) != PW_OK) ||
         (rv = pw_qmp_execute_fd(vm->qmp, "getfd", "{\"fdname\":\"state\"}", sfd, NULL,
                                 deadline_ms, errbuf, errlen)) != PW_OK ||
         (rv = pw_qmp_execute(vm->qmp, "migrate-incoming", "{\"uri\":\"fd:state\"}", NULL,
@@ -769,7 +853,7 @@ static int run_probe(const struct pw_qemu_config *c, bool sandbox, int64_t deadl
         argv_add(&a, "-sandbox");
         argv_add(&a, PW_QEMU_SANDBOX_OPTS);
     }
-    rv = pw_qemu_spawn(vm, a.v, NULL, errbuf, errlen);
+    rv = pw_qemu_spawn(vm, a.v, NULL, NULL, 0, errbuf, errlen);
     pw_qemu_argv_free(a.v);
     cJSON *r = NULL;
     if (rv == PW_OK)
@@ -837,8 +921,8 @@ int pw_qemu_config_resolve(struct pw_qemu_config *c, int64_t deadline_ms, char *
 }
 
 int pw_qemu_probe_accel(const struct pw_qemu_config *cfg, const struct pw_qemu_guest *g,
-                        const char *function, int64_t timeout_ms, enum pw_qemu_accel *out,
-                        char *why, size_t whylen)
+                        const char *function, uint32_t uid, int64_t timeout_ms,
+                        enum pw_qemu_accel *out, char *why, size_t whylen)
 {
     *out = PW_QEMU_ACCEL_TCG;
     int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
@@ -854,6 +938,7 @@ int pw_qemu_probe_accel(const struct pw_qemu_config *cfg, const struct pw_qemu_g
         .vm_id = UINT64_C(0xff00000000000000) | ((uint64_t)(uint32_t)getpid() << 16) |
                  (atomic_fetch_add(&probe_seq, 1) & 0xffff),
         .function = function,
+        .uid = uid,
     };
     struct pw_qemu_vm *vm = NULL;
     struct pw_qemu_times t;

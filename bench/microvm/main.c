@@ -5,8 +5,12 @@
  * and the ratio cold boot / restore. Uses the qemu_vm primitives the agent's driver uses.
  *
  *   bench-microvm [--image DIR] [--samples N] [--vms N] [--accel auto|kvm|tcg] [--json FILE]
+ *                 [--isolation UID]
  *
- * Without --image it builds a static-handler guest with agents/guest/build-guest.sh. */
+ * Without --image it builds a static-handler guest with agents/guest/build-guest.sh. With
+ * --isolation (as root) the restores and the memory are measured again, in the same run, the
+ * way the agent's --qemu-uids runs VMs: a golden with private RAM booted as uid UID, and each
+ * restore as a uid of its own from UID+1 (docs/qemu.md, "Isolation"). */
 #include "pw/error.h"
 #include "pw/qemu_vm.h"
 #include "pw/util.h"
@@ -101,6 +105,7 @@ struct restore_arg {
     const struct pw_qemu_config *cfg;
     const struct pw_qemu_snapshot *snap;
     uint64_t vm_id;
+    uint32_t uid; /* 0: as this process */
     struct pw_qemu_vm *vm;
     struct pw_qemu_times t;
     int rv;
@@ -110,7 +115,8 @@ struct restore_arg {
 static void *restore_thread(void *p)
 {
     struct restore_arg *a = p;
-    struct pw_qemu_vm_spec spec = {.vm_id = a->vm_id, .function = FN, .numa_node = -1};
+    struct pw_qemu_vm_spec spec = {.vm_id = a->vm_id, .function = FN, .numa_node = -1,
+                                   .uid = a->uid};
     char inst[32];
     snprintf(inst, sizeof(inst), "bench-%" PRIx64, a->vm_id);
     a->rv = pw_qemu_restore(a->cfg, a->snap, &spec, inst, PW_QEMU_PROBE_HTTP,
@@ -125,6 +131,91 @@ static void destroy(struct pw_qemu_vm *vm)
     if (rv != PW_OK)
         fprintf(stderr, "bench-microvm: destroy: %s\n", err);
     pw_qemu_vm_free(vm);
+}
+
+/* What the restores of one snapshot measure (steps 2 and 3). */
+struct restores {
+    struct stats cont, ident, http, conc, pss, rss;
+    double all_ms;
+};
+
+/* measure_restores restores snap samples times, one VM alive at a time, then nvms at once,
+ * and reads their memory while all are alive. VM ids from idbase; uids (when uid0 != 0) uid0,
+ * uid0 + 1, ... */
+static void measure_restores(const struct pw_qemu_config *cfg, const struct pw_qemu_snapshot *snap,
+                             uint64_t idbase, uint32_t uid0, int samples, int nvms,
+                             struct restores *out)
+{
+    double *cont = pw_xcalloc((size_t)samples, sizeof(double));
+    double *ident = pw_xcalloc((size_t)samples, sizeof(double));
+    double *http = pw_xcalloc((size_t)samples, sizeof(double));
+    for (int i = 0; i < samples; i++) {
+        struct restore_arg a = {.cfg = cfg, .snap = snap, .vm_id = idbase | (uint64_t)(0x2000 + i),
+                                .uid = uid0};
+        restore_thread(&a);
+        if (a.rv != PW_OK)
+            die("restore", a.rv, a.err);
+        cont[i] = a.t.cont_ms;
+        ident[i] = a.t.id_ms;
+        http[i] = a.t.http_ms;
+        fprintf(stderr, "  restore %2d: running %.0f ms, identity %.0f ms, first HTTP %.0f ms\n",
+                i, a.t.cont_ms, a.t.id_ms, a.t.http_ms);
+        destroy(a.vm);
+    }
+
+    /* N restores at once; all alive: their memory. */
+    struct restore_arg *va = pw_xcalloc((size_t)nvms, sizeof(*va));
+    pthread_t *th = pw_xcalloc((size_t)nvms, sizeof(*th));
+    int64_t t0 = pw_now_mono_ms();
+    for (int i = 0; i < nvms; i++) {
+        va[i] = (struct restore_arg){.cfg = cfg, .snap = snap,
+                                     .vm_id = idbase | (uint64_t)(0x3000 + i),
+                                     .uid = uid0 != 0 ? uid0 + (uint32_t)i : 0};
+        if (pthread_create(&th[i], NULL, restore_thread, &va[i]) != 0)
+            die("pthread_create", PW_ERR_INTERNAL, strerror(errno));
+    }
+    for (int i = 0; i < nvms; i++)
+        pthread_join(th[i], NULL);
+    out->all_ms = (double)(pw_now_mono_ms() - t0);
+    double *conc = pw_xcalloc((size_t)nvms, sizeof(double));
+    double *pss = pw_xcalloc((size_t)nvms, sizeof(double));
+    double *rss = pw_xcalloc((size_t)nvms, sizeof(double));
+    int failed = 0;
+    for (int i = 0; i < nvms; i++) {
+        if (va[i].rv != PW_OK) {
+            fprintf(stderr, "bench-microvm: concurrent restore %d: %s\n", i, va[i].err);
+            failed++;
+            continue;
+        }
+        conc[i] = va[i].t.http_ms;
+    }
+    if (failed > 0)
+        die("concurrent restores", PW_ERR_UNAVAIL, "see above");
+    /* Let the guests settle (the first answers touched their pages) before reading memory. */
+    sleep(1);
+    for (int i = 0; i < nvms; i++) {
+        long p, r;
+        if (smaps_kb(va[i].vm->pid, &p, &r) != 0)
+            die("smaps_rollup", PW_ERR_IO, strerror(errno));
+        pss[i] = (double)p / 1024.0;
+        rss[i] = (double)r / 1024.0;
+    }
+    for (int i = 0; i < nvms; i++)
+        destroy(va[i].vm);
+    out->cont = summarize(cont, (size_t)samples);
+    out->ident = summarize(ident, (size_t)samples);
+    out->http = summarize(http, (size_t)samples);
+    out->conc = summarize(conc, (size_t)nvms);
+    out->pss = summarize(pss, (size_t)nvms);
+    out->rss = summarize(rss, (size_t)nvms);
+    free(cont);
+    free(ident);
+    free(http);
+    free(conc);
+    free(pss);
+    free(rss);
+    free(va);
+    free(th);
 }
 
 static void json_stats(FILE *f, const char *key, const struct stats *s, int last)
@@ -150,17 +241,21 @@ static void usage(FILE *out)
             "  --samples N    samples per sequential measurement (default 10, at least 10)\n"
             "  --vms N        VMs restored at once and alive for the memory measurement (10)\n"
             "  --accel A      auto (default: KVM only if a guest boots under it in 3 s), kvm, tcg\n"
-            "  --json FILE    also write the results as JSON\n");
+            "  --json FILE    also write the results as JSON\n"
+            "  --isolation UID  (root) also measure isolated VMs: private RAM, a golden as uid\n"
+            "                 UID, restores as UID+1.. (UID+--vms must be unused uids)\n");
 }
 
 int main(int argc, char **argv)
 {
     const char *image = NULL, *json = NULL, *accel = "auto";
     int samples = 10, nvms = 10;
+    unsigned long iso_uid = 0;
     static const struct option opts[] = {
         {"image", required_argument, NULL, 'i'}, {"samples", required_argument, NULL, 's'},
         {"vms", required_argument, NULL, 'v'},   {"accel", required_argument, NULL, 'a'},
         {"json", required_argument, NULL, 'j'},  {"help", no_argument, NULL, 'h'},
+        {"isolation", required_argument, NULL, 'u'},
         {NULL, 0, NULL, 0},
     };
     int o;
@@ -171,11 +266,13 @@ int main(int argc, char **argv)
         case 'v': nvms = atoi(optarg); break;
         case 'a': accel = optarg; break;
         case 'j': json = optarg; break;
+        case 'u': iso_uid = strtoul(optarg, NULL, 10); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
     }
-    if (samples < 10 || samples > 1000 || nvms < 1 || nvms > 200 || optind != argc) {
+    if (samples < 10 || samples > 1000 || nvms < 1 || nvms > 200 || optind != argc ||
+        iso_uid > 4000000000UL) {
         usage(stderr);
         return 2;
     }
@@ -206,6 +303,8 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (iso_uid != 0)
+        cfg.sandbox = PW_QEMU_SANDBOX_ON; /* the default mode is measured with it too */
     if ((rv = pw_qemu_config_resolve(&cfg, pw_now_mono_ms() + 15000, why, sizeof(why), err,
                                      sizeof(err))) != PW_OK)
         die("QEMU", rv, err);
@@ -213,7 +312,7 @@ int main(int argc, char **argv)
     if (cfg.accel == PW_QEMU_ACCEL_AUTO) {
         struct pw_qemu_guest pg = {.kernel = img.kernel, .initrd = img.initrd,
                                    .cmdline = img.cmdline};
-        pw_qemu_probe_accel(&cfg, &pg, img.name, 3000, &cfg.accel, accel_why, sizeof(accel_why));
+        pw_qemu_probe_accel(&cfg, &pg, img.name, (uint32_t)iso_uid, 3000, &cfg.accel, accel_why, sizeof(accel_why));
     }
     struct utsname u;
     uname(&u);
@@ -245,71 +344,43 @@ int main(int argc, char **argv)
                 t.snapshot_ms);
     }
 
-    /* 2. Sequential restores, one VM alive at a time. */
-    double *cont = pw_xcalloc((size_t)samples, sizeof(double));
-    double *ident = pw_xcalloc((size_t)samples, sizeof(double));
-    double *http = pw_xcalloc((size_t)samples, sizeof(double));
-    for (int i = 0; i < samples; i++) {
-        struct restore_arg a = {.cfg = &cfg, .snap = &snap, .vm_id = base | (uint64_t)(0x2000 + i)};
-        restore_thread(&a);
-        if (a.rv != PW_OK)
-            die("restore", a.rv, a.err);
-        cont[i] = a.t.cont_ms;
-        ident[i] = a.t.id_ms;
-        http[i] = a.t.http_ms;
-        fprintf(stderr, "  restore %2d: running %.0f ms, identity %.0f ms, first HTTP %.0f ms\n",
-                i, a.t.cont_ms, a.t.id_ms, a.t.http_ms);
-        destroy(a.vm);
-    }
-
-    /* 3. N restores at once; all alive: their memory. */
-    struct restore_arg *va = pw_xcalloc((size_t)nvms, sizeof(*va));
-    pthread_t *th = pw_xcalloc((size_t)nvms, sizeof(*th));
-    int64_t t0 = pw_now_mono_ms();
-    for (int i = 0; i < nvms; i++) {
-        va[i] = (struct restore_arg){.cfg = &cfg, .snap = &snap,
-                                     .vm_id = base | (uint64_t)(0x3000 + i)};
-        if (pthread_create(&th[i], NULL, restore_thread, &va[i]) != 0)
-            die("pthread_create", PW_ERR_INTERNAL, strerror(errno));
-    }
-    for (int i = 0; i < nvms; i++)
-        pthread_join(th[i], NULL);
-    double all_ms = (double)(pw_now_mono_ms() - t0);
-    double *conc = pw_xcalloc((size_t)nvms, sizeof(double));
-    double *pss = pw_xcalloc((size_t)nvms, sizeof(double));
-    double *rss = pw_xcalloc((size_t)nvms, sizeof(double));
-    int failed = 0;
-    for (int i = 0; i < nvms; i++) {
-        if (va[i].rv != PW_OK) {
-            fprintf(stderr, "bench-microvm: concurrent restore %d: %s\n", i, va[i].err);
-            failed++;
-            continue;
-        }
-        conc[i] = va[i].t.http_ms;
-    }
-    if (failed > 0)
-        die("concurrent restores", PW_ERR_UNAVAIL, "see above");
-    /* Let the guests settle (the first answers touched their pages) before reading memory. */
-    sleep(1);
-    for (int i = 0; i < nvms; i++) {
-        long p, r;
-        if (smaps_kb(va[i].vm->pid, &p, &r) != 0)
-            die("smaps_rollup", PW_ERR_IO, strerror(errno));
-        pss[i] = (double)p / 1024.0;
-        rss[i] = (double)r / 1024.0;
-    }
-    for (int i = 0; i < nvms; i++)
-        destroy(va[i].vm);
+    /* 2. Sequential restores, one VM alive at a time; 3. N restores at once, their memory. */
+    struct restores def;
+    measure_restores(&cfg, &snap, base, 0, samples, nvms, &def);
     char ignored[300];
     (void)pw_qemu_snapshot_delete(&snap, ignored, sizeof(ignored));
+
+    /* 4. The same restores, isolated: private RAM, one uid per QEMU. */
+    struct restores iso;
+    struct pw_qemu_snapshot isnap;
+    if (iso_uid != 0) {
+        struct pw_qemu_config icfg = cfg;
+        icfg.ram = PW_QEMU_RAM_PRIVATE;
+        struct pw_qemu_vm_spec spec = {.vm_id = base | 0x4000, .function = img.name,
+                                       .numa_node = -1, .uid = (uint32_t)iso_uid};
+        struct pw_qemu_times t;
+        char isnap_dir[128];
+        snprintf(isnap_dir, sizeof(isnap_dir), "%s/isnap", run_dir);
+        rv = pw_qemu_golden(&icfg, &g, &spec, isnap_dir, pw_now_mono_ms() + 120000, &isnap, &t,
+                            err, sizeof(err));
+        if (rv != PW_OK)
+            die("isolated golden boot", rv, err);
+        struct stat sst;
+        fprintf(stderr, "  isolated golden: ready %.0f ms, snapshot %.1f ms, state file %.1f MiB\n",
+                t.ready_ms, t.snapshot_ms,
+                stat(isnap.state_path, &sst) == 0 ? (double)sst.st_size / 1048576.0 : -1.0);
+        measure_restores(&icfg, &isnap, base, (uint32_t)iso_uid + 1, samples, nvms, &iso);
+        (void)pw_qemu_snapshot_delete(&isnap, ignored, sizeof(ignored));
+        rmdir(isnap_dir);
+    }
     rmdir(snap_dir);
     rmdir(run_dir);
     rmdir(mem_dir);
 
     struct stats sb = summarize(boot, (size_t)samples), ss = summarize(snapms, (size_t)samples);
-    struct stats sc = summarize(cont, (size_t)samples), si = summarize(ident, (size_t)samples);
-    struct stats sh = summarize(http, (size_t)samples), sx = summarize(conc, (size_t)nvms);
-    struct stats sp = summarize(pss, (size_t)nvms), sr = summarize(rss, (size_t)nvms);
+    struct stats sc = def.cont, si = def.ident, sh = def.http, sx = def.conc, sp = def.pss;
+    struct stats sr = def.rss;
+    double all_ms = def.all_ms;
     double pss_total = sp.mean * (double)nvms;
     printf("\n| measurement (ms, or MiB) | median | p90 | max | n |\n"
            "|---|---|---|---|---|\n");
@@ -330,6 +401,28 @@ int main(int argc, char **argv)
     printf("ratio cold boot / restore (medians): %.1fx to running, %.1fx to identity, "
            "%.1fx to first HTTP answer\n",
            sb.median / sc.median, sb.median / si.median, sb.median / sh.median);
+    if (iso_uid != 0) {
+        printf("\nisolation (--isolation %lu): the same restores, each QEMU its own uid, private "
+               "RAM read from the state file\n\n"
+               "| measurement (ms, or MiB), median (p90) | default (file RAM) | isolated "
+               "(private RAM) |\n|---|---|---|\n", iso_uid);
+        const struct {
+            const char *what;
+            const struct stats *a, *b;
+        } rows[] = {
+            {"restore: process start -> running", &def.cont, &iso.cont},
+            {"restore: -> identity applied", &def.ident, &iso.ident},
+            {"restore: -> first HTTP answer", &def.http, &iso.http},
+            {"restores at once: each -> first HTTP answer", &def.conc, &iso.conc},
+            {"PSS per VM, all alive (MiB)", &def.pss, &iso.pss},
+            {"RSS per VM, all alive (MiB)", &def.rss, &iso.rss},
+        };
+        for (size_t i = 0; i < PW_ARRAY_LEN(rows); i++)
+            printf("| %s | %.1f (%.1f) | %.1f (%.1f) |\n", rows[i].what, rows[i].a->median,
+                   rows[i].a->p90, rows[i].b->median, rows[i].b->p90);
+        printf("| PSS of all %d VMs (MiB) | %.0f | %.0f |\n", nvms, def.pss.mean * nvms,
+               iso.pss.mean * nvms);
+    }
 
     if (json != NULL) {
         FILE *f = fopen(json, "w");
@@ -350,19 +443,22 @@ int main(int argc, char **argv)
         json_stats(f, "pss_per_vm", &sp, 0);
         json_stats(f, "rss_per_vm", &sr, 1);
         fprintf(f, "  },\n  \"ratio_boot_over_restore\": {\"to_running\": %.2f, "
-                   "\"to_identity\": %.2f, \"to_first_http\": %.2f}\n}\n",
+                   "\"to_identity\": %.2f, \"to_first_http\": %.2f}",
                 sb.median / sc.median, sb.median / si.median, sb.median / sh.median);
+        if (iso_uid != 0) {
+            fprintf(f, ",\n  \"isolated\": {\n");
+            json_stats(f, "restore_to_running", &iso.cont, 0);
+            json_stats(f, "restore_to_identity", &iso.ident, 0);
+            json_stats(f, "restore_to_first_http", &iso.http, 0);
+            json_stats(f, "concurrent_restore_to_first_http", &iso.conc, 0);
+            json_stats(f, "pss_per_vm_mib", &iso.pss, 0);
+            json_stats(f, "rss_per_vm_mib", &iso.rss, 1);
+            fprintf(f, "  }");
+        }
+        fprintf(f, "\n}\n");
         fclose(f);
     }
     free(boot);
     free(snapms);
-    free(cont);
-    free(ident);
-    free(http);
-    free(conc);
-    free(pss);
-    free(rss);
-    free(va);
-    free(th);
     return 0;
 }

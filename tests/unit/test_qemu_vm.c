@@ -612,6 +612,100 @@ static void test_argv(void **state)
                      PW_ERR_INVAL);
 }
 
+/* write_private_manifest writes a snapshot.json of private RAM (mem_path should be ""). */
+static void write_private_manifest(const char *path, const char *state, const char *mem)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "{\"format\":1,\"ram\":\"private\",\"function\":\"fn\",\"golden_vm_id\":"
+            "\"00000000000000aa\",\"mem_path\":\"%s\",\"state_path\":\"%s\",\"accel\":\"tcg\","
+            "\"cpu\":\"max\",\"machine\":\"microvm\",\"memory_mb\":128,\"vcpus\":1,\"mac\":"
+            "\"52:54:00:00:00:aa\",\"kernel\":\"/img/vmlinux\",\"initrd\":\"/img/initrd\","
+            "\"cmdline\":\"console=ttyS0\",\"created_ms\":1}",
+            mem, state);
+    fclose(f);
+}
+
+/* Isolation: private RAM on the command line, the image passed as descriptors, and the RAM
+ * mode in the manifest. */
+static void test_private_ram(void **state)
+{
+    (void)state;
+    struct pw_qemu_config cfg;
+    char err[300];
+    assert_int_equal(pw_qemu_config_init(&cfg, "/run/pw", err, sizeof(err)), PW_OK);
+    assert_int_equal(cfg.ram, PW_QEMU_RAM_FILE);
+    pw_strlcpy(cfg.qemu_bin, "/usr/bin/qemu-system-x86_64", sizeof(cfg.qemu_bin));
+    cfg.accel = PW_QEMU_ACCEL_TCG;
+    cfg.sandbox = PW_QEMU_SANDBOX_ON;
+    cfg.ram = PW_QEMU_RAM_PRIVATE;
+    struct pw_qemu_snapshot s = {.ram = PW_QEMU_RAM_PRIVATE, .memory_mb = 128, .vcpus = 1};
+    pw_strlcpy(s.accel, "tcg", sizeof(s.accel));
+    pw_strlcpy(s.cpu, "max", sizeof(s.cpu));
+    pw_strlcpy(s.machine, "microvm,memory-backend=mem0", sizeof(s.machine));
+    pw_strlcpy(s.mac, "52:54:00:00:00:aa", sizeof(s.mac));
+    pw_strlcpy(s.kernel, "/img/vmlinux", sizeof(s.kernel));
+    pw_strlcpy(s.initrd, "/img/initramfs.cpio.gz", sizeof(s.initrd));
+    pw_strlcpy(s.cmdline, "console=ttyS0", sizeof(s.cmdline));
+    struct pw_qemu_vm vm = {.vm_id = 0xbb, .port = 40001, .uid = 62000};
+    pw_strlcpy(vm.dir, "/run/pw/00000000000000bb", sizeof(vm.dir));
+    pw_strlcpy(vm.qmp_path, "/run/pw/00000000000000bb/qmp.sock", sizeof(vm.qmp_path));
+    pw_strlcpy(vm.console_path, "/run/pw/00000000000000bb/console.sock", sizeof(vm.console_path));
+    char **gold = NULL, **rest = NULL;
+    assert_int_equal(pw_qemu_build_argv(&cfg, &s, &vm, true, &gold, err, sizeof(err)), PW_OK);
+    assert_int_equal(pw_qemu_build_argv(&cfg, &s, &vm, false, &rest, err, sizeof(err)), PW_OK);
+    assert_string_equal(value_of(gold, "-object"), "memory-backend-ram,id=mem0,size=128M");
+    assert_string_equal(value_of(rest, "-object"), "memory-backend-ram,id=mem0,size=128M");
+    assert_string_equal(value_of(gold, "-kernel"), "/proc/self/fd/3");
+    assert_string_equal(value_of(gold, "-initrd"), "/proc/self/fd/4");
+    assert_true(argv_has(rest, "-sandbox",
+                         "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"));
+    pw_qemu_argv_free(gold);
+    pw_qemu_argv_free(rest);
+
+    enum pw_qemu_ram r;
+    assert_int_equal(pw_qemu_ram_parse("private", &r), PW_OK);
+    assert_int_equal(r, PW_QEMU_RAM_PRIVATE);
+    assert_int_equal(pw_qemu_ram_parse("shared", &r), PW_ERR_INVAL);
+    assert_string_equal(pw_qemu_ram_name(PW_QEMU_RAM_FILE), "file");
+
+    /* The manifest says "ram": "private" and names no RAM file; loading needs none. */
+    char dir[] = "/tmp/pw-test-privram-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    pw_strlcpy(s.function, "fn", sizeof(s.function));
+    s.golden_vm_id = 0xaa;
+    snprintf(s.state_path, sizeof(s.state_path), "%s/state.bin", dir);
+    FILE *f = fopen(s.state_path, "w");
+    assert_non_null(f);
+    fputs("state", f);
+    fclose(f);
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/snapshot.json", dir);
+    write_private_manifest(path, s.state_path, "");
+    struct pw_qemu_snapshot got;
+    assert_int_equal(pw_qemu_snapshot_load(dir, &got, err, sizeof(err)), PW_OK);
+    assert_int_equal(got.ram, PW_QEMU_RAM_PRIVATE);
+    assert_string_equal(got.mem_path, "");
+    /* A private snapshot that names a RAM file is malformed. */
+    write_private_manifest(path, s.state_path, "/dev/shm/x.mem");
+    assert_int_equal(pw_qemu_snapshot_load(dir, &got, err, sizeof(err)), PW_ERR_PARSE);
+    assert_non_null(strstr(err, "mem_path"));
+    /* A restore refuses a snapshot of the other RAM mode. */
+    pw_strlcpy(got.state_path, s.state_path, sizeof(got.state_path));
+    cfg.ram = PW_QEMU_RAM_FILE;
+    struct pw_qemu_vm_spec spec = {.vm_id = 0xcc, .function = "fn", .numa_node = -1};
+    struct pw_qemu_vm *none = NULL;
+    assert_int_equal(pw_qemu_restore(&cfg, &s, &spec, "x", 0, pw_now_mono_ms() + 1000, &none,
+                                     NULL, err, sizeof(err)),
+                     PW_ERR_STATE);
+    assert_null(none);
+    assert_non_null(strstr(err, "private RAM"));
+    unlink(path);
+    unlink(s.state_path);
+    rmdir(dir);
+}
+
 /* ---- with QEMU ---- */
 
 static void test_golden(void **state)
@@ -831,7 +925,7 @@ static void test_accel_probe(void **state)
     enum pw_qemu_accel a = PW_QEMU_ACCEL_AUTO;
     char why[600];
     int64_t t0 = pw_now_mono_ms();
-    int rv = pw_qemu_probe_accel(&G.cfg, &g, FN, 5000, &a, why, sizeof(why));
+    int rv = pw_qemu_probe_accel(&G.cfg, &g, FN, 0, 5000, &a, why, sizeof(why));
     printf("test_qemu_vm: accelerator probe (%" PRId64 " ms): %s\n", pw_now_mono_ms() - t0, why);
     assert_int_equal(rv, PW_OK);
     assert_true(a == PW_QEMU_ACCEL_KVM || a == PW_QEMU_ACCEL_TCG);
@@ -885,6 +979,7 @@ int main(void)
         cmocka_unit_test(test_scan_offline),
         cmocka_unit_test(test_logs_cap),
         cmocka_unit_test(test_argv),
+        cmocka_unit_test(test_private_ram),
         cmocka_unit_test(test_golden),
         cmocka_unit_test(test_restore),
         cmocka_unit_test(test_boot_deadline),

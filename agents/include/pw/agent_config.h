@@ -56,6 +56,12 @@ struct pw_agent_config {
     int qemu_jobs;                   /* QEMU operations at once (worker threads); default 4 */
     int qemu_keep_vms;               /* at a clean stop, leave the VMs running for the next
                                       * agent to adopt; default 0: destroy them */
+    /* VM isolation (docs/qemu.md, "Isolation"): with qemu_uids > 0 every QEMU runs as its own
+     * uid/gid from [qemu_uid_base, qemu_uid_base + qemu_uids), with private RAM, and the
+     * agent must run as root. qemu_uids also caps the VMs (golden boots included) at once. */
+    uint32_t qemu_uid_base;          /* the first uid; 1..4294967294, needed with qemu_uids;
+                                      * default 0 (unset) */
+    uint32_t qemu_uids;              /* 0..65536; default 0: isolation off */
     /* TLS agent link (scheduler URL tls+tcp://): this agent's certificate and key (one PEM
      * file; its common name or a DNS name must be the agent id), the CA that signed the
      * scheduler's certificate, and the name to expect in it ("": the URL's host). */
@@ -84,7 +90,8 @@ void pw_agent_config_init(struct pw_agent_config *c);
  * (auto, kvm, tcg), "qemu_run_dir", "qemu_snapshot_dir", "qemu_mem_dir", "qemu_probe_image"
  * (absolute paths; run and memory directories without commas), "qemu_boot_timeout_ms",
  * "qemu_restore_timeout_ms", "qemu_probe_timeout_ms", "qemu_stop_timeout_ms",
- * "qemu_log_max_kb", "qemu_jobs" (1..64), "qemu_keep_vms" (a boolean), and "metrics_listen"
+ * "qemu_log_max_kb", "qemu_jobs" (1..64), "qemu_keep_vms" (a boolean), "qemu_uid_base"
+ * (1..4294967294), "qemu_uids" (0..65536), and "metrics_listen"
  * (HOST:PORT for the /metrics listener, port 1..65535; "" turns it off). Returns PW_OK, or
  * PW_ERR_INVAL with a one-line reason in errbuf (c unchanged). Loop or main thread only. */
 int pw_agent_config_set(struct pw_agent_config *c, const char *key, const char *value,
@@ -110,7 +117,8 @@ int pw_agent_config_load_env(struct pw_agent_config *c, char *errbuf, size_t err
 int pw_agent_config_qemu_dirs(const struct pw_agent_config *c, char *run_dir, char *snap_dir,
                               char *mem_dir, char *errbuf, size_t errlen);
 
-/* pw_agent_config_check verifies what a single key cannot (the id is set, the driver exists).
+/* pw_agent_config_check verifies what a single key cannot (the id is set, the driver exists,
+ * qemu_uids > 0 has a qemu_uid_base and the range ends below 4294967295).
  * Returns PW_OK or PW_ERR_INVAL with a reason. */
 int pw_agent_config_check(const struct pw_agent_config *c, char *errbuf, size_t errlen);
 

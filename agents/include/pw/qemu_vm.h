@@ -56,6 +56,28 @@ enum pw_qemu_accel {
 const char *pw_qemu_accel_name(enum pw_qemu_accel a);
 int pw_qemu_accel_parse(const char *s, enum pw_qemu_accel *out);
 
+/* How guest RAM is held. X(name, string) */
+#define PW_QEMU_RAM_MAP(X) \
+    X(FILE, "file")        \
+    X(PRIVATE, "private")
+
+enum pw_qemu_ram {
+    /* FILE: the golden's RAM is a file in mem_dir (share=on at boot); restores map it
+     * copy-on-write (share=off) and migrate with x-ignore-shared, so the stream carries no RAM.
+     * QEMU 7.2 opens that file read-write, so every QEMU can write it.
+     * PRIVATE: anonymous RAM (memory-backend-ram) everywhere; the migration stream (the state
+     * file, which QEMU gets only as a read-only descriptor) carries the RAM, and restores copy
+     * it into their own memory. For VMs that must not share a writable file (isolation). */
+#define PW_QEMU_RAM_ENUM(name, str) PW_QEMU_RAM_##name,
+    PW_QEMU_RAM_MAP(PW_QEMU_RAM_ENUM)
+#undef PW_QEMU_RAM_ENUM
+};
+
+/* pw_qemu_ram_name returns "file" or "private"; pw_qemu_ram_parse is its inverse
+ * (PW_ERR_INVAL for anything else). */
+const char *pw_qemu_ram_name(enum pw_qemu_ram r);
+int pw_qemu_ram_parse(const char *s, enum pw_qemu_ram *out);
+
 enum pw_qemu_sandbox {
     PW_QEMU_SANDBOX_AUTO, /* on when this QEMU supports it (pw_qemu_config_resolve decides) */
     PW_QEMU_SANDBOX_ON,   /* -sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,
@@ -73,11 +95,13 @@ struct pw_qemu_config {
     enum pw_qemu_sandbox sandbox;       /* AUTO until resolved, then ON or OFF */
     uint64_t tsc_khz;                   /* host TSC for tsc_early_khz; 0: read at resolve */
     char qemu_version[64];              /* "7.2.22", filled at resolve */
+    enum pw_qemu_ram ram;               /* of golden boots and the snapshots restores accept;
+                                         * default FILE */
 };
 
 /* pw_qemu_config_init fills c with the defaults: qemu_bin "qemu-system-x86_64", mem_dir
  * "/dev/shm", run_dir as given (it must exist or be creatable), accel AUTO, sandbox AUTO,
- * tsc_khz 0. Returns PW_OK or PW_ERR_INVAL when run_dir is empty or longer than
+ * tsc_khz 0, ram FILE. Returns PW_OK or PW_ERR_INVAL when run_dir is empty or longer than
  * PW_QEMU_RUN_DIR_MAX - 1. Any thread. */
 int pw_qemu_config_init(struct pw_qemu_config *c, const char *run_dir, char *errbuf,
                         size_t errlen);
@@ -149,6 +173,12 @@ struct pw_qemu_vm_spec {
                                      * a boot or restore give up within about 50 ms, as at its
                                      * deadline (PW_ERR_TIMEOUT, "cancelled"); borrowed for the
                                      * call */
+    uint32_t uid;                   /* 0: QEMU runs as the caller. Else (the caller must be
+                                     * root) QEMU runs as uid and gid uid, without supplementary
+                                     * groups and with no_new_privs; its directory is owned by
+                                     * uid, mode 0700, and the kernel and initrd of a boot are
+                                     * passed as descriptors the agent opened. Unique among
+                                     * running VMs: that is what keeps them apart */
 };
 
 /* What a golden snapshot is: its files and every command-line parameter a restore must repeat
@@ -157,6 +187,8 @@ struct pw_qemu_snapshot {
     char dir[PATH_MAX];         /* the snapshot directory */
     char function[PW_NAME_MAX];
     uint64_t golden_vm_id;
+    enum pw_qemu_ram ram;       /* FILE, or PRIVATE (then mem_path is "" and the state file
+                                 * holds the RAM) */
     char mem_path[PATH_MAX];    /* golden RAM file (share=on at boot, share=off at restore) */
     char state_path[PATH_MAX];  /* device state written by migrate */
     char accel[8];              /* "kvm" or "tcg": a snapshot restores under its own only */
@@ -212,6 +244,7 @@ struct pw_qemu_vm {
     char owned[2][PATH_MAX];  /* files this VM owns outside dir (a golden's RAM and state
                                * files until its snapshot is published), deleted with it */
     int32_t numa_node;        /* as in the spec (recorded in vm.json); -1: none */
+    uint32_t uid;             /* as in the spec (recorded in vm.json); 0: the agent's */
     const atomic_int *cancel; /* the spec's cancel flag during boot and restore, else NULL */
     struct pw_qmp *qmp;       /* connected QMP, or NULL */
     int console_fd;           /* connected console socket, or -1 */
@@ -240,8 +273,8 @@ void pw_qemu_argv_free(char **argv);
 
 /* pw_qemu_boot starts a golden VM of function spec->function from guest g and waits until its
  * console says "PREWARM-READY <function>" (so spec->function must be the name the image
- * announces). RAM lives in a share=on file in cfg->mem_dir that the
- * VM owns until pw_qemu_snapshot publishes it. On PW_OK *out is the running VM (the caller
+ * announces). With cfg->ram FILE, RAM lives in a share=on file in cfg->mem_dir that the
+ * VM owns until pw_qemu_snapshot publishes it; with PRIVATE it is anonymous memory. On PW_OK *out is the running VM (the caller
  * owns it: pw_qemu_snapshot, pw_qemu_destroy, pw_qemu_vm_free) and t, when not NULL, has
  * qmp_ms and ready_ms. On failure QEMU is killed, its files are gone, *out is NULL, and:
  * PW_ERR_TIMEOUT (no ready line by deadline_ms: errbuf quotes the last console line),
@@ -253,8 +286,9 @@ int pw_qemu_boot(const struct pw_qemu_config *cfg, const struct pw_qemu_guest *g
                  struct pw_qemu_vm **out, struct pw_qemu_times *t, char *errbuf, size_t errlen);
 
 /* pw_qemu_snapshot turns the golden VM vm (running, from pw_qemu_boot) into a snapshot in
- * snap_dir (created if missing): stop, migrate-set-capabilities x-ignore-shared, the device
- * state through getfd + "fd:" into state-<vm id>.bin, query-migrate until completed, quit,
+ * snap_dir (created if missing): stop, migrate-set-capabilities x-ignore-shared (FILE RAM
+ * only: with PRIVATE the stream carries the RAM), the device state through getfd + "fd:" into
+ * state-<vm id>.bin (of an isolated VM, spec uid != 0: mode 0600 in a snap_dir made 0700), query-migrate until completed, quit,
  * reap. Then snapshot.json is written (atomically: the snapshot exists once it does) and
  * the files of a snapshot it replaces are deleted (restored VMs that map the old RAM file keep
  * it: it is unlinked, not truncated). On PW_OK *out describes the snapshot, t->snapshot_ms is
@@ -273,7 +307,7 @@ int pw_qemu_golden(const struct pw_qemu_config *cfg, const struct pw_qemu_guest 
                    char *errbuf, size_t errlen);
 
 /* pw_qemu_snapshot_load reads <snap_dir>/snapshot.json into *out and checks that its RAM file
- * (of the recorded size) and state file exist. PW_OK; PW_ERR_NOTFOUND (no snapshot there);
+ * (of the recorded size; FILE RAM only) and state file exist. PW_OK; PW_ERR_NOTFOUND (no snapshot there);
  * PW_ERR_PARSE (a malformed manifest: errbuf names the field); PW_ERR_IO. Any thread. */
 int pw_qemu_snapshot_load(const char *snap_dir, struct pw_qemu_snapshot *out, char *errbuf,
                           size_t errlen);
@@ -291,12 +325,14 @@ int pw_qemu_snapshot_delete(const struct pw_qemu_snapshot *snap, char *errbuf, s
  * x-ignore-shared, migrate-incoming from the state file (passed with getfd), query-migrate
  * until completed, cont. Then the guest gets its identity on the console,
  * "PREWARM-ID <instance> <mac> <unix time>", and must answer "PREWARM-ID-OK <instance>".
+ * With PRIVATE RAM (snap->ram, which must be cfg->ram) there is no RAM file and no
+ * x-ignore-shared: the migration copies the RAM from the state file into the VM's own memory.
  * instance: 1..64 of [A-Za-z0-9._:-]. cfg->accel must be the snapshot's. On PW_OK *out is the
  * running VM (the caller owns it) and t, when not NULL, has qmp_ms, cont_ms, id_ms and, with
  * PW_QEMU_PROBE_HTTP, http_ms. On failure QEMU is killed, its files are gone, *out is NULL:
  * PW_ERR_TIMEOUT, PW_ERR_UNAVAIL (QEMU exited or refused: errbuf has its words),
- * PW_ERR_INVAL, PW_ERR_EXISTS, PW_ERR_STATE (a snapshot for another accelerator or QEMU
- * version), PW_ERR_IO. Blocking. */
+ * PW_ERR_INVAL, PW_ERR_EXISTS, PW_ERR_STATE (a snapshot for another accelerator, QEMU
+ * version or RAM mode), PW_ERR_IO. Blocking. */
 int pw_qemu_restore(const struct pw_qemu_config *cfg, const struct pw_qemu_snapshot *snap,
                     const struct pw_qemu_vm_spec *spec, const char *instance, unsigned flags,
                     int64_t deadline_ms, struct pw_qemu_vm **out, struct pw_qemu_times *t,
@@ -364,6 +400,7 @@ struct pw_qemu_meta {
     int32_t numa_node;      /* -1 when not recorded */
     uint32_t memory_mb;     /* the VM's shape (0 when not recorded) */
     uint32_t vcpus;
+    uint32_t uid;           /* the uid QEMU runs as; 0: the agent's (or not recorded) */
 };
 
 enum pw_qemu_orphan_state {
@@ -414,10 +451,12 @@ int pw_qemu_orphan_clean(const struct pw_qemu_orphan *o, int64_t deadline_ms, ch
  * within timeout_ms (a /dev/kvm backed by a
  * slow nested implementation boots too slowly or not at all). *out is KVM or TCG; why says
  * what was found ("kvm: guest ready in 812 ms" or "tcg: /dev/kvm: No such file or
- * directory"). The probe VM uses a directory under cfg->run_dir and is gone afterwards.
- * Returns PW_OK (TCG is always a valid answer) or PW_ERR_INVAL for a bad guest. Blocking. */
+ * directory"). The probe VM uses a directory under cfg->run_dir and is gone afterwards; it
+ * runs as uid as pw_qemu_vm_spec says (0: as the caller), so KVM is chosen only when the
+ * VMs' user can use it. Returns PW_OK (TCG is always a valid answer) or PW_ERR_INVAL for a
+ * bad guest. Blocking. */
 int pw_qemu_probe_accel(const struct pw_qemu_config *cfg, const struct pw_qemu_guest *g,
-                        const char *function, int64_t timeout_ms, enum pw_qemu_accel *out,
-                        char *why, size_t whylen);
+                        const char *function, uint32_t uid, int64_t timeout_ms,
+                        enum pw_qemu_accel *out, char *why, size_t whylen);
 
 #endif
