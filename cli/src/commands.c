@@ -546,13 +546,16 @@ static const char hosts_help[] =
     "  hosts drain ID      no new VMs on the host; its VMs are replaced elsewhere\n"
     "  hosts undrain ID    place VMs on the host again\n"
     "\n"
-    "DRAINING is 'operator' (hosts drain), 'agent' (the agent's own) or both.\n"
+    "DRAINING is 'operator' (hosts drain), 'agent' (the agent's own) or both. HEALTH is 'ok',\n"
+    "or 'cordoned:REASON' / 'probation:REASON' when self-healing keeps new VMs off the host\n"
+    "(REASON restore_failures or restore_slow).\n"
     "\n"
     "Flags:\n" PW_CLI_COMMON_HELP;
 
-static const char *const host_hdr[] = {"ID", "STATE", "DRIVER", "CLOUD", "ZONE", "VMS", "LOAD", "DRAINING", "SNAPSHOTS"};
-static const char *const host_cols[] = {"id", "state", "driver", "cloud", "zone", "vms", "load", "draining",
-                                        "snapshots"};
+static const char *const host_hdr[] = {"ID",   "STATE",    "DRIVER", "CLOUD",     "ZONE",
+                                       "VMS",  "LOAD",     "DRAINING", "HEALTH", "SNAPSHOTS"};
+static const char *const host_cols[] = {"id",  "state", "driver",   "cloud",  "zone",
+                                        "vms", "load",  "draining", "health", "snapshots"};
 
 const char *pw_cli_host_draining(const cJSON *h)
 {
@@ -564,6 +567,14 @@ static const char *host_cell(const cJSON *row, const char *col, char *buf, size_
 {
     if (strcmp(col, "draining") == 0)
         return pw_cli_host_draining(row);
+    if (strcmp(col, "health") == 0) {
+        /* Self-healing: cordoned hosts with the reason; "probation" while proving themselves. */
+        if (!pw_cli_bool(row, "cordoned"))
+            return "ok";
+        snprintf(buf, size, "%s:%s", pw_cli_bool(row, "cordon_probation") ? "probation" : "cordoned",
+                 pw_cli_str(row, "cordon_reason"));
+        return buf;
+    }
     if (strcmp(col, "load") == 0) {
         snprintf(buf, size, "%.2f", pw_cli_num(row, "load"));
         return buf;

@@ -253,7 +253,8 @@ def check_hosts():
     for h in api["hosts"]:
         r = rows[h["id"]]
         expect(r["STATE"] == h["state"] and r["DRIVER"] == h["driver"] and r["ZONE"] == cell(h["zone"])
-               and r["CLOUD"] == cell(h["cloud"]) and r["DRAINING"] == "no", "host row %s" % h["id"], (r, h))
+               and r["CLOUD"] == cell(h["cloud"]) and r["DRAINING"] == "no" and r["HEALTH"] == "ok",
+               "host row %s" % h["id"], (r, h))
     expect(sorted(ok("hosts", "list", "-o", "names").split()) == sorted(rows), "-o names")
     g = fields(ok("hosts", "get", "a1"))
     expect(g["id"] == "a1" and g["zone"] == "z1" and g["labels.zone"] == "z1" and "numa[0].cpus" in g,

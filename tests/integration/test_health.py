@@ -13,12 +13,13 @@ the cordon time, proves itself and is uncordoned. The times are printed.
 """
 
 import os
+import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import Agent, Checks, Cluster, expect, log, wait_until  # noqa: E402
+from harness import BINARY_DIR, Agent, Checks, Cluster, expect, log, wait_until  # noqa: E402
 
 HEALTHY = ["h1", "h2", "h3"]
 
@@ -73,6 +74,12 @@ def check_failures_cordoned():
            metric("prewarm_host_cordons_total", 'reason="restore_failures"'))
     expect(metric("prewarm_hosts_cordoned") >= 1, "gauge")
     expect("host flaky cordoned: restore_failures" in S.c.scheduler.log_text(), "event in the log")
+    ctl = os.path.join(BINARY_DIR, "cli", "prewarmctl")
+    r = subprocess.run([ctl, "--server", "http://127.0.0.1:%d" % S.c.http_port, "hosts", "list"],
+                       capture_output=True, text=True, timeout=20)
+    row = [ln for ln in r.stdout.splitlines() if ln.startswith("flaky ")]
+    expect(r.returncode == 0 and row and "cordoned:restore_failures" in row[0], "prewarmctl hosts list shows it",
+           r.stdout)
     # No new VM goes there while cordoned: more VMs wanted, none on flaky.
     st, body = S.c.http("PUT", "/v1/functions/f2/pool", {"min": 7})
     wait_until(lambda: pool("f2").get("idle", 0) >= 7, 20, "f2 at 7")
