@@ -504,6 +504,17 @@ void pw_store_set_epoch(struct pw_store *s, uint64_t epoch)
     atomic_store(&s->epoch, epoch);
 }
 
+/* job_begin opens a job's fenced transaction; on failure the job carries the error. */
+static int job_begin(struct pw_store *s, struct job *j)
+{
+    int rv = tx_begin(s, j->msg, sizeof(j->msg));
+    if (rv != PW_OK) {
+        check_bad(s, j->msg);
+        j->err = rv;
+    }
+    return rv;
+}
+
 static int tx_end(struct pw_store *s, int rv, char *msg, size_t msglen)
 {
     if (rv == PW_OK)
@@ -622,12 +633,9 @@ static void run_put_function(struct pw_store *s, struct job *j)
     const char *pa[15] = {j->actor, f->name, f->image, mem, vcpus, policy, min, max, ka, q,
                           clouds, regions, zones, hs, zs};
 
-    int rv = tx_begin(s, j->msg, sizeof(j->msg));
-    if (rv != PW_OK) {
-        check_bad(s, j->msg);
-        j->err = rv;
+    int rv = job_begin(s, j);
+    if (rv != PW_OK)
         return;
-    }
     rv = exec_cmd(s, s->conn, "put function", SQL_PUT_FUNCTION, 9, pf, j->msg, sizeof(j->msg));
     if (rv == PW_OK)
         rv = exec_cmd(s, s->conn, "put pool policy", SQL_PUT_POLICY, 6, pp, j->msg, sizeof(j->msg));
@@ -638,12 +646,9 @@ static void run_put_function(struct pw_store *s, struct job *j)
 
 static void run_delete_function(struct pw_store *s, struct job *j)
 {
-    int rv = tx_begin(s, j->msg, sizeof(j->msg));
-    if (rv != PW_OK) {
-        check_bad(s, j->msg);
-        j->err = rv;
+    int rv = job_begin(s, j);
+    if (rv != PW_OK)
         return;
-    }
     const char *pd[1] = {j->spec.name};
     PGresult *r = exec(s, s->conn, "delete function", SQL_DELETE_FUNCTION, 1, pd, PGRES_COMMAND_OK,
                        j->msg, sizeof(j->msg));
@@ -668,12 +673,9 @@ static void run_set_drain(struct pw_store *s, struct job *j)
         msgf(j->msg, sizeof(j->msg), "%s: host id \"%s\" is not a valid name", action, j->host);
         return;
     }
-    int rv = tx_begin(s, j->msg, sizeof(j->msg));
-    if (rv != PW_OK) {
-        check_bad(s, j->msg);
-        j->err = rv;
+    int rv = job_begin(s, j);
+    if (rv != PW_OK)
         return;
-    }
     const char *pr[1] = {j->host};
     PGresult *r = exec(s, s->conn, "read host drain", SQL_DRAIN_READ, 1, pr, PGRES_TUPLES_OK, j->msg,
                        sizeof(j->msg));
@@ -740,12 +742,9 @@ static int flush_chunk(struct pw_store *s, const struct trow *rows, size_t n, ch
  * buffered again without double counting. */
 static void run_flush(struct pw_store *s, struct job *j)
 {
-    int rv = tx_begin(s, j->msg, sizeof(j->msg));
-    if (rv != PW_OK) {
-        check_bad(s, j->msg);
-        j->err = rv;
+    int rv = job_begin(s, j);
+    if (rv != PW_OK)
         return;
-    }
     rv = exec_cmd(s, s->conn, "set synchronous_commit", "SET LOCAL synchronous_commit = off", 0, NULL,
                   j->msg, sizeof(j->msg));
     /* The batch comes from a table keyed by row, so no key repeats within a statement (which
@@ -1017,12 +1016,9 @@ static void run_put_model(struct pw_store *s, struct job *j)
         msgf(j->msg, sizeof(j->msg), "put model: version \"%s\" is not a valid name", m->version);
         return;
     }
-    int rv = tx_begin(s, j->msg, sizeof(j->msg));
-    if (rv != PW_OK) {
-        check_bad(s, j->msg);
-        j->err = rv;
+    int rv = job_begin(s, j);
+    if (rv != PW_OK)
         return;
-    }
     const char *pr[1] = {m->version};
     PGresult *r = exec(s, s->conn, "read model", SQL_MODEL_READ, 1, pr, PGRES_TUPLES_OK, j->msg, sizeof(j->msg));
     if (r == NULL) {
@@ -1055,12 +1051,9 @@ static void run_put_model(struct pw_store *s, struct job *j)
 
 static void run_activate_model(struct pw_store *s, struct job *j)
 {
-    int rv = tx_begin(s, j->msg, sizeof(j->msg));
-    if (rv != PW_OK) {
-        check_bad(s, j->msg);
-        j->err = rv;
+    int rv = job_begin(s, j);
+    if (rv != PW_OK)
         return;
-    }
     const char *pv[1] = {j->model.version};
     PGresult *r = exec(s, s->conn, "read model",
                        "SELECT sha256, path, source FROM models WHERE version = $1 FOR UPDATE", 1, pv,

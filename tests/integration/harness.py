@@ -810,6 +810,30 @@ class Checks:
 GATEWAY = os.path.join(BINARY_DIR, "gateway", "prewarm-gateway")
 
 
+
+def qemu_processes(run_dir):
+    """{pid: (vm id hex, state letter, ppid)} of the QEMU processes (zombies included) whose
+    command line names a path under run_dir and a -name prewarm-<id>: the agent's VMs."""
+    found = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % d, "rb") as f:
+                args = f.read().split(b"\0")
+            with open("/proc/%s/stat" % d) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if b"-name" not in args or not any(run_dir.encode() in a for a in args):
+            continue
+        name = args[args.index(b"-name") + 1].decode()
+        if not name.startswith("prewarm-"):
+            continue
+        rest = stat[stat.rindex(")") + 2:].split()
+        found[int(d)] = (name[len("prewarm-"):], rest[0], int(rest[1]))
+    return found
+
 def start_gateway(cluster, extra_args=(), timeout=10):
     """Start prewarm-gateway in front of cluster's prewarmd on a free port; returns the Process
     with .port set. It is registered with the cluster, so stop() stops it (before the agents)

@@ -39,7 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from harness import (AGENT as AGENT_BIN, Agent, Checks, Cluster, HarnessError,  # noqa: E402
                      become_subreaper, build_guest_image, expect, qemu_skip_or_fail, reap,
-                     wait_until)
+                     qemu_processes, wait_until)
 
 HEARTBEAT_MS = 500
 AGENT = "qi"
@@ -61,23 +61,7 @@ def log(msg):
 # ---- the host's view ---------------------------------------------------------------------------
 def our_qemus():
     """{pid: vm id hex} of the running (not zombie) QEMUs whose sockets are in our run dir."""
-    found = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % d, "rb") as f:
-                args = f.read().split(b"\0")
-            with open("/proc/%s/stat" % d) as f:
-                st = f.read()
-        except OSError:
-            continue
-        if b"-name" not in args or not any(S.run_dir.encode() in a for a in args):
-            continue
-        name = args[args.index(b"-name") + 1].decode()
-        if not name.startswith("prewarm-") or st[st.rindex(")") + 2:].split()[0] == "Z":
-            continue
-        found[int(d)] = name[len("prewarm-"):]
+    found = {pid: v[0] for pid, v in qemu_processes(S.run_dir).items() if v[1] != "Z"}
     S.seen_pids.update(found)
     return found
 

@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from harness import (REPO, Agent, Checks, Cluster, HarnessError, become_subreaper,  # noqa: E402
                      build_guest_image, qemu_skip_or_fail,
-                     expect, reap, wait_until)
+                     expect, qemu_processes, reap, wait_until)
 
 HEARTBEAT_MS = 500
 AGENT = "qa"
@@ -59,24 +59,7 @@ def log(msg):
 # ---- the host's view ---------------------------------------------------------------------------
 def our_qemus():
     """{pid: (vm id hex, state, ppid)} of the QEMU processes whose sockets are in our run dir."""
-    found = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % d, "rb") as f:
-                args = f.read().split(b"\0")
-            with open("/proc/%s/stat" % d) as f:
-                stat = f.read()
-        except OSError:
-            continue
-        if b"-name" not in args or not any(S.run_dir.encode() in a for a in args):
-            continue
-        name = args[args.index(b"-name") + 1].decode()
-        if not name.startswith("prewarm-"):
-            continue
-        rest = stat[stat.rindex(")") + 2:].split()
-        found[int(d)] = (name[len("prewarm-"):], rest[0], int(rest[1]))
+    found = qemu_processes(S.run_dir)
     S.seen_pids.update(found)
     return found
 
