@@ -323,8 +323,8 @@ static int json_scalar(const cJSON *it, char *val, size_t n)
 {
     if (cJSON_IsString(it))
         pw_strlcpy(val, it->valuestring, n);
-    else if (cJSON_IsNumber(it) && it->valuedouble == (double)(long long)it->valuedouble)
-        snprintf(val, n, "%lld", (long long)it->valuedouble);
+    else if (cJSON_IsNumber(it) && fabs(it->valuedouble) < 9.0e18 && it->valuedouble == floor(it->valuedouble))
+        snprintf(val, n, "%lld", (long long)it->valuedouble); /* in range: the cast is defined */
     else
         return -1;
     return 0;
