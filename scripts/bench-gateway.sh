@@ -8,7 +8,10 @@
 #   scripts/bench-gateway.sh [BUILD_DIR]         (default build-gw; needs bench-gateway-load,
 #                                                 prewarmd and prewarm-agent built there)
 # Environment: PW_BENCH_RATES (default 1000,5000,10000), PW_BENCH_SECONDS (5),
-# PW_BENCH_MAX_OFFER (40000), PW_BENCH_FUNCTIONS (16), PW_BENCH_MIN (128 warm VMs per function),
+# PW_BENCH_MAX_OFFER (400000: the saturation search's cap; 0 skips it), PW_BENCH_MAX_START (the
+# highest rate), PW_BENCH_MAX_FACTOR (1.4), PW_BENCH_MAX_REFINE (2) — the 'max' row of each
+# path is the highest rate it sustains (>= 99% achieved, no errors; bench-gateway-load --help),
+# PW_BENCH_FUNCTIONS (16), PW_BENCH_MIN (128 warm VMs per function),
 # PW_BENCH_MAX_HOLD_MS (100: cap on a lease's hold time, so the warm pools suffice),
 # PW_BENCH_AGENTS (4), PW_BENCH_CONNS (64), PW_BENCH_JSON (docs/results/gateway-load.json).
 set -euo pipefail
@@ -18,7 +21,10 @@ BUILD=${1:-$ROOT/build-gw}
 case $BUILD in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
 RATES=${PW_BENCH_RATES:-1000,5000,10000}
 SECONDS_PER_STEP=${PW_BENCH_SECONDS:-5}
-MAX_OFFER=${PW_BENCH_MAX_OFFER:-40000}
+MAX_OFFER=${PW_BENCH_MAX_OFFER:-400000}
+MAX_START=${PW_BENCH_MAX_START:-0}
+MAX_FACTOR=${PW_BENCH_MAX_FACTOR:-1.4}
+MAX_REFINE=${PW_BENCH_MAX_REFINE:-2}
 NFN=${PW_BENCH_FUNCTIONS:-16}
 MIN=${PW_BENCH_MIN:-128}
 NAGENTS=${PW_BENCH_AGENTS:-4}
@@ -90,7 +96,8 @@ echo "cluster: prewarmd pid $SCHED_PID, $NAGENTS sim agents, $NFN functions x $M
 mkdir -p "$(dirname "$JSON")"
 "$BUILD/bench/loadgen/bench-gateway-load" --scheduler "127.0.0.1:$HTTP_PORT" --pid "$SCHED_PID" \
   --trace "$TRACE" --functions "$NFN" --conns "$CONNS" --seconds "$SECONDS_PER_STEP" \
-  --spread --rates "$RATES" --max-offer "$MAX_OFFER" --max-hold-ms "$MAX_HOLD_MS" --json "$JSON"
+  --spread --rates "$RATES" --max-offer "$MAX_OFFER" --max-start "$MAX_START" --max-factor "$MAX_FACTOR" \
+  --max-refine "$MAX_REFINE" --max-hold-ms "$MAX_HOLD_MS" --json "$JSON"
 echo "results: $JSON" >&2
 # What the pools went through (cold starts and timeouts show pool exhaustion, not overhead).
 for i in $(seq 0 $((NFN - 1))); do curl -fs "$API/v1/functions/lg-$i/pool"; echo; done |

@@ -9,7 +9,8 @@
  * POST /v1/leases/{id}/release. Latency runs from the scheduled send time, not from when a
  * connection was free (no coordinated omission). The same step is run against GET /livez, which
  * does no work in prewarmd: that is the floor. prewarmd's CPU time per step comes from
- * /proc/<pid>/stat. */
+ * /proc/<pid>/task/<tid>/schedstat (ns), or /proc/<pid>/stat (ticks) without it. */
+#include <dirent.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
@@ -66,7 +67,11 @@ struct opts {
     int spread; /* arrival i goes to function i mod N instead of hash(trace function) mod N */
     double rates[16];
     int nrates;
-    double max_offer;
+    double max_offer;  /* the highest rate the saturation search offers; 0: no search */
+    double max_start;  /* its first rate (0: the highest of rates) */
+    double max_factor; /* rate growth per probe while probes pass */
+    int max_refine;    /* probes between the last pass and the first failure */
+    int only; /* -1: both modes; else only that mode */
     char json[512];
 };
 
@@ -224,8 +229,13 @@ static void on_tick(uv_timer_t *t)
     int all_sent = s->next == s->narr;
     int drained = s->outstanding == 0 && s->nheap == 0;
     if ((all_sent && drained) || now > s->t0 + s->window_ns + (uint64_t)DRAIN_MS * 1000000) {
+        if (!(all_sent && drained))
+            fprintf(stderr, "step gave up draining: %" PRIu64 " requests unanswered, %zu releases pending\n",
+                    s->outstanding, s->nheap);
         s->done = 1;
         uv_timer_stop(&s->tick);
+        /* Idle keep-alive connections would hold uv_run for the client's idle timeout. */
+        uv_stop(s->loop);
     }
 }
 
@@ -298,9 +308,39 @@ static double build_schedule(const struct pw_trace *tr, const struct opts *o, si
 
 /* ---- one step ---- */
 
-static int read_cpu_ticks(int pid, uint64_t *out)
+/* read_cpu_ns reads the CPU time prewarmd's threads have used, in ns: the sum of the first
+ * field of /proc/<pid>/task/<tid>/schedstat (exact), or utime+stime from /proc/<pid>/stat
+ * (10 ms ticks) where schedstat is missing. */
+static int read_cpu_ns(int pid, uint64_t *out)
 {
     char path[64], buf[2048];
+    snprintf(path, sizeof(path), "/proc/%d/task", pid);
+    DIR *dir = opendir(path);
+    if (dir != NULL) {
+        uint64_t sum = 0;
+        int n = 0;
+        struct dirent *e;
+        while ((e = readdir(dir)) != NULL) {
+            if (e->d_name[0] < '0' || e->d_name[0] > '9')
+                continue;
+            char tp[320];
+            snprintf(tp, sizeof(tp), "/proc/%d/task/%s/schedstat", pid, e->d_name);
+            FILE *f = fopen(tp, "r");
+            unsigned long long ns;
+            if (f == NULL)
+                continue;
+            if (fscanf(f, "%llu", &ns) == 1) {
+                sum += ns;
+                n++;
+            }
+            fclose(f);
+        }
+        closedir(dir);
+        if (n > 0) {
+            *out = sum;
+            return 0;
+        }
+    }
     snprintf(path, sizeof(path), "/proc/%d/stat", pid);
     FILE *f = fopen(path, "r");
     if (f == NULL)
@@ -315,7 +355,7 @@ static int read_cpu_ticks(int pid, uint64_t *out)
     /* Fields after the command: state(3) ... utime(14) stime(15). */
     if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
         return -1;
-    *out = ut + st;
+    *out = (ut + st) * (uint64_t)(1000000000 / sysconf(_SC_CLK_TCK));
     return 0;
 }
 
@@ -352,14 +392,13 @@ static int run_step(uv_loop_t *loop, const struct opts *o, const struct sockaddr
     s.tick.data = &s;
     s.window_ns = (uint64_t)(o->seconds * 1e9);
     uint64_t cpu0 = 0, cpu1 = 0;
-    int cpu_ok = read_cpu_ticks(o->pid, &cpu0) == 0;
+    int cpu_ok = read_cpu_ns(o->pid, &cpu0) == 0;
     s.t0 = uv_hrtime() + 2000000;
     uv_timer_start(&s.tick, on_tick, 0, TICK_MS);
     uv_run(loop, UV_RUN_DEFAULT);
     /* uv_run returns when the tick stopped: connections may still be open. */
-    cpu_ok = cpu_ok && read_cpu_ticks(o->pid, &cpu1) == 0;
+    cpu_ok = cpu_ok && read_cpu_ns(o->pid, &cpu1) == 0;
     qsort(s.lat, s.nlat, sizeof(uint64_t), cmp_u64);
-    long hz = sysconf(_SC_CLK_TCK);
     /* Per acquire+release pair, or per floor request. */
     uint64_t ops = mode == MODE_ACQUIRE ? s.ok - PW_MIN(s.ok, s.releases_failed) : s.ok;
     *res = (struct result){
@@ -370,7 +409,7 @@ static int run_step(uv_loop_t *loop, const struct opts *o, const struct sockaddr
         .p50_us = pct_us(s.lat, s.nlat, 0.50),
         .p99_us = pct_us(s.lat, s.nlat, 0.99),
         .p999_us = pct_us(s.lat, s.nlat, 0.999),
-        .cpu_us_per_op = cpu_ok && ops > 0 ? (double)(cpu1 - cpu0) * 1e6 / (double)hz / (double)ops : NAN,
+        .cpu_us_per_op = cpu_ok && ops > 0 ? (double)(cpu1 - cpu0) / 1e3 / (double)ops : NAN,
         .sent = s.sent,
         .ok = s.ok,
         .errors = s.errors,
@@ -387,6 +426,62 @@ static int run_step(uv_loop_t *loop, const struct opts *o, const struct sockaddr
     free(s.lat);
     free(s.heap);
     return 0;
+}
+
+/* ---- the saturation search ---- */
+
+/* probe_ok: the rate was sustained — at least 99% of it achieved, no errors, nothing refused. */
+static int probe_ok(const struct result *r)
+{
+    return r->errors == 0 && r->refused == 0 && r->achieved >= 0.99 * r->offered;
+}
+
+static int probe(uv_loop_t *loop, const struct opts *o, const struct sockaddr *sa, const struct pw_trace *tr,
+                 enum mode mode, double rate, struct result *r)
+{
+    run_step(loop, o, sa, tr, mode, rate, "max", r);
+    int ok = probe_ok(r);
+    fprintf(stderr, "  max %-7s probe %8.0f/s: achieved %8.0f/s, p99 %.0f us: %s\n", mode_names[mode], rate,
+            r->achieved, r->p99_us, ok ? "pass" : "fail");
+    return ok;
+}
+
+/* search_max finds the highest rate the path sustains: it offers start and multiplies the rate
+ * by max_factor while probes pass (up to max_offer), then bisects max_refine times between the
+ * last pass and the first failure (geometric midpoints). *best is the highest passing probe, or
+ * the first probe when none passed. */
+static void search_max(uv_loop_t *loop, const struct opts *o, const struct sockaddr *sa, const struct pw_trace *tr,
+                       enum mode mode, double start, struct result *best)
+{
+    struct result r;
+    double lo = 0, hi = 0, rate = start;
+    for (;;) {
+        int ok = probe(loop, o, sa, tr, mode, rate, &r);
+        if (ok || lo == 0)
+            *best = r;
+        if (!ok) {
+            hi = rate;
+            break;
+        }
+        lo = rate;
+        if (rate >= o->max_offer)
+            return; /* the cap held: the path sustains at least this much */
+        rate = PW_MIN(rate * o->max_factor, o->max_offer);
+    }
+    if (lo == 0)
+        return; /* the first rate already failed: reported as it was */
+    for (int i = 0; i < o->max_refine; i++) {
+        rate = sqrt(lo * hi);
+        if (rate - lo < 0.01 * lo)
+            break;
+        uv_sleep(1000); /* let the server settle after the failed probe */
+        if (probe(loop, o, sa, tr, mode, rate, &r)) {
+            *best = r;
+            lo = rate;
+        } else {
+            hi = rate;
+        }
+    }
 }
 
 /* ---- output ---- */
@@ -441,8 +536,15 @@ static void usage(FILE *f)
                "  --conns N            keep-alive connections (default 64)\n"
                "  --seconds S          length of each step (default 5)\n"
                "  --rates A,B,..       acquires/s per step (default 1000,5000,10000)\n"
-               "  --max-offer R        offered rate of the saturation step that measures the maximum\n"
-               "                       sustained rate (default 40000; 0: no such step)\n"
+               "  --max-offer R        the saturation search ('max' row) offers at most R/s (default\n"
+               "                       400000; 0: no search)\n"
+               "  --max-start R        its first offered rate (default: the highest of --rates)\n"
+               "  --max-factor F       it multiplies the rate by F while probes pass (default 1.4)\n"
+               "  --max-refine N       then bisects N times between the last pass and the first\n"
+               "                       failure (default 2). A probe passes when it achieves >= 99%%\n"
+               "                       of its offered rate with no errors and nothing refused; the\n"
+               "                       'max' row is the highest passing probe, for each path\n"
+               "  --only floor|acquire run one path only\n"
                "  --max-hold-ms MS     cap on a lease's hold time (default 1000)\n"
                "  --real-durations     hold leases for the trace's durations unscaled\n"
                "  --spread             spread arrivals evenly over the functions (default: a trace\n"
@@ -457,11 +559,14 @@ int main(int argc, char **argv)
         {"trace", required_argument, NULL, 't'},     {"functions", required_argument, NULL, 'f'},
         {"conns", required_argument, NULL, 'c'},     {"seconds", required_argument, NULL, 'S'},
         {"rates", required_argument, NULL, 'r'},     {"max-offer", required_argument, NULL, 'm'},
+        {"max-start", required_argument, NULL, 'M'},   {"max-factor", required_argument, NULL, 'F'},
+        {"max-refine", required_argument, NULL, 'B'},
         {"max-hold-ms", required_argument, NULL, 'H'}, {"real-durations", no_argument, NULL, 'R'},
-        {"json", required_argument, NULL, 'j'},      {"spread", no_argument, NULL, 'P'},      {"help", no_argument, NULL, 'h'},
+        {"only", required_argument, NULL, 'O'},      {"json", required_argument, NULL, 'j'},      {"spread", no_argument, NULL, 'P'},      {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    struct opts o = {.functions = 32, .conns = 64, .seconds = 5, .max_hold_ms = 1000, .max_offer = 40000};
+    struct opts o = {.functions = 32, .conns = 64, .seconds = 5, .max_hold_ms = 1000, .max_offer = 400000,
+                     .max_factor = 1.4, .max_refine = 2, .only = -1};
     pw_strlcpy(o.trace, "../shared/data/azure2019", sizeof(o.trace));
     o.rates[0] = 1000, o.rates[1] = 5000, o.rates[2] = 10000, o.nrates = 3;
     int ch;
@@ -474,10 +579,14 @@ int main(int argc, char **argv)
         case 'c': o.conns = atoi(optarg); break;
         case 'S': o.seconds = atof(optarg); break;
         case 'm': o.max_offer = atof(optarg); break;
+        case 'M': o.max_start = atof(optarg); break;
+        case 'F': o.max_factor = atof(optarg); break;
+        case 'B': o.max_refine = atoi(optarg); break;
         case 'H': o.max_hold_ms = atof(optarg); break;
         case 'R': o.real_durations = 1; break;
         case 'P': o.spread = 1; break;
         case 'j': pw_strlcpy(o.json, optarg, sizeof(o.json)); break;
+        case 'O': o.only = strcmp(optarg, "floor") == 0 ? MODE_FLOOR : strcmp(optarg, "acquire") == 0 ? MODE_ACQUIRE : -2; break;
         case 'r': {
             o.nrates = 0;
             char *save = NULL, *copy = pw_xstrdup(optarg);
@@ -506,19 +615,36 @@ int main(int argc, char **argv)
     }
     uv_loop_t *loop = uv_default_loop();
     struct result rs[40];
+    if (o.max_factor <= 1.0 || o.max_refine < 0) {
+        usage(stderr);
+        return 2;
+    }
     size_t n = 0;
     printf("| step    | path    | offered/s | achieved/s | p50 µs | p99 µs | p99.9 µs | server CPU µs/op | errors |\n");
     printf("|---|---|---|---|---|---|---|---|---|\n");
-    for (int i = 0; i < o.nrates + (o.max_offer > 0); i++) {
-        int is_max = i == o.nrates;
-        double rate = is_max ? o.max_offer : o.rates[i];
+    for (int i = 0; i < o.nrates; i++) {
         static char labels[16][16];
-        if (is_max)
-            snprintf(labels[i], sizeof(labels[i]), "max");
-        else
-            snprintf(labels[i], sizeof(labels[i]), "%.0fk", rate / 1000.0);
+        snprintf(labels[i], sizeof(labels[i]), "%.0fk", o.rates[i] / 1000.0);
         for (int m = MODE_FLOOR; m <= MODE_ACQUIRE; m++) {
-            run_step(loop, &o, (const struct sockaddr *)&sa, &tr, (enum mode)m, rate, labels[i], &rs[n]);
+            if (o.only >= 0 && m != o.only)
+                continue;
+            run_step(loop, &o, (const struct sockaddr *)&sa, &tr, (enum mode)m, o.rates[i], labels[i], &rs[n]);
+            print_row(&rs[n]);
+            fflush(stdout);
+            n++;
+        }
+    }
+    if (o.max_offer > 0) {
+        double start = o.max_start;
+        for (int i = 0; o.max_start <= 0 && i < o.nrates; i++)
+            start = PW_MAX(start, o.rates[i]);
+        if (start <= 0)
+            start = 1000;
+        start = PW_MIN(start, o.max_offer);
+        for (int m = MODE_FLOOR; m <= MODE_ACQUIRE; m++) {
+            if (o.only >= 0 && m != o.only)
+                continue;
+            search_max(loop, &o, (const struct sockaddr *)&sa, &tr, (enum mode)m, start, &rs[n]);
             print_row(&rs[n]);
             fflush(stdout);
             n++;

@@ -392,10 +392,25 @@ int pw_http_format_response(struct pw_buf *out, int status, const char *content_
 {
     /* 1xx, 204 and 304 carry neither a body nor its framing. */
     int bodyless = status < 200 || status == 204 || status == 304;
-    int rv = pw_buf_printf(out, "HTTP/1.1 %d %s\r\n", status, pw_http_reason(status));
-    if (rv == PW_OK && !bodyless)
-        rv = pw_buf_printf(out, "Content-Type: %s\r\nContent-Length: %zu\r\n",
-                           content_type != NULL ? content_type : "application/json", len);
+    /* Every response goes through here: no printf. */
+    int rv = pw_buf_adds(out, "HTTP/1.1 ");
+    if (rv == PW_OK)
+        rv = pw_buf_add_u64(out, (uint64_t)(unsigned)status);
+    if (rv == PW_OK)
+        rv = pw_buf_adds(out, " ");
+    if (rv == PW_OK)
+        rv = pw_buf_adds(out, pw_http_reason(status));
+    if (rv == PW_OK && !bodyless) {
+        rv = pw_buf_adds(out, "\r\nContent-Type: ");
+        if (rv == PW_OK)
+            rv = pw_buf_adds(out, content_type != NULL ? content_type : "application/json");
+        if (rv == PW_OK)
+            rv = pw_buf_adds(out, "\r\nContent-Length: ");
+        if (rv == PW_OK)
+            rv = pw_buf_add_u64(out, len);
+    }
+    if (rv == PW_OK)
+        rv = pw_buf_adds(out, "\r\n");
     if (rv == PW_OK && (flags & PW_HTTP_FMT_CLOSE))
         rv = pw_buf_adds(out, "Connection: close\r\n");
     else if (rv == PW_OK && (flags & PW_HTTP_FMT_KEEPALIVE))
@@ -701,6 +716,7 @@ static void conn_send_response(struct http_conn *c, int status, const char *cont
     size_t extra = (content_type ? strlen(content_type) : 0) +
                    (extra_headers ? strlen(extra_headers) : 0);
     pw_buf_init(&out, len + extra + 256);
+    pw_buf_reserve(&out, len + extra + 128); /* one allocation: the head is under 128 bytes */
     int rv = pw_http_format_response(&out, status, content_type, body, len, extra_headers, flags);
     assert(rv == PW_OK);
     (void)rv;

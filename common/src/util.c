@@ -212,6 +212,20 @@ static int buf_reserve(struct pw_buf *b, size_t add)
     return PW_OK;
 }
 
+int pw_buf_reserve(struct pw_buf *b, size_t n)
+{
+    if (n > b->max - b->len)
+        n = b->max - b->len;
+    size_t need = b->len + n + 1;
+    if (need > b->cap) {
+        b->data = pw_xrealloc(b->data, need);
+        if (b->cap == 0)
+            b->data[0] = '\0';
+        b->cap = need;
+    }
+    return PW_OK;
+}
+
 int pw_buf_add(struct pw_buf *b, const void *p, size_t n)
 {
     int rv = buf_reserve(b, n);
@@ -251,19 +265,25 @@ int pw_buf_add_json_str(struct pw_buf *b, const char *s)
 {
     size_t save = b->len;
     int rv = pw_buf_add(b, "\"", 1);
-    for (const unsigned char *p = (const unsigned char *)s; rv == PW_OK && *p; p++) {
+    const unsigned char *p = (const unsigned char *)s;
+    while (rv == PW_OK && *p) {
+        /* Runs of characters that need no escape go in with one copy. */
+        const unsigned char *run = p;
+        while (*p >= 0x20 && *p != '"' && *p != '\\')
+            p++;
+        if (p > run) {
+            rv = pw_buf_add(b, run, (size_t)(p - run));
+            continue;
+        }
         switch (*p) {
         case '"': rv = pw_buf_add(b, "\\\"", 2); break;
         case '\\': rv = pw_buf_add(b, "\\\\", 2); break;
         case '\n': rv = pw_buf_add(b, "\\n", 2); break;
         case '\r': rv = pw_buf_add(b, "\\r", 2); break;
         case '\t': rv = pw_buf_add(b, "\\t", 2); break;
-        default:
-            if (*p < 0x20)
-                rv = pw_buf_printf(b, "\\u%04x", *p);
-            else
-                rv = pw_buf_add(b, p, 1);
+        default: rv = pw_buf_printf(b, "\\u%04x", *p); break;
         }
+        p++;
     }
     if (rv == PW_OK)
         rv = pw_buf_add(b, "\"", 1);
@@ -273,6 +293,43 @@ int pw_buf_add_json_str(struct pw_buf *b, const char *s)
             b->data[save] = '\0';
     }
     return rv;
+}
+
+int pw_buf_add_u64(struct pw_buf *b, uint64_t v)
+{
+    char tmp[20];
+    size_t n = sizeof(tmp);
+    do {
+        tmp[--n] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    return pw_buf_add(b, tmp + n, sizeof(tmp) - n);
+}
+
+int pw_buf_add_i64(struct pw_buf *b, int64_t v)
+{
+    if (v >= 0)
+        return pw_buf_add_u64(b, (uint64_t)v);
+    char tmp[21];
+    uint64_t u = (uint64_t)0 - (uint64_t)v; /* INT64_MIN too */
+    size_t n = sizeof(tmp);
+    do {
+        tmp[--n] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    tmp[--n] = '-';
+    return pw_buf_add(b, tmp + n, sizeof(tmp) - n);
+}
+
+int pw_buf_add_hex16(struct pw_buf *b, uint64_t v)
+{
+    static const char digits[] = "0123456789abcdef";
+    char tmp[16];
+    for (int i = 15; i >= 0; i--) {
+        tmp[i] = digits[v & 0xf];
+        v >>= 4;
+    }
+    return pw_buf_add(b, tmp, sizeof(tmp));
 }
 
 char *pw_buf_steal(struct pw_buf *b, size_t *len)

@@ -105,9 +105,8 @@ static void observe_metric(struct pw_daemon *d, const struct pw_action *a)
         break;
     case PW_METRIC_NO_CAPACITY: {
         /* A placement that found no room while an acquire of the function waits for a VM. */
-        struct pw_pool_view pv;
-        if (a->function[0] != '\0' && pw_core_pool_view(d->core, a->function, &pv) == PW_OK && pv.waiters > 0)
-            d->cold_no_capacity++;
+        if (a->function[0] != '\0' && pw_core_pool_waiters(d->core, a->function) > 0)
+            d->cold_no_capacity += a->u.metric.count;
         break;
     }
     default:
@@ -170,7 +169,7 @@ void pw_daemon_drain(struct pw_daemon *d)
             pw_predict_invocation(d->predict, a.function);
             break;
         case PW_ACT_METRIC:
-            d->metrics[a.u.metric.id]++;
+            d->metrics[a.u.metric.id] += a.u.metric.count;
             observe_metric(d, &a);
             break;
         default:

@@ -98,7 +98,7 @@ static size_t count_metric(struct env *e, enum pw_metric_id id)
     size_t n = 0;
     for (size_t i = 0; i < e->nacts; i++)
         if (e->acts[i].type == PW_ACT_METRIC && e->acts[i].u.metric.id == id)
-            n++;
+            n += e->acts[i].u.metric.count;
     return n;
 }
 
@@ -1653,6 +1653,42 @@ static void test_expiry_keeps_spread(void **state)
 }
 
 /* Restores that keep failing (a bad image) back off instead of looping; a success resets. */
+/* A full host answers "no room" from memory until something frees room: every failed try
+ * still counts (several at once as one action with a count), and once a VM is gone the next
+ * placement finds its place. */
+static void test_no_capacity_remembered(void **state)
+{
+    (void)state;
+    struct env *e = env_new(1, 0);
+    do_hello(e, "h1", 2, 2048);
+    put_fn(e, "f", PW_POLICY_FIXED, 4, 10, 60000, 1024);
+    sync_all(e);
+    assert_int_equal(pool(e, "f").idle, 4);
+    drain(e);
+    size_t nocap = count_metric(e, PW_METRIC_NO_CAPACITY);
+    size_t prewarms = count_acts(e, PW_ACT_AGENT_CMD, PW_CMD_PREWARM);
+    assert_int_equal(prewarms, 4);
+    /* One idle VM short of the pool's 4: one placement, no room. */
+    assert_int_equal(pw_core_acquire(e->c, e->now, "f", 1, e->now + 1000), PW_OK);
+    drain(e);
+    assert_int_equal(count_metric(e, PW_METRIC_NO_CAPACITY), nocap + 1);
+    /* Two short: two placements, both without room (the second from memory). */
+    assert_int_equal(pw_core_acquire(e->c, e->now, "f", 2, e->now + 1000), PW_OK);
+    drain(e);
+    assert_int_equal(count_metric(e, PW_METRIC_NO_CAPACITY), nocap + 3);
+    assert_int_equal(count_acts(e, PW_ACT_AGENT_CMD, PW_CMD_PREWARM), prewarms);
+    /* A failed invocation's VM is destroyed; once the agent says it is gone, its memory is free
+     * and the pool restores one VM in its place. */
+    const struct pw_action *a = find_answer(e, 1);
+    assert_non_null(a);
+    assert_int_equal(pw_core_release(e->c, e->now, a->u.answer.lease.lease_id, 3, PW_RELEASE_ERROR), PW_OK);
+    drain(e);
+    sync_all(e);
+    drain(e);
+    assert_int_equal(count_acts(e, PW_ACT_AGENT_CMD, PW_CMD_PREWARM), prewarms + 1);
+    env_free(e);
+}
+
 static void test_restore_failure_backoff(void **state)
 {
     (void)state;
@@ -1736,6 +1772,7 @@ int main(void)
         cmocka_unit_test(test_function_put_requests_snapshot),
         cmocka_unit_test(test_expiry_keeps_spread),
         cmocka_unit_test(test_restore_failure_backoff),
+        cmocka_unit_test(test_no_capacity_remembered),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

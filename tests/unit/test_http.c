@@ -1106,12 +1106,13 @@ static void test_stream_backpressure(void **state)
     assert_string_equal(f.resp[0], head);
     assert_int_equal(f.big_got, f.big_total);
     assert_int_equal(f.big_intact, 1);
-    /* The writes reported a growing queue once the socket was full, past the high mark, and
-     * the drain callback paced the rest. */
-    int grew = 0;
-    for (size_t i = 0; i + 1 < f.nqueued; i++)
-        grew |= f.queued[i] > 0 && f.queued[i + 1] > f.queued[i];
-    assert_true(grew);
+    /* Once the socket was full the writes reported what stayed queued, past the high mark
+     * (how many writes that took depends on the kernel's socket buffers), and the drain
+     * callback paced the rest. */
+    int queued = 0;
+    for (size_t i = 0; i < f.nqueued; i++)
+        queued |= f.queued[i] > 0;
+    assert_true(queued);
     assert_true(f.max_queued > f.big_high);
     assert_true(f.drains >= 1);
     /* Keep-alive after the streamed answer. */

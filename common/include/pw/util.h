@@ -115,6 +115,15 @@ int pw_buf_adds(struct pw_buf *b, const char *s);
 int pw_buf_printf(struct pw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* pw_buf_add_json_str appends s as a JSON string literal, quotes included. */
 int pw_buf_add_json_str(struct pw_buf *b, const char *s);
+/* pw_buf_reserve makes room for n more bytes at once (one allocation instead of doublings),
+ * as far as the cap allows. Returns PW_OK. */
+int pw_buf_reserve(struct pw_buf *b, size_t n);
+/* pw_buf_add_u64, pw_buf_add_i64 append v in decimal; pw_buf_add_hex16 appends v as 16
+ * lowercase hex digits (as "%016" PRIx64). They are printf's results without its cost, for the
+ * hot paths (HTTP responses, acquire answers). Same return values as pw_buf_add. */
+int pw_buf_add_u64(struct pw_buf *b, uint64_t v);
+int pw_buf_add_i64(struct pw_buf *b, int64_t v);
+int pw_buf_add_hex16(struct pw_buf *b, uint64_t v);
 /* pw_buf_steal hands the data to the caller (free() it) and leaves b empty. */
 char *pw_buf_steal(struct pw_buf *b, size_t *len);
 

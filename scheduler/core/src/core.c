@@ -197,14 +197,20 @@ int pw_core_next_action(struct pw_core *c, struct pw_action *out)
     return 1;
 }
 
-void pw_core_metric(struct pw_core *c, enum pw_metric_id id, const struct fn *f, double value)
+void pw_core_metric_n(struct pw_core *c, enum pw_metric_id id, const struct fn *f, double value, uint32_t n)
 {
-    c->metrics[id]++;
+    c->metrics[id] += n;
     struct pw_action *a = pw_core_push_action(c, PW_ACT_METRIC);
     if (f != NULL)
         pw_strlcpy(a->function, f->spec.name, sizeof(a->function));
     a->u.metric.id = id;
     a->u.metric.value = value;
+    a->u.metric.count = n;
+}
+
+void pw_core_metric(struct pw_core *c, enum pw_metric_id id, const struct fn *f, double value)
+{
+    pw_core_metric_n(c, id, f, value, 1);
 }
 
 /* ---- lifecycle ---- */
@@ -323,6 +329,7 @@ int pw_core_function_put(struct pw_core *c, int64_t now, const struct pw_functio
      * new shape. */
     f->spec = *spec;
     f->name_hash = pw_hash_str(spec->name);
+    f->nocap_gen = 0; /* a new shape or new constraints: ask the placer again */
     if (fresh)
         request_snapshot(c, f);
     pw_core_reconcile(c, f, now);
@@ -822,8 +829,14 @@ void pw_core_reconcile(struct pw_core *c, struct fn *f, int64_t now)
         want = room;
     if (now < f->retry_at)
         want = 0; /* restores keep failing: wait (parked acquires wait or time out) */
-    for (uint32_t i = 0; i < want; i++)
-        pw_core_place_restore(c, f, now, i < cold, 0);
+    for (uint32_t i = 0; i < want; i++) {
+        if (pw_core_place_restore(c, f, now, i < cold, 0) != NULL || !pw_core_place_known_full(c, f, 0))
+            continue;
+        /* No room, and nothing changes before the next try: the rest fail alike. */
+        if (want - i - 1 > 0)
+            pw_core_metric_n(c, PW_METRIC_NO_CAPACITY, f, 0, want - i - 1);
+        break;
+    }
 
     /* Keep-alive: idle VMs above the floor that sat idle for keepalive_ms are destroyed; when
      * the floor keeps some of them, the worst placed go first (placer.h). */
@@ -921,6 +934,12 @@ int pw_core_pool_view(const struct pw_core *c, const char *name, struct pw_pool_
     out->cold = f->cold;
     out->timeouts = f->timeouts;
     return PW_OK;
+}
+
+uint32_t pw_core_pool_waiters(const struct pw_core *c, const char *name)
+{
+    const struct fn *f = pw_core_fn_find(c, name);
+    return f != NULL ? f->nwaiters : 0;
 }
 
 static void vm_view(const struct vm *v, struct pw_vm_view *out)

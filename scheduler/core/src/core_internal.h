@@ -28,6 +28,11 @@ struct fn {
      * become a tight loop of failing restores). */
     uint32_t fail_streak;
     int64_t retry_at;
+    /* The last placement that found no room: at placer generation nocap_gen (0: none) with
+     * nocap_total VMs of the function. Until the generation moves, a placement with no more
+     * VMs fails too, and is answered without a search (pw_placer_generation). */
+    uint64_t nocap_gen;
+    uint32_t nocap_total;
 };
 
 struct numa {
@@ -101,6 +106,9 @@ struct vm {
     /* Drain: a VM on a draining host and the VM restored elsewhere to take its place. */
     struct vm *repl;    /* set on the VM being moved */
     struct vm *repl_of; /* set on its replacement */
+    /* The id of its latest lease note queued in host->cmds (0: none). It may be stale (acked
+     * since): pw_core_host_cmd checks it against the outbox, so dedupe needs no scan. */
+    uint64_t note_cmd;
 };
 
 struct lease {
@@ -147,6 +155,8 @@ int pw_core_health_blocks(const struct host *h);
 /* core.c */
 struct pw_action *pw_core_push_action(struct pw_core *c, enum pw_act_type type);
 void pw_core_metric(struct pw_core *c, enum pw_metric_id id, const struct fn *f, double value);
+/* pw_core_metric_n records n occurrences at once (one action with count n). */
+void pw_core_metric_n(struct pw_core *c, enum pw_metric_id id, const struct fn *f, double value, uint32_t n);
 struct fn *pw_core_fn_find(const struct pw_core *c, const char *name);
 struct vm *pw_core_vm_find(const struct pw_core *c, uint64_t id);
 struct vm *pw_core_vm_new(struct pw_core *c, int64_t now, uint64_t id, struct fn *f, struct host *h,
@@ -178,7 +188,10 @@ void pw_core_host_free(struct host *h);
 /* pw_core_place picks a host and NUMA node with room for one VM of f (placer.h). Returns 0 if
  * none. Spread limits are taken against the pool as it will be once the moves off draining
  * hosts are done (replacing: this VM replaces one of them). */
-int pw_core_place(struct pw_core *c, const struct fn *f, int replacing, struct host **out_host, size_t *out_numa);
+int pw_core_place(struct pw_core *c, struct fn *f, int replacing, struct host **out_host, size_t *out_numa);
+/* pw_core_place_known_full says whether pw_core_place would answer "no room" from f's memory
+ * of its last failed placement (nocap_gen), without a search. */
+int pw_core_place_known_full(const struct pw_core *c, const struct fn *f, int replacing);
 /* pw_core_pick_victim returns the idle VM of f (not on a draining host) to remove first, the
  * worst placed among the `scan` oldest. With only_expired, it returns NULL unless the oldest has
  * been idle for keepalive_ms; the victim may be another VM, which then hands its age to the

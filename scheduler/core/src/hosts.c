@@ -88,6 +88,13 @@ static int cmd_urgent(enum pw_cmd_type t)
     return t == PW_CMD_PREWARM || t == PW_CMD_DESTROY || t == PW_CMD_SNAPSHOT;
 }
 
+static void outbox_remove_note(struct host *h, size_t i)
+{
+    memmove(&h->cmds[i], &h->cmds[i + 1], (h->ncmds - i - 1) * sizeof(*h->cmds));
+    h->ncmds--;
+    h->nnotes--;
+}
+
 int pw_core_host_cmd(struct pw_core *c, struct host *h, const struct pw_cmd *cmd)
 {
     if (h->state != PW_HOST_ALIVE)
@@ -99,16 +106,34 @@ int pw_core_host_cmd(struct pw_core *c, struct host *h, const struct pw_cmd *cmd
         /* Lease notes only matter in their latest form: drop an older note for the same VM.
          * They are best-effort and bounded apart from commands, so a busy host's notes never
          * crowd out a restore. */
-        for (size_t i = 0; i < h->ncmds; i++) {
-            if (h->cmds[i].vm_id == cmd->vm_id && !cmd_urgent(h->cmds[i].type)) {
-                memmove(&h->cmds[i], &h->cmds[i + 1], (h->ncmds - i - 1) * sizeof(*h->cmds));
-                h->ncmds--;
-                h->nnotes--;
-                break;
+        struct vm *v = pw_core_vm_find(c, cmd->vm_id);
+        if (v != NULL) {
+            /* The VM remembers its note's id; ids ascend in the outbox, so a binary search
+             * finds it (or finds it acked already). */
+            size_t lo = 0, hi = h->ncmds;
+            while (v->note_cmd != 0 && lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                if (h->cmds[mid].id < v->note_cmd)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            if (v->note_cmd != 0 && lo < h->ncmds && h->cmds[lo].id == v->note_cmd &&
+                h->cmds[lo].vm_id == cmd->vm_id && !cmd_urgent(h->cmds[lo].type))
+                outbox_remove_note(h, lo);
+            v->note_cmd = 0;
+        } else {
+            for (size_t i = 0; i < h->ncmds; i++) {
+                if (h->cmds[i].vm_id == cmd->vm_id && !cmd_urgent(h->cmds[i].type)) {
+                    outbox_remove_note(h, i);
+                    break;
+                }
             }
         }
         if (h->nnotes >= c->cfg.max_cmds_per_host / 4 + 1)
             return 0;
+        if (v != NULL)
+            v->note_cmd = h->next_cmd_id; /* the id the note gets below */
     } else if (h->ncmds - h->nnotes >= c->cfg.max_cmds_per_host) {
         return 0;
     }
@@ -133,16 +158,20 @@ int pw_core_host_cmd(struct pw_core *c, struct host *h, const struct pw_cmd *cmd
 
 static void outbox_ack(struct host *h, uint64_t ack)
 {
-    size_t k = 0;
+    size_t k = 0, cmds = 0;
     while (k < h->ncmds && h->cmds[k].id <= ack) {
         if (!cmd_urgent(h->cmds[k].type))
             h->nnotes--;
+        else
+            cmds++;
         k++;
     }
     if (k > 0) {
         memmove(h->cmds, h->cmds + k, (h->ncmds - k) * sizeof(*h->cmds));
         h->ncmds -= k;
     }
+    if (cmds > 0)
+        pw_placer_touch(h->core->placer); /* the outbox may have room again (host_ok) */
     h->urgent = 0;
     for (size_t i = 0; i < h->ncmds; i++)
         if (cmd_urgent(h->cmds[i].type))
@@ -203,6 +232,7 @@ static void host_die(struct pw_core *c, struct host *h, int64_t now)
     }
     h->ncmds = 0;
     h->nnotes = 0;
+    pw_placer_touch(c->placer);
     h->urgent = 0;
     /* Every lease that exists now has an id at most next_id; those on this host just ended. */
     h->revoked_below = c->next_id + 1;
@@ -416,6 +446,7 @@ int pw_core_agent_hello(struct pw_core *c, int64_t now, const struct pw_msg_hell
     if (!same_session) {
         h->ncmds = 0;
         h->nnotes = 0;
+        pw_placer_touch(c->placer);
         h->urgent = 0;
     }
     if (hm->epoch == c->cfg.epoch && hm->cmd_ack >= h->next_cmd_id)

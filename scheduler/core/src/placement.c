@@ -25,21 +25,38 @@ struct pw_placer *pw_core_placer_new(const struct pw_core_config *cfg)
     return pw_placer_new(&cfg->placement, host_ok);
 }
 
-int pw_core_place(struct pw_core *c, const struct fn *f, int replacing, struct host **out_host, size_t *out_numa)
+static uint32_t place_total(const struct fn *f, int replacing)
 {
     uint32_t live = f->n[PW_VM_RESTORING] + f->n[PW_VM_IDLE] + f->n[PW_VM_LEASED];
     uint32_t going = f->moving[PW_VM_IDLE] + f->moving[PW_VM_LEASED] + (replacing ? 1u : 0u);
+    return live > going ? live - going : 0;
+}
+
+int pw_core_place_known_full(const struct pw_core *c, const struct fn *f, int replacing)
+{
+    return f->nocap_gen == pw_placer_generation(c->placer) && place_total(f, replacing) <= f->nocap_total;
+}
+
+int pw_core_place(struct pw_core *c, struct fn *f, int replacing, struct host **out_host, size_t *out_numa)
+{
+    /* A full cluster is asked again at every acquire that dips below the pool's floor: nothing
+     * that could make room has happened since the last "no room", so the answer is the same. */
+    if (pw_core_place_known_full(c, f, replacing))
+        return 0;
     struct pw_place_req r = {
         .fn = f,
         .fn_hash = f->name_hash,
         .memory_mb = f->spec.memory_mb,
         .vcpus = f->spec.vcpus,
-        .fn_total = live > going ? live - going : 0,
+        .fn_total = place_total(f, replacing),
         .spec = &f->spec.placement,
     };
     struct pw_place_result res;
-    if (!pw_placer_place(c->placer, &r, &res))
+    if (!pw_placer_place(c->placer, &r, &res)) {
+        f->nocap_gen = pw_placer_generation(c->placer);
+        f->nocap_total = r.fn_total;
         return 0;
+    }
     *out_host = pw_placer_host_owner(res.host);
     *out_numa = res.node;
     return 1;

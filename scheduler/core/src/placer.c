@@ -96,6 +96,7 @@ struct pw_placer {
     size_t nsorted, capsorted;
     double max_cost;
     struct pw_placer_stats stats;
+    uint64_t gen; /* bumped by every change that can turn "no room" into room (placer.h) */
 };
 
 /* ---- config ---- */
@@ -510,6 +511,7 @@ struct pw_placer *pw_placer_new(const struct pw_placer_config *cfg, pw_placer_ho
     if (p->cfg.scan_budget < p->cfg.candidates)
         p->cfg.scan_budget = p->cfg.candidates;
     p->host_ok = host_ok;
+    p->gen = 1;
     pw_list_init(&p->hosts);
     pw_htab_init(&p->zones);
     pw_htab_init(&p->classes);
@@ -566,6 +568,7 @@ struct pw_phost *pw_placer_host_add(struct pw_placer *p, void *owner)
     pw_list_init(&h->fns);
     pw_list_push_tail(&p->hosts, &h->link);
     host_place_in(p, h);
+    p->gen++;
     return h;
 }
 
@@ -573,6 +576,7 @@ static void snap_unlink(struct pw_placer *p, struct pw_phost *h, uint64_t fh);
 
 void pw_placer_host_remove(struct pw_placer *p, struct pw_phost *h)
 {
+    p->gen++;
     host_unindex(h);
     struct pw_list *it, *tmp;
     pw_list_foreach_safe(it, tmp, &h->fns)
@@ -617,6 +621,7 @@ void pw_placer_host_set_labels(struct pw_placer *p, struct pw_phost *h, const st
     if (strcmp(cloud, h->cloud) == 0 && strcmp(region, h->region) == 0 && strcmp(zone, h->zone) == 0 &&
         cost == h->cost)
         return;
+    p->gen++;
     host_unindex(h);
     struct pclass *old = h->cls;
     pw_strlcpy(h->cloud, cloud, sizeof(h->cloud));
@@ -639,7 +644,7 @@ void pw_placer_host_set_labels(struct pw_placer *p, struct pw_phost *h, const st
 
 void pw_placer_host_set_topology(struct pw_placer *p, struct pw_phost *h, const struct pw_numa_node *numa, size_t n)
 {
-    (void)p;
+    p->gen++;
     host_unindex(h);
     free(h->nodes);
     h->nodes = n ? pw_xcalloc(n, sizeof(*h->nodes)) : NULL;
@@ -661,6 +666,7 @@ void pw_placer_host_set_eligible(struct pw_placer *p, struct pw_phost *h, int el
     eligible = eligible != 0;
     if (h->eligible == eligible)
         return;
+    p->gen++;
     h->eligible = eligible;
     /* Zone counts cover hosts that take VMs: what a drained host holds is on its way out. */
     struct pw_list *it;
@@ -771,7 +777,6 @@ void pw_placer_host_info(const struct pw_phost *h, struct pw_phost_info *out)
 void pw_placer_node_use(struct pw_placer *p, struct pw_phost *h, size_t node, uint32_t memory_mb, uint32_t vcpus,
                         int sign)
 {
-    (void)p;
     if (node >= h->nnodes)
         return;
     struct pnode *n = &h->nodes[node];
@@ -779,6 +784,7 @@ void pw_placer_node_use(struct pw_placer *p, struct pw_phost *h, size_t node, ui
         n->mem_used += memory_mb;
         n->vcpu_used += (int32_t)vcpus;
     } else {
+        p->gen++;
         n->mem_used = n->mem_used > memory_mb ? n->mem_used - memory_mb : 0;
         n->vcpu_used = n->vcpu_used > (int32_t)vcpus ? n->vcpu_used - (int32_t)vcpus : 0;
     }
@@ -796,6 +802,8 @@ int pw_placer_node_used(const struct pw_phost *h, size_t node, uint64_t *mem_mb,
 
 void pw_placer_fn_count(struct pw_placer *p, struct pw_phost *h, const void *fn, int delta)
 {
+    if (delta < 0)
+        p->gen++; /* spread limits loosen */
     cnt_add(&p->hostfn, h, fn, delta, &h->fns);
     fntab_add(p, fn, h, delta);
     if (h->eligible)
@@ -1132,3 +1140,7 @@ int pw_placer_check(const struct pw_placer *p, char *errbuf, size_t errlen)
 }
 
 void pw_placer_stats(const struct pw_placer *p, struct pw_placer_stats *out) { *out = p->stats; }
+
+uint64_t pw_placer_generation(const struct pw_placer *p) { return p->gen; }
+
+void pw_placer_touch(struct pw_placer *p) { p->gen++; }

@@ -236,6 +236,8 @@ struct pw_action {
         struct {
             enum pw_metric_id id;
             double value;
+            uint32_t count; /* occurrences with this value (>= 1): a full cluster's failed
+                               placements of one reconcile come as one action */
         } metric;
     } u;
 };
@@ -281,6 +283,9 @@ struct pw_pool_view {
     uint64_t acquires, warm, cold, timeouts;
 };
 int pw_core_pool_view(const struct pw_core *c, const char *fn, struct pw_pool_view *out);
+/* pw_core_pool_waiters is pw_pool_view's waiters alone (0 for an unknown function), without
+ * copying the view: the daemon asks it per "no capacity" metric. */
+uint32_t pw_core_pool_waiters(const struct pw_core *c, const char *fn);
 
 #define PW_HOST_STATE_MAP(X)          \
     X(ALIVE, "alive") /* reporting */ \

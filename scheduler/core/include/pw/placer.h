@@ -171,4 +171,15 @@ struct pw_placer_stats {
 };
 void pw_placer_stats(const struct pw_placer *p, struct pw_placer_stats *out);
 
+/* pw_placer_generation changes whenever the placer's state changes in a way that can make a
+ * placement succeed where it failed: a host added, removed, relabelled, given a new topology or
+ * made eligible or ineligible (zone counts follow eligibility), a VM's resources given back, a
+ * function's count lowered. Adding VMs, loads and snapshots only make placement harder or
+ * change scores, so they leave it alone. A caller may remember that a request found no room at
+ * generation g and, while the generation is still g, answer an equal or harder request (same
+ * shape and constraints, no more VMs of the function) with "no room" without asking. */
+uint64_t pw_placer_generation(const struct pw_placer *p);
+/* pw_placer_touch bumps the generation: the owner's host_ok may now accept a host it refused. */
+void pw_placer_touch(struct pw_placer *p);
+
 #endif
