@@ -6,6 +6,13 @@
 
 #include "pw/error.h"
 
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/error.h>
+#include <mbedtls/net_sockets.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/x509_crt.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -20,6 +27,7 @@
 #define HEAD_MAX (64 * 1024)
 
 struct url {
+    int tls; /* https:// */
     char host[256];
     char port[8];
     char prefix[256]; /* path prefix without a trailing slash, "" for none */
@@ -28,9 +36,12 @@ struct url {
 static int parse_url(const char *s, struct url *u, char *err, size_t errlen)
 {
     memset(u, 0, sizeof(*u));
-    if (strncmp(s, "http://", 7) != 0) {
+    if (strncmp(s, "https://", 8) == 0) {
+        u->tls = 1;
+        s += 8;
+    } else if (strncmp(s, "http://", 7) != 0) {
         if (strstr(s, "://") != NULL) {
-            pw_errf(err, errlen, "server URL %s: only http:// is supported", s);
+            pw_errf(err, errlen, "server URL %s: only http:// and https:// are supported", s);
             return PW_ERR_INVAL;
         }
     } else {
@@ -70,7 +81,7 @@ static int parse_url(const char *s, struct url *u, char *err, size_t errlen)
         }
         snprintf(u->port, sizeof(u->port), "%ld", port);
     } else {
-        pw_strlcpy(u->port, "80", sizeof(u->port));
+        pw_strlcpy(u->port, u->tls ? "443" : "80", sizeof(u->port));
     }
     if (u->host[0] == '\0') {
         pw_errf(err, errlen, "server URL has no host");
@@ -141,6 +152,159 @@ static int connect_to(const struct url *u, const char *server, int64_t deadline,
         pw_errf(err, errlen, "cannot connect to %s: %s (is prewarmd running there? see --server, $PREWARM_SERVER)",
                 server, strerror(last_errno ? last_errno : ECONNREFUSED));
     return fd;
+}
+
+/* ---- TLS (https://): mbed TLS over the same non-blocking socket and deadline ---- */
+
+struct tls {
+    int fd;
+    int64_t deadline;
+    mbedtls_ssl_context ssl;
+    mbedtls_ssl_config conf;
+    mbedtls_x509_crt ca;
+    mbedtls_entropy_context entropy;
+    mbedtls_ctr_drbg_context drbg;
+};
+
+static int bio_send(void *ctx, const unsigned char *buf, size_t len)
+{
+    struct tls *t = ctx;
+    for (;;) {
+        ssize_t w = send(t->fd, buf, len, MSG_NOSIGNAL);
+        if (w >= 0)
+            return (int)w;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            if (wait_fd(t->fd, POLLOUT, t->deadline) == 1)
+                continue;
+            return MBEDTLS_ERR_SSL_TIMEOUT;
+        }
+        return MBEDTLS_ERR_NET_SEND_FAILED;
+    }
+}
+
+static int bio_recv(void *ctx, unsigned char *buf, size_t len)
+{
+    struct tls *t = ctx;
+    for (;;) {
+        ssize_t r = recv(t->fd, buf, len, 0);
+        if (r >= 0)
+            return (int)r;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            if (wait_fd(t->fd, POLLIN, t->deadline) == 1)
+                continue;
+            return MBEDTLS_ERR_SSL_TIMEOUT;
+        }
+        return MBEDTLS_ERR_NET_RECV_FAILED;
+    }
+}
+
+static void tls_free(struct tls *t)
+{
+    if (t == NULL)
+        return;
+    mbedtls_ssl_free(&t->ssl);
+    mbedtls_ssl_config_free(&t->conf);
+    mbedtls_x509_crt_free(&t->ca);
+    mbedtls_ctr_drbg_free(&t->drbg);
+    mbedtls_entropy_free(&t->entropy);
+    free(t);
+}
+
+/* tls_start runs the handshake, verifying the server against $PREWARM_CA (a PEM file) or the
+ * system's CA bundle, and its name against the URL's host. */
+static struct tls *tls_start(int fd, const struct url *u, int64_t deadline, char *err, size_t errlen)
+{
+    struct tls *t = pw_xcalloc(1, sizeof(*t));
+    t->fd = fd;
+    t->deadline = deadline;
+    mbedtls_ssl_init(&t->ssl);
+    mbedtls_ssl_config_init(&t->conf);
+    mbedtls_x509_crt_init(&t->ca);
+    mbedtls_entropy_init(&t->entropy);
+    mbedtls_ctr_drbg_init(&t->drbg);
+    const char *ca = getenv("PREWARM_CA");
+    if (ca == NULL || ca[0] == '\0')
+        ca = "/etc/ssl/certs/ca-certificates.crt";
+    char e[200];
+    int m;
+    if ((m = mbedtls_x509_crt_parse_file(&t->ca, ca)) < 0) {
+        mbedtls_strerror(m, e, sizeof(e));
+        pw_errf(err, errlen, "cannot read the CA certificates %s ($PREWARM_CA): %s", ca, e);
+        goto fail;
+    }
+    if ((m = mbedtls_ctr_drbg_seed(&t->drbg, mbedtls_entropy_func, &t->entropy, (const unsigned char *)"prewarmctl",
+                                   10)) != 0 ||
+        (m = mbedtls_ssl_config_defaults(&t->conf, MBEDTLS_SSL_IS_CLIENT, MBEDTLS_SSL_TRANSPORT_STREAM,
+                                         MBEDTLS_SSL_PRESET_DEFAULT)) != 0) {
+        mbedtls_strerror(m, e, sizeof(e));
+        pw_errf(err, errlen, "TLS setup: %s", e);
+        goto fail;
+    }
+    mbedtls_ssl_conf_authmode(&t->conf, MBEDTLS_SSL_VERIFY_REQUIRED);
+    mbedtls_ssl_conf_ca_chain(&t->conf, &t->ca, NULL);
+    mbedtls_ssl_conf_rng(&t->conf, mbedtls_ctr_drbg_random, &t->drbg);
+    if ((m = mbedtls_ssl_setup(&t->ssl, &t->conf)) != 0 || (m = mbedtls_ssl_set_hostname(&t->ssl, u->host)) != 0) {
+        mbedtls_strerror(m, e, sizeof(e));
+        pw_errf(err, errlen, "TLS setup: %s", e);
+        goto fail;
+    }
+    mbedtls_ssl_set_bio(&t->ssl, t, bio_send, bio_recv, NULL);
+    while ((m = mbedtls_ssl_handshake(&t->ssl)) != 0) {
+        if (m == MBEDTLS_ERR_SSL_WANT_READ || m == MBEDTLS_ERR_SSL_WANT_WRITE)
+            continue;
+        uint32_t flags = mbedtls_ssl_get_verify_result(&t->ssl);
+        if (flags != 0 && flags != (uint32_t)-1) {
+            mbedtls_x509_crt_verify_info(e, sizeof(e), "", flags);
+            for (char *p = e; *p; p++)
+                if (*p == '\n')
+                    *p = ' ';
+            pw_errf(err, errlen, "TLS: the server's certificate is not trusted:%s(see $PREWARM_CA)", e);
+        } else {
+            mbedtls_strerror(m, e, sizeof(e));
+            pw_errf(err, errlen, "TLS handshake with %s: %s", u->host, e);
+        }
+        goto fail;
+    }
+    return t;
+fail:
+    tls_free(t);
+    return NULL;
+}
+
+static int tls_send_all(struct tls *t, const char *p, size_t n, char *err, size_t errlen)
+{
+    while (n > 0) {
+        int w = mbedtls_ssl_write(&t->ssl, (const unsigned char *)p, n);
+        if (w == MBEDTLS_ERR_SSL_WANT_READ || w == MBEDTLS_ERR_SSL_WANT_WRITE)
+            continue;
+        if (w <= 0) {
+            pw_errf(err, errlen, w == MBEDTLS_ERR_SSL_TIMEOUT ? "timed out sending the request" : "TLS send failed");
+            return PW_ERR_IO;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return PW_OK;
+}
+
+/* tls_recv reads like recv: > 0 bytes, 0 at the end, -1 with errno (ETIMEDOUT at the deadline). */
+static ssize_t tls_recv(struct tls *t, char *buf, size_t n)
+{
+    for (;;) {
+        int r = mbedtls_ssl_read(&t->ssl, (unsigned char *)buf, n);
+        if (r == MBEDTLS_ERR_SSL_WANT_READ || r == MBEDTLS_ERR_SSL_WANT_WRITE)
+            continue;
+        if (r >= 0)
+            return r;
+        if (r == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY)
+            return 0;
+        errno = r == MBEDTLS_ERR_SSL_TIMEOUT ? ETIMEDOUT : EIO;
+        return -1;
+    }
 }
 
 static int send_all(int fd, const char *p, size_t n, int64_t deadline, char *err, size_t errlen)
@@ -231,8 +395,13 @@ int pw_cli_http_do(const char *server, const char *token, const char *method, co
     struct pw_buf req, in;
     pw_buf_init(&req, PW_CLI_RESP_MAX);
     pw_buf_init(&in, PW_CLI_RESP_MAX + HEAD_MAX);
+    struct tls *t = NULL;
     int fd = connect_to(&u, server, deadline, err, errlen);
     if (fd < 0) {
+        rv = PW_ERR_UNAVAIL;
+        goto out;
+    }
+    if (u.tls && (t = tls_start(fd, &u, deadline, err, errlen)) == NULL) {
         rv = PW_ERR_UNAVAIL;
         goto out;
     }
@@ -253,7 +422,7 @@ int pw_cli_http_do(const char *server, const char *token, const char *method, co
         pw_errf(err, errlen, "request too large");
         goto out;
     }
-    rv = send_all(fd, req.data, req.len, deadline, err, errlen);
+    rv = t != NULL ? tls_send_all(t, req.data, req.len, err, errlen) : send_all(fd, req.data, req.len, deadline, err, errlen);
     if (rv != PW_OK)
         goto out;
 
@@ -294,7 +463,12 @@ int pw_cli_http_do(const char *server, const char *token, const char *method, co
             rv = PW_ERR_PROTO;
             goto out;
         }
-        ssize_t r = recv(fd, tmp, sizeof(tmp), 0);
+        ssize_t r = t != NULL ? tls_recv(t, tmp, sizeof(tmp)) : recv(fd, tmp, sizeof(tmp), 0);
+        if (r < 0 && errno == ETIMEDOUT) {
+            pw_errf(err, errlen, "timed out after %d ms waiting for an answer from %s", timeout_ms, server);
+            rv = PW_ERR_TIMEOUT;
+            goto out;
+        }
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
@@ -359,6 +533,7 @@ int pw_cli_http_do(const char *server, const char *token, const char *method, co
     }
     rv = PW_OK;
 out:
+    tls_free(t);
     if (fd >= 0)
         close(fd);
     pw_buf_fini(&req);

@@ -113,6 +113,11 @@ static const struct setting settings[] = {
      "a leader acts at most this long after its last renewal (2s)"},
     {"leader-takeover", "PREWARM_LEADER_TAKEOVER", K_MS, OFF(leader_takeover_ms), 0, 200, 600000,
      "a follower deposes a leader silent this long (4s; more than the lease)"},
+    {"https", "PREWARM_HTTPS", K_STR, OFF(https), SZ(https), 0, 0,
+     "also serve the HTTP API over TLS on IPV4:PORT (needs --https-cert); plain --http stays, "
+     "bind it to 127.0.0.1 to offer TLS only"},
+    {"https-cert", "PREWARM_HTTPS_CERT", K_STR, OFF(https_cert), SZ(https_cert), 0, 0,
+     "the HTTPS listener's certificate and unencrypted key, one PEM file"},
     {"agents-tls-cert", "PREWARM_AGENTS_TLS_CERT", K_STR, OFF(agents_tls_cert), SZ(agents_tls_cert), 0, 0,
      "with a tls+tcp:// --agents URL: the scheduler's certificate and key, one PEM file"},
     {"agents-tls-ca", "PREWARM_AGENTS_TLS_CA", K_STR, OFF(agents_tls_ca), SZ(agents_tls_ca), 0, 0,
@@ -561,6 +566,10 @@ static int config_load(struct pw_sched_config *c, int argc, char **argv, char *e
     char why[200];
     if (pw_placer_config_validate(&c->placement, why, sizeof(why)) != PW_OK) {
         snprintf(errbuf, errlen, "placement configuration: %s", why);
+        return PW_ERR_INVAL;
+    }
+    if ((c->https[0] != '\0') != (c->https_cert[0] != '\0')) {
+        snprintf(errbuf, errlen, "--https and --https-cert go together");
         return PW_ERR_INVAL;
     }
     int tls = strncmp(c->agents_url, "tls+tcp://", 10) == 0;

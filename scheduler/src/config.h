@@ -36,6 +36,8 @@ struct pw_sched_config {
     char tokens_file[512];        /* API tokens ("ROLE TOKEN [NAME]" lines); "" none */
     char replica_name[128];       /* this replica in pw_leader and logs (default: host name) */
     int64_t leader_renew_ms, leader_lease_ms, leader_takeover_ms; /* leader.h */
+    char https[80];               /* optional TLS API listener IPV4:PORT ("" none; tlsfront.h) */
+    char https_cert[512];         /* its certificate and key, one PEM file */
     char agents_tls_cert[512];    /* tls+tcp:// agent link: our certificate and key (PEM) */
     char agents_tls_ca[512];      /* ... and the CA of agents' certificates */
     struct pw_auth auth;          /* from tokens_file and PREWARM_TOKENS; n == 0: no auth */

@@ -2,6 +2,7 @@
 #include "daemon.h"
 
 #include "predict.h"
+#include "tlsfront.h"
 
 #include "pw/error.h"
 #include "pw/log.h"
@@ -296,6 +297,8 @@ static void shutdown_all(struct pw_daemon *d)
     if (d->link != NULL)
         pw_agentlink_close(d->link);
     d->link = NULL;
+    pw_tlsfront_close(d->https); /* its connections end as the HTTP server closes theirs */
+    d->https = NULL;
     pw_leader_close(d->leader); /* releases the lock with its session */
     d->leader = NULL;
     pw_store_close(d->store);
@@ -359,6 +362,13 @@ int pw_daemon_run(const struct pw_sched_config *cfg)
     lim.max_connections = cfg->max_connections;
     if (pw_http_server_new(d->loop, cfg->http_host, cfg->http_port, &lim, on_http, d, &d->http) != PW_OK) {
         pw_log_error("prewarmd", "cannot listen for HTTP on %s:%d", cfg->http_host, cfg->http_port);
+        goto out_store;
+    }
+    if (cfg->https[0] != '\0' &&
+        pw_tlsfront_new(cfg->https, cfg->https_cert, pw_http_server_port(d->http), cfg->max_connections, 60000,
+                        &d->https, err, sizeof(err)) != PW_OK) {
+        pw_log_error("prewarmd", "%s", err);
+        pw_http_server_close(d->http);
         goto out_store;
     }
     struct pw_leader_options lo;

@@ -56,6 +56,7 @@ struct pw_daemon {
     struct pw_agentlink *link;
     struct pw_predict *predict;
     struct pw_leader *leader; /* election (leader.h); core, predict and link exist once elected */
+    struct pw_tlsfront *https; /* optional TLS in front of the HTTP API (tlsfront.h) */
     int leading;              /* elected: the core, predictor, agent link and tick are up */
     int exit_code;            /* of pw_daemon_run: 3 when deposed */
     uv_timer_t tick;

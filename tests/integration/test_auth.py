@@ -8,7 +8,9 @@ and releases, operator does everything, a role too low is 403 naming the role ne
 row names the token's owner; prewarmctl with --token and PREWARM_TOKEN; the refusals are
 counted in /metrics; prewarm-gateway refused without a token and acquiring with
 --token-file; no token ever appears in prewarmd's log (debug level); a bad tokens file
-stops prewarmd at start with exit 2 and an error naming the entry, not the token.
+stops prewarmd at start with exit 2 and an error naming the entry, not the token. With --https the
+same API answers over TLS (a throwaway self-signed certificate), keep-alive included, and tokens
+apply there too.
 """
 
 import os
@@ -165,6 +167,64 @@ def check_log_has_no_tokens():
         expect(tok not in log, "token %s... not in prewarmd's log" % tok[:8])
 
 
+def check_https(tmp):
+    """--https: the same API over TLS (a throwaway self-signed certificate); tokens apply."""
+    import ssl
+    import http.client
+    ctx = ssl.create_default_context(cafile=S.cert)
+    ctx.check_hostname = False
+
+    def get(path, token=None, context=ctx):
+        conn = http.client.HTTPSConnection("127.0.0.1", S.https_port, context=context, timeout=10)
+        try:
+            conn.request("GET", path, headers={"Authorization": "Bearer " + token} if token else {})
+            r = conn.getresponse()
+            return r.status, r.read()
+        finally:
+            conn.close()
+    st, _ = get("/livez")
+    expect(st == 200, "GET /livez over TLS", st)
+    st, _ = get("/v1/functions")
+    expect(st == 401, "tokens apply over TLS", st)
+    st, body = get("/v1/functions", VIEWER)
+    expect(st == 200 and b"f1" in body, "a viewer reads over TLS", body[:200])
+    # Keep-alive through the terminator: several requests on one connection.
+    conn = http.client.HTTPSConnection("127.0.0.1", S.https_port, context=ctx, timeout=10)
+    for _ in range(3):
+        conn.request("GET", "/livez")
+        r = conn.getresponse()
+        expect(r.status == 200, "keep-alive over TLS", r.status)
+        r.read()
+    conn.close()
+    # A client that does not trust the certificate refuses it; plain HTTP on the TLS port fails.
+    try:
+        get("/livez", context=ssl.create_default_context())
+        expect(False, "an untrusted certificate is refused by the client")
+    except ssl.SSLError:
+        pass
+    import socket
+    s = socket.create_connection(("127.0.0.1", S.https_port), timeout=5)
+    s.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = b""
+    try:
+        data = s.recv(100)
+    except OSError:
+        pass
+    s.close()
+    expect(not data.startswith(b"HTTP/1.1 200"), "plain HTTP on the TLS port gets no answer", data)
+    # prewarmctl over https://, trusting the certificate through PREWARM_CA.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREWARM_")}
+    env["HOME"] = tmp
+    server = "https://localhost:%d" % S.https_port
+    r = subprocess.run([CTL, "--server", server, "--token", VIEWER, "functions", "list", "-o", "names"],
+                       capture_output=True, text=True, env=dict(env, PREWARM_CA=S.cert), timeout=20)
+    expect(r.returncode == 0 and "f1" in r.stdout.split(), "prewarmctl over https", (r.stdout, r.stderr))
+    r = subprocess.run([CTL, "--server", server, "--token", VIEWER, "functions", "list"],
+                       capture_output=True, text=True, env=env, timeout=20)
+    expect(r.returncode == 1 and "not trusted" in r.stderr, "an untrusted server: one clear line, exit 1",
+           (r.returncode, r.stderr))
+
+
 def check_bad_file(tmp):
     bad = os.path.join(tmp, "bad-tokens")
     with open(bad, "w") as f:
@@ -185,9 +245,21 @@ def main():
     with open(path, "w") as f:
         f.write("# role token name\nviewer %s\ngateway %s gw\noperator %s alice\n" % (VIEWER, GATEWAY, OPERATOR))
     os.environ["PREWARM_TOKENS"] = "operator %s ops-env" % ENV_OPERATOR
+    key, S.cert = os.path.join(tmp, "https.key"), os.path.join(tmp, "https.crt")
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-keyout", key, "-out", S.cert, "-subj", "/CN=localhost", "-days", "2"],
+                       capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        checks.fail("a throwaway certificate with openssl", r.stderr[-300:])
+        return checks.finish()
+    both = os.path.join(tmp, "https.pem")
+    with open(both, "w") as f:
+        f.write(open(S.cert).read() + open(key).read())
+    S.https_port = free_ports(1)[0]
     try:
         with Cluster(agents=[Agent("a1", "2node")], sim_restore_ms=20, log_level="debug", name="auth",
-                     scheduler_args=["--tokens-file", path], token=OPERATOR) as c:
+                     scheduler_args=["--tokens-file", path, "--https", "127.0.0.1:%d" % S.https_port,
+                                     "--https-cert", both], token=OPERATOR) as c:
             S.c = c
             for name, fn in [("health and metrics need no token", check_open_endpoints),
                              ("no token, a wrong one, not Bearer: 401", check_unauthenticated),
@@ -197,6 +269,7 @@ def main():
                              ("no token in the log", check_log_has_no_tokens)]:
                 checks.check(name, fn)
             checks.check("prewarm-gateway: refused without a token, acquires with --token-file", check_gateway, tmp)
+            checks.check("--https: the API over TLS, tokens included", check_https, tmp)
             checks.check("a bad tokens file stops prewarmd (exit 2, entry named)", check_bad_file, tmp)
             if not checks.ok:
                 c.failed = True
