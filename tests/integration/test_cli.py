@@ -518,8 +518,8 @@ def check_server_down():
     port = free_port()
     line = fails(1, "functions", "list", server=False, env={"PREWARM_SERVER": "http://127.0.0.1:%d" % port})
     expect("cannot connect to http://127.0.0.1:%d" % port in line and "refused" in line, "refused line", line)
-    line = fails(1, "--server", "https://x", "hosts", "list", server=False)
-    expect("only http://" in line, "https refused", line)
+    line = fails(1, "--server", "ftp://x", "hosts", "list", server=False)
+    expect("only http:// and https://" in line, "other schemes refused", line)
 
 
 def check_precedence():
