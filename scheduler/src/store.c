@@ -515,6 +515,18 @@ static int job_begin(struct pw_store *s, struct job *j)
     return rv;
 }
 
+/* job_query runs a read for a job; on failure the job carries the error and NULL comes back. */
+static PGresult *job_query(struct pw_store *s, struct job *j, const char *what, const char *sql, int n,
+                           const char *const *params)
+{
+    PGresult *r = exec(s, s->conn, what, sql, n, params, PGRES_TUPLES_OK, j->msg, sizeof(j->msg));
+    if (r == NULL) {
+        j->err = PW_ERR_STORE;
+        check_bad(s, j->msg);
+    }
+    return r;
+}
+
 static int tx_end(struct pw_store *s, int rv, char *msg, size_t msglen)
 {
     if (rv == PW_OK)
@@ -864,13 +876,9 @@ static int row_to_spec(PGresult *r, int i, struct pw_function_spec *f)
 
 static void run_load_functions(struct pw_store *s, struct job *j)
 {
-    PGresult *r = exec(s, s->conn, "load functions", SQL_LOAD_FUNCTIONS, 0, NULL, PGRES_TUPLES_OK, j->msg,
-                       sizeof(j->msg));
-    if (r == NULL) {
-        j->err = PW_ERR_STORE;
-        check_bad(s, j->msg);
+    PGresult *r = job_query(s, j, "load functions", SQL_LOAD_FUNCTIONS, 0, NULL);
+    if (r == NULL)
         return;
-    }
     int n = PQntuples(r);
     j->fns = pw_xcalloc(n > 0 ? (size_t)n : 1, sizeof(*j->fns));
     for (int i = 0; i < n; i++) {
@@ -890,15 +898,12 @@ static void run_load_invocations(struct pw_store *s, struct job *j)
     char since[24];
     msgf(since, sizeof(since), "%" PRId64, j->since_minute);
     const char *params[1] = {since};
-    PGresult *r = exec(s, s->conn, "load invocations",
-                       "SELECT function, minute, count FROM invocation_minutes WHERE minute >= $1 "
-                       "ORDER BY function, minute",
-                       1, params, PGRES_TUPLES_OK, j->msg, sizeof(j->msg));
-    if (r == NULL) {
-        j->err = PW_ERR_STORE;
-        check_bad(s, j->msg);
+    PGresult *r = job_query(s, j, "load invocations",
+                            "SELECT function, minute, count FROM invocation_minutes WHERE minute >= $1 "
+                            "ORDER BY function, minute",
+                            1, params);
+    if (r == NULL)
         return;
-    }
     int n = PQntuples(r);
     j->rows = pw_xcalloc(n > 0 ? (size_t)n : 1, sizeof(*j->rows));
     for (int i = 0; i < n; i++) {
@@ -921,12 +926,9 @@ static void run_load_invocations(struct pw_store *s, struct job *j)
  * the query has the second column). */
 static void load_host_rows(struct pw_store *s, struct job *j, const char *what, const char *sql, int with_alive)
 {
-    PGresult *r = exec(s, s->conn, what, sql, 0, NULL, PGRES_TUPLES_OK, j->msg, sizeof(j->msg));
-    if (r == NULL) {
-        j->err = PW_ERR_STORE;
-        check_bad(s, j->msg);
+    PGresult *r = job_query(s, j, what, sql, 0, NULL);
+    if (r == NULL)
         return;
-    }
     int n = PQntuples(r);
     j->hosts = pw_xcalloc(n > 0 ? (size_t)n : 1, sizeof(*j->hosts));
     if (with_alive)
@@ -1077,13 +1079,9 @@ static void run_activate_model(struct pw_store *s, struct job *j)
 
 static void run_load_models(struct pw_store *s, struct job *j)
 {
-    PGresult *r = exec(s, s->conn, "load models", SQL_LOAD_MODELS, 0, NULL, PGRES_TUPLES_OK, j->msg,
-                       sizeof(j->msg));
-    if (r == NULL) {
-        j->err = PW_ERR_STORE;
-        check_bad(s, j->msg);
+    PGresult *r = job_query(s, j, "load models", SQL_LOAD_MODELS, 0, NULL);
+    if (r == NULL)
         return;
-    }
     int n = PQntuples(r);
     j->models = pw_xcalloc(n > 0 ? (size_t)n : 1, sizeof(*j->models));
     for (int i = 0; i < n; i++) {
