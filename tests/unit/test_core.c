@@ -1731,6 +1731,96 @@ static void test_restore_failure_backoff(void **state)
     env_free(e);
 }
 
+/* fail_restoring reports every restoring VM of agent id as failed. */
+static void fail_restoring(struct env *e, const char *id)
+{
+    struct sim_agent *a = agent(e, id);
+    for (size_t i = 0; i < a->nvms; i++)
+        if (a->vms[i].state == PW_AVM_RESTORING) {
+            a->vms[i].state = PW_AVM_FAILED;
+            add_event(a, a->vms[i].vm_id, PW_AVM_FAILED, a->vms[i].function);
+        }
+    sync_agent(e, id, 0);
+}
+
+static struct pw_host_view *host_view(struct env *e, const char *id)
+{
+    static struct pw_host_view v;
+    assert_int_equal(pw_core_host_find(e->c, id, &v), PW_OK);
+    return &v;
+}
+
+/* Self-healing (health.c): a host whose restores all fail while the fleet's succeed is
+ * cordoned, its pool refilled elsewhere; after the cordon time it is on probation, and good
+ * restores there uncordon it. A failure everywhere cordons nobody. */
+static void test_cordon_failing_host(void **state)
+{
+    (void)state;
+    struct env *e = env_new(1, 0);
+    /* The fleet: three hosts with a restore history (2 x 2 GiB each, 256 MiB left over). */
+    hello_labeled(e, "h1", 4352, "z", "0.02");
+    hello_labeled(e, "h2", 4352, "z", "0.02");
+    hello_labeled(e, "h3", 4352, "z", "0.02");
+    put_fn(e, "f", PW_POLICY_FIXED, 6, 6, 0, 2048);
+    sync_all(e);
+    assert_int_equal(pool(e, "f").idle, 6);
+    /* A cheaper host whose restores fail: placement prefers it. */
+    hello_labeled(e, "bad", 4096, "z", "0.001");
+    e->nacts = 0;
+    put_fn(e, "g", PW_POLICY_FIXED, 3, 3, 0, 256);
+    for (int round = 0; round < 20 && !host_view(e, "bad")->cordoned; round++) {
+        sync_agent(e, "bad", 0);
+        fail_restoring(e, "bad");
+        tick(e, 400); /* past the function's restore backoff */
+    }
+    struct pw_host_view *v = host_view(e, "bad");
+    assert_true(v->cordoned);
+    assert_false(v->cordon_probation);
+    assert_string_equal(v->cordon_reason, "restore_failures");
+    assert_int_equal(count_metric(e, PW_METRIC_HOST_CORDONED), 1);
+    /* Refilled on the fleet; nothing new goes to the cordoned host (a restore placed there
+     * before the cordon still ends as it ends: here it fails too). */
+    fail_restoring(e, "bad");
+    advance_alive(e, 2000);
+    assert_int_equal(pool(e, "g").idle, 3);
+    assert_int_equal(host_vms(e, "bad"), 0);
+    /* After the cordon time (30 s): probation; restores there succeed now and uncordon it. */
+    advance_alive(e, 31000);
+    v = host_view(e, "bad");
+    assert_true(v->cordoned && v->cordon_probation);
+    e->nacts = 0;
+    put_fn(e, "g", PW_POLICY_FIXED, 7, 7, 0, 256);
+    advance_alive(e, 1000);
+    assert_true(host_vms(e, "bad") >= 3);
+    assert_false(host_view(e, "bad")->cordoned);
+    assert_int_equal(count_metric(e, PW_METRIC_HOST_UNCORDONED), 1);
+    env_free(e);
+}
+
+/* When every host's restores fail, the image or the function is at fault: nobody is
+ * cordoned. */
+static void test_no_cordon_when_all_fail(void **state)
+{
+    (void)state;
+    struct env *e = env_new(1, 0);
+    hello_labeled(e, "h1", 8192, "z", "0.02");
+    hello_labeled(e, "h2", 8192, "z", "0.02");
+    hello_labeled(e, "h3", 8192, "z", "0.02");
+    put_fn(e, "f", PW_POLICY_FIXED, 6, 6, 0, 2048);
+    for (int round = 0; round < 12; round++) {
+        for (size_t k = 0; k < e->nagents; k++) {
+            sync_agent(e, e->agents[k].id, 0);
+            fail_restoring(e, e->agents[k].id);
+        }
+        tick(e, 400);
+    }
+    assert_int_equal(count_metric(e, PW_METRIC_RESTORE_FAILED) > 6, 1);
+    assert_int_equal(count_metric(e, PW_METRIC_HOST_CORDONED), 0);
+    for (size_t k = 0; k < e->nagents; k++)
+        assert_false(host_view(e, e->agents[k].id)->cordoned);
+    env_free(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1772,6 +1862,8 @@ int main(void)
         cmocka_unit_test(test_function_put_requests_snapshot),
         cmocka_unit_test(test_expiry_keeps_spread),
         cmocka_unit_test(test_restore_failure_backoff),
+        cmocka_unit_test(test_cordon_failing_host),
+        cmocka_unit_test(test_no_cordon_when_all_fail),
         cmocka_unit_test(test_no_capacity_remembered),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
