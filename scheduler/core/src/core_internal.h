@@ -141,6 +141,10 @@ struct pw_core {
     struct pw_placer *placer;
     uint64_t next_id; /* VM and lease ids */
     uint64_t metrics[PW_METRIC__COUNT];
+    /* health.c: every host's recent successful restore times, log-bucketed (4 per octave), so
+     * a restore can be compared with the fleet without gathering every host's record. */
+    uint32_t restore_hist[64];
+    uint64_t restore_hist_n;
     int64_t last_expiry_scan;
     /* Action queue: a ring that grows as needed. */
     struct pw_action *acts;

@@ -50,6 +50,49 @@ static double median(double *v, size_t n)
 }
 
 /* emit counts a cordon event as a metric action and adds the host and the reason to it. */
+/* ---- the fleet's restore times, kept as a histogram ---- */
+
+static size_t hist_bucket(double ms)
+{
+    double b = 4.0 * log2(ms + 1.0);
+    return b < 0 ? 0 : b > 63 ? 63 : (size_t)b;
+}
+
+static void hist_add(struct pw_core *c, double ms, int sign)
+{
+    if (ms < 0)
+        return; /* a failure */
+    size_t b = hist_bucket(ms);
+    if (sign > 0) {
+        c->restore_hist[b]++;
+        c->restore_hist_n++;
+    } else if (c->restore_hist[b] > 0) {
+        c->restore_hist[b]--;
+        c->restore_hist_n--;
+    }
+}
+
+/* ring_clear forgets a host's record (and its share of the histogram). */
+static void ring_clear(struct pw_core *c, struct pw_health *hh)
+{
+    for (size_t i = 0; i < hh->n; i++)
+        hist_add(c, hh->ring[i], -1);
+    hh->n = hh->pos = 0;
+}
+
+/* fleet_median_floor is a lower bound of the fleet's median restore time (the lower edge of
+ * its bucket), 0 with no data. */
+static double fleet_median_floor(const struct pw_core *c)
+{
+    uint64_t seen = 0;
+    for (size_t b = 0; b < 64; b++) {
+        seen += c->restore_hist[b];
+        if (2 * seen >= c->restore_hist_n && c->restore_hist_n > 0)
+            return exp2((double)b / 4.0) - 1.0;
+    }
+    return 0;
+}
+
 static void emit(struct pw_core *c, struct host *h, enum pw_metric_id id, double value)
 {
     pw_core_metric(c, id, NULL, value);
@@ -91,7 +134,7 @@ static void cordon(struct pw_core *c, struct host *h, int reason, int64_t now, d
     if (hh->backoff_ms > HEALTH_MAX_MS)
         hh->backoff_ms = HEALTH_MAX_MS;
     hh->until = now + hh->backoff_ms;
-    hh->n = hh->pos = 0;
+    ring_clear(c, hh);
     pw_core_host_sync_eligible(c, h);
     emit(c, h, PW_METRIC_HOST_CORDONED, value);
     pw_core_reconcile_all(c, now); /* refill its pools elsewhere */
@@ -102,6 +145,9 @@ void pw_core_health_observe(struct pw_core *c, struct host *h, double restore_ms
     if (c->cfg.cordon_ms <= 0 || h->state != PW_HOST_ALIVE)
         return;
     struct pw_health *hh = &h->health;
+    if (hh->n == HEALTH_RING)
+        hist_add(c, hh->ring[hh->pos], -1); /* the outcome this one replaces */
+    hist_add(c, restore_ms, +1);
     hh->ring[hh->pos] = restore_ms;
     hh->pos = (hh->pos + 1) % HEALTH_RING;
     if (hh->n < HEALTH_RING)
@@ -120,6 +166,19 @@ void pw_core_health_observe(struct pw_core *c, struct host *h, double restore_ms
         else
             break;
     }
+    /* The host's recent successes. */
+    double mine[HEALTH_RING];
+    size_t nm = 0;
+    for (size_t k = 0; k < hh->n; k++)
+        if (hh->ring[k] >= 0)
+            mine[nm++] = hh->ring[k];
+    double my = nm > 0 ? median(mine, nm) : 0;
+    /* Most outcomes are unremarkable: only a run of failures, or a median at least
+     * HEALTH_SLOW_RATIO times the fleet's (from the histogram, a lower bound), is worth
+     * gathering every other host's record for. */
+    int maybe_slow = nm >= HEALTH_FAIL_RUN && restore_ms >= 0 && my >= HEALTH_SLOW_RATIO * fleet_median_floor(c);
+    if (run_fail < HEALTH_FAIL_RUN && !maybe_slow)
+        goto healthy;
     size_t nh = 1;
     for (const struct pw_list *it = c->host_list.next; it != &c->host_list; it = it->next)
         nh++;
@@ -133,17 +192,11 @@ void pw_core_health_observe(struct pw_core *c, struct host *h, double restore_ms
         return;
     }
     /* Slow: the median of this host's recent successes against the fleet's. */
-    double mine[HEALTH_RING];
-    size_t nm = 0;
-    for (size_t k = 0; k < hh->n; k++)
-        if (hh->ring[k] >= 0)
-            mine[nm++] = hh->ring[k];
-    if (enough && nm >= HEALTH_FAIL_RUN && nms >= HEALTH_FLEET_MIN && restore_ms >= 0) {
+    if (enough && maybe_slow && nms >= HEALTH_FLEET_MIN) {
         double m = median(fleet, nms);
         for (size_t i = 0; i < nms; i++)
             fleet[i] = fabs(fleet[i] - m);
         double mad = 1.4826 * median(fleet, nms);
-        double my = median(mine, nm);
         if (my > m + HEALTH_SLOW_MADS * mad && my >= HEALTH_SLOW_RATIO * m && my > 0) {
             free(fleet);
             cordon(c, h, PW_CORDON_SLOW, now, my);
@@ -151,6 +204,7 @@ void pw_core_health_observe(struct pw_core *c, struct host *h, double restore_ms
         }
     }
     free(fleet);
+healthy:
     if (hh->probation && run_ok >= HEALTH_FAIL_RUN) {
         hh->cordoned = hh->probation = 0;
         hh->backoff_ms = 0;
@@ -170,7 +224,7 @@ void pw_core_health_tick(struct pw_core *c, int64_t now)
         if (hh->cordoned && !hh->probation && now >= hh->until) {
             /* Probation: new VMs may go there again; the next outcomes decide. */
             hh->probation = 1;
-            hh->n = hh->pos = 0;
+            ring_clear(c, hh);
             pw_core_host_sync_eligible(c, h);
             pw_core_reconcile_all(c, now);
         }
