@@ -130,6 +130,7 @@ if [ "$quick" -eq 0 ]; then
   fi
   if configure_build build-asan -DCMAKE_BUILD_TYPE=Debug -DPW_WERROR=ON -DPW_SANITIZE=ON -DPW_FUZZ=OFF; then
     ASAN_OPTIONS=$asan_opts UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+      LSAN_OPTIONS=suppressions=$REPO/tests/lsan.supp:print_suppressions=0 \
       run_ctest asan build-asan
   fi
 

@@ -570,6 +570,26 @@ class Cluster:
                     found.append("%s: %s" % (p.name, line.strip()))
         return found
 
+    def print_sanitizer_reports(self, max_lines=80):
+        """Print each sanitizer report in full (from its marker to its SUMMARY line, at most
+        max_lines), so that a rare report is readable from the CI output alone."""
+        for p in self.processes():
+            lines = p.log_text().splitlines()
+            i = 0
+            while i < len(lines):
+                if any(m in lines[i] for m in SANITIZER_MARKERS):
+                    print("----- sanitizer report in %s -----" % p.name, file=sys.stderr)
+                    j = i
+                    while j < len(lines) and j - i < max_lines:
+                        print("  " + lines[j], file=sys.stderr)
+                        if lines[j].startswith("SUMMARY:"):
+                            break
+                        j += 1
+                    i = j + 1
+                else:
+                    i += 1
+        sys.stderr.flush()
+
     # ---- HTTP ------------------------------------------------------------------------------
     def http(self, method, path, body=None, raw=None, headers=None, timeout=10):
         """One request on a fresh connection. body is JSON-encoded; raw is sent as-is. With
@@ -795,6 +815,8 @@ class Checks:
         reports = cluster.sanitizer_reports()
         if reports:
             self.fail("no sanitizer reports in process logs", "; ".join(reports[:5]))
+            cluster.failed = True  # keep the logs
+            cluster.print_sanitizer_reports()
         else:
             self.passed += 1
             log("PASS no sanitizer reports in process logs")
