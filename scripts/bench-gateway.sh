@@ -13,7 +13,8 @@
 # path is the highest rate it sustains (>= 99% achieved, no errors; bench-gateway-load --help),
 # PW_BENCH_FUNCTIONS (16), PW_BENCH_MIN (128 warm VMs per function),
 # PW_BENCH_MAX_HOLD_MS (100: cap on a lease's hold time, so the warm pools suffice),
-# PW_BENCH_AGENTS (4), PW_BENCH_CONNS (64), PW_BENCH_JSON (docs/results/gateway-load.json).
+# PW_BENCH_AGENTS (4), PW_BENCH_CONNS (256 for acquires, a quarter of that for releases), PW_BENCH_LEASE_TTL_MS (5000),
+# PW_BENCH_JSON (docs/results/gateway-load.json).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,8 +29,11 @@ MAX_REFINE=${PW_BENCH_MAX_REFINE:-2}
 NFN=${PW_BENCH_FUNCTIONS:-16}
 MIN=${PW_BENCH_MIN:-128}
 NAGENTS=${PW_BENCH_AGENTS:-4}
-CONNS=${PW_BENCH_CONNS:-64}
+CONNS=${PW_BENCH_CONNS:-256}
 MAX_HOLD_MS=${PW_BENCH_MAX_HOLD_MS:-100}
+# A lease whose acquire answer an overloaded step lost ends with its TTL: short, so that the
+# generator's recovery after such a step (bench-gateway-load --recover-s) is quick.
+LEASE_TTL_MS=${PW_BENCH_LEASE_TTL_MS:-5000}
 JSON=${PW_BENCH_JSON:-$ROOT/docs/results/gateway-load.json}
 TRACE=${PW_BENCH_TRACE:-$ROOT/../shared/data/azure2019}
 
@@ -60,7 +64,7 @@ HTTP_PORT=$(free_port)
 AGENT_PORT=$(free_port)
 export PGHOST=$PGDIR PGUSER=postgres PGDATABASE=postgres
 "$BUILD/scheduler/prewarmd" --http "127.0.0.1:$HTTP_PORT" --agents "tcp://127.0.0.1:$AGENT_PORT" \
-  --pg "host=$PGDIR user=postgres dbname=postgres" --heartbeat-ms 500 --log-level warn \
+  --pg "host=$PGDIR user=postgres dbname=postgres" --heartbeat-ms 500 --lease-ttl-ms "$LEASE_TTL_MS" --log-level warn \
   >"$TMP/prewarmd.log" 2>&1 &
 SCHED_PID=$!
 PIDS+=("$SCHED_PID")

@@ -6,10 +6,12 @@
  * functions registered beforehand (lg-0 .. lg-(N-1)) and, at each arrival's scheduled time,
  * sends POST /v1/functions/{fn}/acquire over keep-alive connections; once answered it holds the
  * lease for the invocation's duration (from the trace, sped up by the same factor) and sends
- * POST /v1/leases/{id}/release. Latency runs from the scheduled send time, not from when a
- * connection was free (no coordinated omission). The same step is run against GET /livez, which
- * does no work in prewarmd: that is the floor. prewarmd's CPU time per step comes from
- * /proc/<pid>/task/<tid>/schedstat (ns), or /proc/<pid>/stat (ticks) without it. */
+ * POST /v1/leases/{id}/release, on connections of its own as prewarm-gateway does. Latency runs
+ * from the scheduled send time, not from when a connection was free (no coordinated omission).
+ * The same step is run against GET /livez, which does no work in prewarmd: that is the floor.
+ * prewarmd's CPU time per step comes from /proc/<pid>/task/<tid>/schedstat (ns), or
+ * /proc/<pid>/stat (ticks) without it. After an acquire step that left leases out (overload),
+ * the generator releases them and waits until the pools are whole before the next step. */
 #include <dirent.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -72,12 +74,14 @@ struct opts {
     double max_factor; /* rate growth per probe while probes pass */
     int max_refine;    /* probes between the last pass and the first failure */
     int only; /* -1: both modes; else only that mode */
+    double recover_s; /* how long recover_pools may wait for the pools after a step */
     char json[512];
 };
 
 struct step {
     uv_loop_t *loop;
-    struct pw_hclient *cl;
+    struct pw_hclient *cl;  /* acquires (or floor requests) */
+    struct pw_hclient *rcl; /* releases, on connections of their own as in prewarm-gateway */
     const struct opts *o;
     enum mode mode;
     struct arrival *arr;
@@ -87,6 +91,8 @@ struct step {
     size_t nlat;
     struct pending_release *heap;
     size_t nheap, capheap;
+    char (*lost)[17];     /* leases acquired but not released: their release failed or was */
+    size_t nlost, caplost; /* never sent (recover_pools releases them after the step) */
     uint64_t outstanding; /* requests not yet answered */
     uint64_t sent, ok, errors, refused, releases_failed, in_window_done;
     uv_timer_t tick;
@@ -99,7 +105,17 @@ struct req_ctx {
     uint32_t hold_us;
     int release;
     int in_window;
+    char lease_id[17]; /* a release's lease */
 };
+
+static void lost_add(struct step *s, const char *lease_id)
+{
+    if (s->nlost == s->caplost) {
+        s->caplost = s->caplost ? s->caplost * 2 : 1024;
+        s->lost = pw_xrealloc(s->lost, s->caplost * sizeof(*s->lost));
+    }
+    pw_strlcpy(s->lost[s->nlost++], lease_id, sizeof(s->lost[0]));
+}
 
 /* ---- a binary heap of releases by due time ---- */
 
@@ -147,11 +163,12 @@ static void send_release(struct step *s, const struct pending_release *r)
     c->s = s;
     c->release = 1;
     c->in_window = r->in_window;
+    pw_strlcpy(c->lease_id, r->lease_id, sizeof(c->lease_id));
     char path[64], body[80];
     snprintf(path, sizeof(path), "/v1/leases/%s/release", r->lease_id);
     int n = snprintf(body, sizeof(body), "{\"duration_ms\":%u,\"outcome\":\"ok\"}", r->hold_ms);
     s->outstanding++;
-    pw_hclient_request(s->cl, "POST", path, "Content-Type: application/json\r\n", body, (size_t)n, 10000,
+    pw_hclient_request(s->rcl, "POST", path, "Content-Type: application/json\r\n", body, (size_t)n, 10000,
                        on_answer, c);
 }
 
@@ -163,9 +180,12 @@ static void on_answer(void *arg, int err, const struct pw_hresp *resp)
     s->outstanding--;
     int ok = err == PW_OK && resp->status == 200;
     if (c->release) {
-        if (!ok)
+        if (!ok) {
             s->releases_failed++;
-        else if (c->in_window)
+            /* Refused by the queue or timed out: the lease may still be out. A release of a
+             * lease that did end just answers 404 in recover_pools. */
+            lost_add(s, c->lease_id);
+        } else if (c->in_window)
             s->in_window_done++;
         free(c);
         return;
@@ -232,6 +252,10 @@ static void on_tick(uv_timer_t *t)
         if (!(all_sent && drained))
             fprintf(stderr, "step gave up draining: %" PRIu64 " requests unanswered, %zu releases pending\n",
                     s->outstanding, s->nheap);
+        while (s->nheap > 0) {
+            struct pending_release r = heap_pop(s);
+            lost_add(s, r.lease_id);
+        }
         s->done = 1;
         uv_timer_stop(&s->tick);
         /* Idle keep-alive connections would hold uv_run for the client's idle timeout. */
@@ -374,6 +398,100 @@ static double pct_us(const uint64_t *v, size_t n, double q)
     return (double)v[PW_MIN(i, n - 1)] / 1000.0;
 }
 
+/* ---- recovery after an overloaded step ---- */
+
+/* A batch of requests run to completion: the loop runs until every answer is in. */
+struct batch {
+    size_t pending, ok, gone, failed;
+    long leased, restoring; /* summed over pool answers */
+};
+
+static void on_batch_answer(void *arg, int err, const struct pw_hresp *resp)
+{
+    struct batch *b = arg;
+    b->pending--;
+    if (err != PW_OK || (resp->status != 200 && resp->status != 404)) {
+        b->failed++;
+        return;
+    }
+    if (resp->status == 404) {
+        b->gone++;
+        return;
+    }
+    b->ok++;
+    const char *l = strstr(resp->body, "\"leased\":"), *r = strstr(resp->body, "\"restoring\":");
+    if (l != NULL)
+        b->leased += atol(l + 9);
+    if (r != NULL)
+        b->restoring += atol(r + 12);
+}
+
+static struct pw_hclient *batch_client(uv_loop_t *loop, const struct opts *o, const struct sockaddr *sa, size_t n)
+{
+    struct pw_hclient_opts co;
+    pw_hclient_opts_default(&co);
+    co.max_conns = (size_t)o->conns;
+    co.max_queue = n + 16;
+    co.max_body = 64 * 1024;
+    struct pw_hclient *cl;
+    pw_hclient_new(loop, sa, &co, &cl);
+    return cl;
+}
+
+static void batch_run(uv_loop_t *loop, struct pw_hclient *cl, struct batch *b)
+{
+    while (b->pending > 0)
+        uv_run(loop, UV_RUN_ONCE);
+    pw_hclient_close(cl);
+    uv_run(loop, UV_RUN_DEFAULT);
+}
+
+/* recover_pools puts the cluster back where a step found it, so that the next step (a probe of
+ * the saturation search above all) is not measured against pools an overloaded step left
+ * dry: it releases the leases the step could not release, then waits until no VM of the
+ * lg-* functions is leased or restoring (leases whose acquire answer was lost end with their
+ * TTL). Returns 0 once recovered, -1 if that took longer than o->recover_s. */
+static int recover_pools(uv_loop_t *loop, const struct opts *o, const struct sockaddr *sa, const struct step *s)
+{
+    uint64_t t0 = uv_hrtime();
+    struct batch b = {0};
+    if (s->nlost > 0) {
+        struct pw_hclient *cl = batch_client(loop, o, sa, s->nlost);
+        static const char body[] = "{\"duration_ms\":0,\"outcome\":\"ok\"}";
+        for (size_t i = 0; i < s->nlost; i++) {
+            char path[64];
+            snprintf(path, sizeof(path), "/v1/leases/%s/release", s->lost[i]);
+            b.pending++;
+            pw_hclient_request(cl, "POST", path, "Content-Type: application/json\r\n", body, sizeof(body) - 1,
+                               10000, on_batch_answer, &b);
+        }
+        batch_run(loop, cl, &b);
+    }
+    for (;;) {
+        struct batch p = {0};
+        struct pw_hclient *cl = batch_client(loop, o, sa, (size_t)o->functions);
+        for (int i = 0; i < o->functions; i++) {
+            char path[64];
+            snprintf(path, sizeof(path), "/v1/functions/lg-%d/pool", i);
+            p.pending++;
+            pw_hclient_request(cl, "GET", path, NULL, NULL, 0, 10000, on_batch_answer, &p);
+        }
+        batch_run(loop, cl, &p);
+        double took = (double)(uv_hrtime() - t0) / 1e9;
+        if (p.failed == 0 && p.gone == 0 && p.leased == 0 && p.restoring == 0) {
+            fprintf(stderr, "  recovered in %.1f s: %zu leases released after the step (%zu had ended, %zu failed)\n",
+                    took, b.ok, b.gone, b.failed);
+            return 0;
+        }
+        if (took > o->recover_s) {
+            fprintf(stderr, "  not recovered after %.0f s: %ld VMs leased, %ld restoring, %zu pool reads failed\n",
+                    took, p.leased, p.restoring, p.failed + p.gone);
+            return -1;
+        }
+        uv_sleep(200);
+    }
+}
+
 static int run_step(uv_loop_t *loop, const struct opts *o, const struct sockaddr *sa, const struct pw_trace *tr,
                     enum mode mode, double rate, const char *label, struct result *res)
 {
@@ -388,6 +506,8 @@ static int run_step(uv_loop_t *loop, const struct opts *o, const struct sockaddr
     co.max_queue = (size_t)o->conns * 64;
     co.max_body = 64 * 1024;
     pw_hclient_new(loop, sa, &co, &s.cl);
+    co.max_conns = PW_MAX(co.max_conns / 4, (size_t)4);
+    pw_hclient_new(loop, sa, &co, &s.rcl);
     uv_timer_init(loop, &s.tick);
     s.tick.data = &s;
     s.window_ns = (uint64_t)(o->seconds * 1e9);
@@ -420,12 +540,17 @@ static int run_step(uv_loop_t *loop, const struct opts *o, const struct sockaddr
                     " refused %" PRIu64 " release-fail %" PRIu64 "\n",
             label, mode_names[mode], rate, speedup, s.sent, s.ok, s.errors, s.refused, s.releases_failed);
     pw_hclient_close(s.cl);
+    pw_hclient_close(s.rcl);
     uv_close((uv_handle_t *)&s.tick, NULL);
     uv_run(loop, UV_RUN_DEFAULT);
+    int rv = 0;
+    if (mode == MODE_ACQUIRE && (s.nlost > 0 || s.errors > 0 || s.refused > 0))
+        rv = recover_pools(loop, o, sa, &s);
     free(s.arr);
     free(s.lat);
     free(s.heap);
-    return 0;
+    free(s.lost);
+    return rv;
 }
 
 /* ---- the saturation search ---- */
@@ -436,14 +561,16 @@ static int probe_ok(const struct result *r)
     return r->errors == 0 && r->refused == 0 && r->achieved >= 0.99 * r->offered;
 }
 
+/* probe runs one step of the search. Returns 1 (passed), 0 (failed) or -1 (failed and the
+ * pools did not recover: any later probe would measure the wreckage, so the search stops). */
 static int probe(uv_loop_t *loop, const struct opts *o, const struct sockaddr *sa, const struct pw_trace *tr,
                  enum mode mode, double rate, struct result *r)
 {
-    run_step(loop, o, sa, tr, mode, rate, "max", r);
+    int whole = run_step(loop, o, sa, tr, mode, rate, "max", r) == 0;
     int ok = probe_ok(r);
     fprintf(stderr, "  max %-7s probe %8.0f/s: achieved %8.0f/s, p99 %.0f us: %s\n", mode_names[mode], rate,
             r->achieved, r->p99_us, ok ? "pass" : "fail");
-    return ok;
+    return whole ? ok : -1;
 }
 
 /* search_max finds the highest rate the path sustains: it offers start and multiplies the rate
@@ -457,8 +584,10 @@ static void search_max(uv_loop_t *loop, const struct opts *o, const struct socka
     double lo = 0, hi = 0, rate = start;
     for (;;) {
         int ok = probe(loop, o, sa, tr, mode, rate, &r);
-        if (ok || lo == 0)
+        if (ok > 0 || lo == 0)
             *best = r;
+        if (ok < 0)
+            return;
         if (!ok) {
             hi = rate;
             break;
@@ -475,7 +604,10 @@ static void search_max(uv_loop_t *loop, const struct opts *o, const struct socka
         if (rate - lo < 0.01 * lo)
             break;
         uv_sleep(1000); /* let the server settle after the failed probe */
-        if (probe(loop, o, sa, tr, mode, rate, &r)) {
+        int ok = probe(loop, o, sa, tr, mode, rate, &r);
+        if (ok < 0)
+            return;
+        if (ok) {
             *best = r;
             lo = rate;
         } else {
@@ -545,6 +677,9 @@ static void usage(FILE *f)
                "                       of its offered rate with no errors and nothing refused; the\n"
                "                       'max' row is the highest passing probe, for each path\n"
                "  --only floor|acquire run one path only\n"
+               "  --recover-s S        after an acquire step with errors or unreleased leases, release\n"
+               "                       them and wait up to S s for the pools to be whole again before\n"
+               "                       the next step (default 90; the search stops if they are not)\n"
                "  --max-hold-ms MS     cap on a lease's hold time (default 1000)\n"
                "  --real-durations     hold leases for the trace's durations unscaled\n"
                "  --spread             spread arrivals evenly over the functions (default: a trace\n"
@@ -562,11 +697,11 @@ int main(int argc, char **argv)
         {"max-start", required_argument, NULL, 'M'},   {"max-factor", required_argument, NULL, 'F'},
         {"max-refine", required_argument, NULL, 'B'},
         {"max-hold-ms", required_argument, NULL, 'H'}, {"real-durations", no_argument, NULL, 'R'},
-        {"only", required_argument, NULL, 'O'},      {"json", required_argument, NULL, 'j'},      {"spread", no_argument, NULL, 'P'},      {"help", no_argument, NULL, 'h'},
+        {"only", required_argument, NULL, 'O'},      {"recover-s", required_argument, NULL, 'W'},      {"json", required_argument, NULL, 'j'},      {"spread", no_argument, NULL, 'P'},      {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     struct opts o = {.functions = 32, .conns = 64, .seconds = 5, .max_hold_ms = 1000, .max_offer = 400000,
-                     .max_factor = 1.4, .max_refine = 2, .only = -1};
+                     .max_factor = 1.4, .max_refine = 2, .only = -1, .recover_s = 90};
     pw_strlcpy(o.trace, "../shared/data/azure2019", sizeof(o.trace));
     o.rates[0] = 1000, o.rates[1] = 5000, o.rates[2] = 10000, o.nrates = 3;
     int ch;
@@ -585,6 +720,7 @@ int main(int argc, char **argv)
         case 'H': o.max_hold_ms = atof(optarg); break;
         case 'R': o.real_durations = 1; break;
         case 'P': o.spread = 1; break;
+        case 'W': o.recover_s = atof(optarg); break;
         case 'j': pw_strlcpy(o.json, optarg, sizeof(o.json)); break;
         case 'O': o.only = strcmp(optarg, "floor") == 0 ? MODE_FLOOR : strcmp(optarg, "acquire") == 0 ? MODE_ACQUIRE : -2; break;
         case 'r': {

@@ -64,7 +64,8 @@ struct pw_gateway {
     struct pw_gateway_cfg cfg;
     char sched_headers[400]; /* on every request to prewarmd: Content-Type, Authorization */
     struct pw_http_server *http;
-    struct pw_hclient *sched;
+    struct pw_hclient *sched;   /* acquires */
+    struct pw_hclient *release; /* releases: connections of their own (see release_conns) */
     uv_timer_t tick;
     struct pw_list inflight;
     size_t ninflight;
@@ -98,6 +99,10 @@ static void gateway_maybe_free(struct pw_gateway *g);
 
 /* ---- release ---- */
 
+/* release_conns: connections for releases, a quarter of the acquires' (at least 4). A release
+ * is one quick write at prewarmd and never waits there. */
+static size_t release_conns(size_t scheduler_conns) { return PW_MAX(scheduler_conns / 4, (size_t)4); }
+
 static void on_released(void *arg, int err, const struct pw_hresp *resp)
 {
     struct release_ctx *rc = arg;
@@ -124,7 +129,7 @@ static void release_lease(struct pw_gateway *g, const char *lease_id, int64_t du
     int n = snprintf(body, sizeof(body), "{\"duration_ms\":%" PRId64 ",\"outcome\":\"%s\"}",
                      duration_ms < 0 ? 0 : duration_ms, ok ? "ok" : "error");
     g->nreleasing++;
-    pw_hclient_request(g->sched, "POST", path, g->sched_headers, body, (size_t)n,
+    pw_hclient_request(g->release, "POST", path, g->sched_headers, body, (size_t)n,
                        RELEASE_TIMEOUT_MS, on_released, rc);
     pw_log_debug(COMP, "release lease %s outcome %s duration %" PRId64 " ms", lease_id, ok ? "ok" : "error",
                  duration_ms);
@@ -470,6 +475,12 @@ int pw_gateway_new(uv_loop_t *loop, const struct pw_gateway_cfg *cfg, struct pw_
     o.max_queue = cfg->max_inflight * 2;
     o.max_body = 64 * 1024;
     pw_hclient_new(loop, (const struct sockaddr *)&sa, &o, &g->sched);
+    /* Releases never queue behind acquires. An acquire may wait at prewarmd for a VM (up to
+     * its timeout); if releases shared its connections, an empty pool would hold every
+     * connection with waiting acquires while the releases that would refill it sat in the
+     * queue behind them, until the acquires timed out: an overload that feeds itself. */
+    o.max_conns = release_conns(cfg->scheduler_conns);
+    pw_hclient_new(loop, (const struct sockaddr *)&sa, &o, &g->release);
     struct pw_http_limits lim;
     pw_http_limits_default(&lim);
     lim.max_body_bytes = cfg->max_body;
@@ -479,6 +490,7 @@ int pw_gateway_new(uv_loop_t *loop, const struct pw_gateway_cfg *cfg, struct pw_
         pw_errf(errbuf, errlen, "cannot listen on %s:%d: %s", cfg->listen_host, cfg->listen_port,
                 pw_strerror((enum pw_err)rv));
         pw_hclient_close(g->sched);
+        pw_hclient_close(g->release);
         free(g);
         return rv;
     }
@@ -506,6 +518,10 @@ static void gateway_maybe_free(struct pw_gateway *g)
     if (g->sched != NULL) {
         pw_hclient_close(g->sched);
         g->sched = NULL;
+    }
+    if (g->release != NULL) {
+        pw_hclient_close(g->release);
+        g->release = NULL;
     }
     free(g);
 }
