@@ -48,6 +48,7 @@ void pw_sched_config_default(struct pw_sched_config *c)
     c->retrain_every_ms = 6 * 3600 * 1000LL;
     c->retrain_minutes = 360;
     pw_strlcpy(c->model_dir, "models/trained", sizeof(c->model_dir));
+    c->model_keep = 20;
     pw_placer_config_default(&c->placement);
 }
 
@@ -127,6 +128,9 @@ static const struct setting settings[] = {
      "PREWARM_TOKENS (entries split by ';'); none: the API is open"},
     {"model-dir", "PREWARM_MODEL_DIR", K_STR, OFF(model_dir), SZ(model_dir), 0, 0,
      "trained models are kept here as VERSION.json and registered in PostgreSQL (models/trained)"},
+    {"model-keep", "PREWARM_MODEL_KEEP", K_COUNT, OFF(model_keep), sizeof(size_t), 0, 100000,
+     "after each training, keep the files of this many newest models besides the active one and "
+     "the one in use, delete older ones (their registry rows stay); 0 = keep all (20)"},
     {"placement-weights", "PREWARM_PLACEMENT_WEIGHTS", K_WEIGHTS, OFF(placement.w), 0, 0, 0,
      "placement score weights, any of cost=,fit=,spread=,snapshot=,load= (cost=4,fit=1,spread=1,"
      "snapshot=0.5,load=0.5)"},

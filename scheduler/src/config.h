@@ -32,6 +32,7 @@ struct pw_sched_config {
     int64_t retrain_every_ms;     /* background retraining period; 0: never */
     size_t retrain_minutes;       /* minutes of history kept per function for retraining */
     char model_dir[512];          /* trained models are kept here as VERSION.json */
+    size_t model_keep;            /* model files kept in model_dir besides the active one; 0: all */
     struct pw_placer_config placement; /* score weights and search bounds, validated */
     char tokens_file[512];        /* API tokens ("ROLE TOKEN [NAME]" lines); "" none */
     char replica_name[128];       /* this replica in pw_leader and logs (default: host name) */

@@ -355,6 +355,44 @@ static void train_finish(struct pw_models *m, enum train_state state)
     m->training = 0;
 }
 
+/* in_model_dir: path is VERSION.json directly inside the model directory, i.e. a file the
+ * registry wrote and may delete (a --model file registered at start lives elsewhere). */
+static int in_model_dir(const struct pw_models *m, const struct pw_model_row *r)
+{
+    size_t dl = strlen(m->dir);
+    if (dl == 0 || strncmp(r->path, m->dir, dl) != 0 || r->path[dl] != '/')
+        return 0;
+    const char *base = r->path + dl + 1;
+    size_t vl = strlen(r->version);
+    return strncmp(base, r->version, vl) == 0 && strcmp(base + vl, ".json") == 0;
+}
+
+/* prune_files deletes the files of trained models beyond the --model-keep newest, never the
+ * active model's or the one in use; their registry rows stay (activating one is then refused:
+ * the file is missing). Rows are oldest first. */
+static void prune_files(struct pw_models *m)
+{
+    size_t keep = m->d->cfg.model_keep, kept = 0, pruned = 0;
+    if (keep == 0)
+        return;
+    for (size_t i = m->n; i-- > 0;) {
+        const struct pw_model_row *r = &m->rows[i];
+        if (!in_model_dir(m, r) || r->active || strcmp(r->version, m->in_use) == 0)
+            continue;
+        if (kept < keep) {
+            kept++;
+            continue;
+        }
+        if (unlink(r->path) == 0)
+            pruned++;
+        else if (errno != ENOENT)
+            pw_log_warn(COMP, "cannot delete the old model file %s: %s", r->path, strerror(errno));
+    }
+    if (pruned > 0)
+        pw_log_info(COMP, "deleted %zu old model file%s (--model-keep %zu)", pruned, pruned == 1 ? "" : "s",
+                    keep);
+}
+
 static void on_trained_registered(void *arg, int err, const char *msg)
 {
     struct pw_models *m = arg;
@@ -381,6 +419,8 @@ static void on_trained_registered(void *arg, int err, const char *msg)
         t->model = NULL;
         pw_strlcpy(m->in_use, err == PW_OK ? t->row.version : "", sizeof(m->in_use));
     }
+    if (err == PW_OK)
+        prune_files(m);
     train_finish(m, TRAIN_SUCCEEDED);
 }
 
@@ -570,6 +610,7 @@ static void row_json(const struct pw_models *m, const struct pw_model_row *r, st
     pw_buf_add_json_str(b, r->path);
     pw_buf_printf(b, ",\"sha256\":\"%s\",\"active\":%s,\"in_use\":%s", r->sha256, r->active ? "true" : "false",
                   strcmp(r->version, m->in_use) == 0 ? "true" : "false");
+    pw_buf_printf(b, ",\"file_exists\":%s", access(r->path, F_OK) == 0 ? "true" : "false");
     ms_json(b, "created_at_ms", r->created_ms);
     ms_json(b, "activated_at_ms", r->activated_ms);
     count_json(b, "rows", r->rows);

@@ -4,7 +4,8 @@
 Every command runs as a real process; its table and JSON output are parsed and checked against
 GET of the API. Also: functions put (flags, --file, stdin) then get, pool set then get, hosts
 drain / undrain, model list / get / train / activate (history seeded in PostgreSQL, a tampered
-model file refused, the active model kept across a restart), forecast get (no forecast yet: the error line and exit 1; a forecast with its
+model file refused, the active model kept across a restart, old files pruned by --model-keep),
+forecast get (no forecast yet: the error line and exit 1; a forecast with its
 contributions from a canned server), top --once and top on a terminal (frames redrawn until SIGINT), completion bash (bash -n, and it completes
 function names), --help everywhere, usage errors (exit 2), server errors and a server that is
 down (exit 1, one line), the HTTP client's framing (chunked, read to close), a peer that is not
@@ -379,6 +380,25 @@ def check_models():
     expect(api["in_use"] == v3 and [m["version"] for m in api["models"] if m["active"]] == [v3],
            "after a restart the active model is in use", api)
     expect(before != v3, "the model changed from the one at start", before)
+    # --model-keep 1: after the next trainings only the newest file besides the active one (v3,
+    # also in use) stays in --model-dir; pruned models keep their rows, say file_exists false
+    # and cannot be activated.
+    S.c.scheduler.argv += ["--model-keep", "1"]
+    S.c.restart_scheduler(sig=signal.SIGTERM)
+    newer = []
+    for _ in range(2):
+        time.sleep(1.1)  # versions are named by the second
+        newer.append(ok_json("model", "train", "--wait")["version"])
+    v5 = newer[-1]
+    rows = {m["version"]: m for m in models_json()["models"]}
+    want = {v: v in (v3, v5) for v in (v1, v2, v3) + tuple(newer)}
+    got = {v: rows[v]["file_exists"] for v in want}
+    expect(got == want and all(os.path.exists(rows[v]["path"]) == want[v] for v in want),
+           "--model-keep 1 keeps the newest and the active model's files", got)
+    line = fails(1, "model", "activate", v1)
+    expect("cannot read" in line and "HTTP 409" in line, "a pruned model cannot be activated", line)
+    expect(models_json()["in_use"] == v3, "still v3 in use after pruning", models_json()["in_use"])
+    S.c.scheduler.argv = S.c.scheduler.argv[:-2]
 
 
 def check_top():
