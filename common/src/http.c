@@ -630,13 +630,33 @@ static void conn_read_stop(struct http_conn *c)
 
 static void on_write(uv_write_t *wr, int status);
 
-/* conn_write sends data (taken over; freed once written). */
-static void conn_write(struct http_conn *c, char *data, size_t len)
+/* conn_try_write writes what the socket takes of iov[0..n) at once, without a write request,
+ * epoll_ctl or callback; only with no write in flight, so that it never overtakes a queued one.
+ * Returns the bytes written (0: queue them all), or -1 when the connection failed and is
+ * closing. */
+static ssize_t conn_try_write(struct http_conn *c, const uv_buf_t *iov, unsigned int n)
+{
+    if (c->nwrites > 0)
+        return 0;
+    int rv = uv_try_write((uv_stream_t *)&c->tcp, iov, n);
+    if (rv == UV_EAGAIN)
+        return 0;
+    if (rv < 0) {
+        pw_log_debug(COMP, "conn %p: write: %s", (void *)c, uv_strerror(rv));
+        conn_close(c);
+        return -1;
+    }
+    return rv;
+}
+
+/* conn_queue writes data[off..len) with a write request, behind those in flight; data is
+ * taken over and freed in on_write. May close the connection. */
+static void conn_queue(struct http_conn *c, char *data, size_t off, size_t len)
 {
     struct http_write *w = pw_xmalloc(sizeof(*w));
     w->conn = c;
     w->data = data;
-    uv_buf_t b = {.base = data, .len = len};
+    uv_buf_t b = {.base = data + off, .len = len - off};
     int rv = uv_write(&w->wr, (uv_stream_t *)&c->tcp, &b, 1, on_write);
     if (rv != 0) {
         pw_log_debug(COMP, "conn %p: write: %s", (void *)c, uv_strerror(rv));
@@ -646,6 +666,21 @@ static void conn_write(struct http_conn *c, char *data, size_t len)
         return;
     }
     c->nwrites++;
+}
+
+/* conn_write sends data (taken over; freed once written): directly as far as the socket takes
+ * it, the rest queued. When the socket takes it all, no on_write follows and nwrites does not
+ * change: a caller that waits for the write goes on through conn_await_written. May close the
+ * connection. */
+static void conn_write(struct http_conn *c, char *data, size_t len)
+{
+    uv_buf_t b = {.base = data, .len = len};
+    ssize_t done = conn_try_write(c, &b, 1);
+    if (done < 0 || (size_t)done == len) {
+        free(data);
+        return;
+    }
+    conn_queue(c, data, (size_t)done, len);
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status)
@@ -682,6 +717,28 @@ static void conn_written(struct http_conn *c)
     conn_read_start(c);
     if (c->state == CONN_READING)
         conn_process(c);
+}
+
+static void on_conn_flushed(uv_timer_t *t)
+{
+    struct http_conn *c = t->data;
+    conn_written(c);
+}
+
+/* conn_await_written goes on once the answer (CONN_WRITING) is out. With writes in flight,
+ * on_write goes on after the last one and the idle timer bounds them meanwhile. With none
+ * (the socket took the answer at once) the connection's timer, at 0 ms, goes on from the loop
+ * rather than from here: the next pipelined request must never reach the handler from inside
+ * the call that answered the previous one, which would also nest as deep as the pipeline is
+ * long. The timer has nothing else to bound then, and costs no syscall. */
+static void conn_await_written(struct http_conn *c)
+{
+    if (c->state != CONN_WRITING)
+        return; /* the write failed: closing */
+    if (c->nwrites > 0)
+        conn_arm_timer(c, c->server->lim.idle_timeout_ms);
+    else
+        uv_timer_start(&c->timer, on_conn_flushed, 0, 0);
 }
 
 static void stream_written(struct http_conn *c);
@@ -722,10 +779,10 @@ static void conn_send_response(struct http_conn *c, int status, const char *cont
     (void)rv;
     c->close_after = (flags & PW_HTTP_FMT_CLOSE) != 0;
     set_state(c, CONN_WRITING);
-    conn_arm_timer(c, c->server->lim.idle_timeout_ms);
     size_t n;
     char *data = pw_buf_steal(&out, &n);
     conn_write(c, data, n);
+    conn_await_written(c);
 }
 
 /* conn_reject answers a request the parser refused, then closes. */
@@ -1047,14 +1104,10 @@ static void stream_send(struct http_conn *c, const uv_buf_t *iov, unsigned int n
         total += iov[i].len;
     if (total == 0 || c->state == CONN_CLOSING)
         return;
-    int rv = uv_try_write((uv_stream_t *)&c->tcp, iov, n);
-    if (rv >= 0) {
-        done = (size_t)rv;
-    } else if (rv != UV_EAGAIN) {
-        pw_log_debug(COMP, "conn %p: write: %s", (void *)c, uv_strerror(rv));
-        conn_close(c);
+    ssize_t rv = conn_try_write(c, iov, n);
+    if (rv < 0)
         return;
-    }
+    done = (size_t)rv;
     if (done == total)
         return;
     char *data = pw_xmalloc(total - done), *p = data;
@@ -1064,7 +1117,7 @@ static void stream_send(struct http_conn *c, const uv_buf_t *iov, unsigned int n
         memcpy(p, iov[i].base + skip, iov[i].len - skip);
         p += iov[i].len - skip;
     }
-    conn_write(c, data, (size_t)(p - data));
+    conn_queue(c, data, 0, (size_t)(p - data));
     if (c->state == CONN_STREAMING)
         stream_timer_update(c, 0);
 }
@@ -1087,12 +1140,6 @@ static void stream_written(struct http_conn *c)
         return;
     c->drain_armed = 0;
     c->drain_cb(c->drain_arg, c->req);
-}
-
-static void on_conn_flushed(uv_timer_t *t)
-{
-    struct http_conn *c = t->data;
-    conn_written(c);
 }
 
 void pw_http_respond_start(struct pw_http_req *r, int status, const char *content_type,
@@ -1208,12 +1255,7 @@ void pw_http_respond_end(struct pw_http_req *r)
     pw_http_req_free(r);
     stream_reset(c);
     set_state(c, CONN_WRITING);
-    /* With nothing queued there is no write completion to go on from; the timer defers it so
-     * that the next pipelined request never reaches the handler from inside this call. */
-    if (c->nwrites > 0)
-        conn_arm_timer(c, c->server->lim.idle_timeout_ms);
-    else
-        uv_timer_start(&c->timer, on_conn_flushed, 0, 0);
+    conn_await_written(c);
 }
 
 void pw_http_respond_abort(struct pw_http_req *r)

@@ -71,17 +71,33 @@ struct fx {
     long ms[NRESP];
     size_t big_got;
     int big_intact;
+    int npipelined; /* pipelined answers that arrived whole and in order */
+    uintptr_t frame_lo, frame_hi; /* the handler's stack frames: how deep it was called */
 };
 
 static void stream_handler(struct fx *f, struct pw_http_req *r);
 
 /* ---- the server side ---- */
 
+/* large_respond answers with big_total bytes (byte i is i % 251) in one pw_http_respond. */
+static void large_respond(struct fx *f, struct pw_http_req *r)
+{
+    char *body = pw_xmalloc(f->big_total);
+    for (size_t i = 0; i < f->big_total; i++)
+        body[i] = (char)(i % 251);
+    pw_http_respond(r, 200, "application/octet-stream", body, f->big_total, NULL);
+    free(body);
+}
+
 static void echo_respond(struct fx *f, struct pw_http_req *r)
 {
     char body[2048];
     size_t blen;
     const char *b = pw_http_req_body(r, &blen);
+    if (strcmp(pw_http_req_path(r), "/large") == 0) {
+        large_respond(f, r);
+        return;
+    }
     if (strcmp(pw_http_req_path(r), "/stats") == 0) {
         struct pw_http_stats st;
         pw_http_server_stats(f->srv, &st);
@@ -119,7 +135,10 @@ static void deferred_fire(uv_timer_t *t)
 static void handler(void *arg, struct pw_http_req *r)
 {
     struct fx *f = arg;
+    uintptr_t frame = (uintptr_t)__builtin_frame_address(0);
     __atomic_add_fetch(&f->handler_calls, 1, __ATOMIC_SEQ_CST);
+    f->frame_lo = f->frame_lo == 0 ? frame : PW_MIN(f->frame_lo, frame);
+    f->frame_hi = PW_MAX(f->frame_hi, frame);
     switch (f->mode) {
     case MODE_ECHO:
         echo_respond(f, r);
@@ -1056,10 +1075,34 @@ static void test_stream_gone(void **state)
     assert_int_equal(f.stats.connections, 0);
 }
 
+/* cli_read_big reads a /big or /large body (byte i is i % 251) after its head and records
+ * how much arrived and whether it was intact. */
+static void cli_read_big(struct fx *f, struct cli *c)
+{
+    static char chunk[65536];
+    size_t got = 0;
+    int intact = 1;
+    /* Body bytes that came with the head first, then straight from the socket. */
+    for (size_t i = 0; i < c->len; i++)
+        intact &= (unsigned char)c->buf[i] == (unsigned char)((got + i) % 251);
+    got += c->len;
+    c->len = 0;
+    c->buf[0] = '\0';
+    while (got < f->big_total) {
+        ssize_t k = recv(c->fd, chunk, PW_MIN(sizeof(chunk), f->big_total - got), 0);
+        if (k <= 0)
+            break;
+        for (ssize_t i = 0; i < k; i++)
+            intact &= (unsigned char)chunk[i] == (unsigned char)((got + (size_t)i) % 251);
+        got += (size_t)k;
+    }
+    f->big_got = got;
+    f->big_intact = intact;
+}
+
 static void cl_stream_backpressure(struct fx *f)
 {
     struct cli c;
-    static char chunk[65536];
     if (cli_connect(&c, f->port) != 0) {
         cli_close(&c);
         return;
@@ -1068,24 +1111,7 @@ static void cl_stream_backpressure(struct fx *f)
     /* Read nothing for a while: the server's queue grows. */
     usleep(300 * 1000);
     if (cli_read_until(&c, f->resp[0], "\r\n\r\n") == 0) {
-        size_t got = 0;
-        int intact = 1;
-        /* Body bytes that came with the head first, then straight from the socket. */
-        for (size_t i = 0; i < c.len; i++)
-            intact &= (unsigned char)c.buf[i] == (unsigned char)((got + i) % 251);
-        got += c.len;
-        c.len = 0;
-        c.buf[0] = '\0';
-        while (got < f->big_total) {
-            ssize_t k = recv(c.fd, chunk, PW_MIN(sizeof(chunk), f->big_total - got), 0);
-            if (k <= 0)
-                break;
-            for (ssize_t i = 0; i < k; i++)
-                intact &= (unsigned char)chunk[i] == (unsigned char)((got + (size_t)i) % 251);
-            got += (size_t)k;
-        }
-        f->big_got = got;
-        f->big_intact = intact;
+        cli_read_big(f, &c);
         cli_send(&c, "GET /stats HTTP/1.1\r\nHost: t\r\n\r\n");
         cli_read_response(&c, f->resp[1], 0);
     }
@@ -1148,6 +1174,149 @@ static void test_stream_stall(void **state)
     assert_int_equal(f.stats.connections, 0);
 }
 
+/* ---- writes: at once, in part, cut short ---- */
+
+#define NPIPELINED 1000
+
+/* cli_send_pipeline sends NPIPELINED GETs of /p/0 .. /p/999 in one send (about 24 KiB, under
+ * the server's 64 KiB input buffer: one read takes them all); the last asks for close when
+ * last_close. */
+static void cli_send_pipeline(struct cli *c, int last_close)
+{
+    struct pw_buf req;
+    pw_buf_init(&req, 64 * 1024);
+    for (int i = 0; i < NPIPELINED; i++)
+        pw_buf_printf(&req, "GET /p/%d HTTP/1.1\r\n%s\r\n", i,
+                      last_close && i == NPIPELINED - 1 ? "Connection: close\r\n" : "");
+    cli_send(c, req.data);
+    pw_buf_fini(&req);
+}
+
+static void cl_pipelined_many(struct fx *f)
+{
+    struct cli *c = pw_xmalloc(sizeof(*c));
+    char *resp = pw_xmalloc(RESP_MAX);
+    char want[RESP_MAX], body[64];
+    if (cli_connect(c, f->port) == 0) {
+        cli_send_pipeline(c, 1);
+        for (int i = 0; i < NPIPELINED; i++) {
+            snprintf(body, sizeof(body), "GET /p/%d q= h=- b=", i);
+            const char *conn = i == NPIPELINED - 1 ? "close" : NULL;
+            snprintf(want, sizeof(want), "%s", expect_ok(body, conn));
+            if (cli_read_response(c, resp, 0) != 0 || strcmp(resp, want) != 0) {
+                snprintf(f->resp[0], RESP_MAX, "%s", resp);
+                break;
+            }
+            f->npipelined++;
+        }
+        f->eof[0] = cli_wait_eof(c);
+    }
+    cli_close(c);
+    free(resp);
+    free(c);
+}
+
+static void test_pipelined_many(void **state)
+{
+    struct fx f;
+    /* Answers at once, each written whole by the socket: the next request must still wait
+     * for the loop, not nest inside the answer to the previous one. */
+    fx_init(&f, MODE_ECHO, cl_pipelined_many);
+    fx_run(&f);
+    assert_string_equal(f.resp[0], "");
+    assert_int_equal(f.npipelined, NPIPELINED);
+    assert_int_equal(f.eof[0], 1);
+    assert_int_equal(f.stats.requests, NPIPELINED);
+    /* Every request reached the handler at about the same stack depth. */
+    assert_true(f.frame_hi - f.frame_lo < 16 * 1024);
+}
+
+static void cl_large(struct fx *f)
+{
+    struct cli c;
+    if (cli_connect(&c, f->port) == 0) {
+        cli_send(&c, "GET /large HTTP/1.1\r\nHost: t\r\n\r\n");
+        /* Read nothing for a while: the socket takes part of the answer, the rest is queued. */
+        usleep(300 * 1000);
+        if (cli_read_until(&c, f->resp[0], "\r\n\r\n") == 0) {
+            cli_read_big(f, &c);
+            cli_send(&c, "GET /stats HTTP/1.1\r\nHost: t\r\n\r\n");
+            cli_read_response(&c, f->resp[1], 0);
+        }
+    }
+    cli_close(&c);
+}
+
+static void test_large_response(void **state)
+{
+    struct fx f;
+    char head[RESP_MAX];
+    fx_init(&f, MODE_ECHO, cl_large);
+    /* Far more than loopback's socket buffers hold. */
+    f.big_total = 16 * 1024 * 1024;
+    fx_run(&f);
+    snprintf(head, sizeof(head),
+             "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %zu\r\n\r\n",
+             f.big_total);
+    assert_string_equal(f.resp[0], head);
+    assert_int_equal(f.big_got, f.big_total);
+    assert_int_equal(f.big_intact, 1);
+    /* Keep-alive after the answer that went out in parts. */
+    assert_string_equal(f.resp[1], expect_ok("conns=1 reqs=2 rejected=0", NULL));
+}
+
+/* cli_reset closes c with a reset, as a client that dies does. */
+static void cli_reset(struct cli *c)
+{
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    cli_close(c);
+}
+
+static void cl_client_gone(struct fx *f)
+{
+    struct cli *c = pw_xmalloc(sizeof(*c));
+    /* Leaves after the head of a large answer, most of which is still queued. */
+    if (cli_connect(c, f->port) == 0) {
+        cli_send(c, "GET /large HTTP/1.1\r\nHost: t\r\n\r\n");
+        cli_read_until(c, f->resp[0], "\r\n\r\n");
+    }
+    cli_close(c);
+    /* Leaves while many pipelined answers are being written, first with a reset, then with
+     * an orderly close. */
+    if (cli_connect(c, f->port) == 0) {
+        cli_send_pipeline(c, 0);
+        usleep(20 * 1000);
+    }
+    cli_reset(c);
+    if (cli_connect(c, f->port) == 0)
+        cli_send_pipeline(c, 0);
+    cli_close(c);
+    /* The server goes on: once it has noticed, only the asking connection is open. */
+    for (int i = 0; i < 200; i++) {
+        if (cli_connect(c, f->port) == 0) {
+            cli_send(c, "GET /stats HTTP/1.1\r\nHost: t\r\n\r\n");
+            cli_read_response(c, f->resp[1], 0);
+        }
+        cli_close(c);
+        if (strstr(f->resp[1], "conns=1 ") != NULL)
+            break;
+        usleep(10 * 1000);
+    }
+    free(c);
+}
+
+static void test_client_gone_mid_response(void **state)
+{
+    struct fx f;
+    fx_init(&f, MODE_ECHO, cl_client_gone);
+    f.big_total = 16 * 1024 * 1024;
+    fx_run(&f);
+    assert_true(strncmp(f.resp[0], "HTTP/1.1 200 OK\r\n", 17) == 0);
+    assert_non_null(strstr(f.resp[1], "HTTP/1.1 200 OK\r\n"));
+    assert_non_null(strstr(f.resp[1], "conns=1 "));
+}
+
 static void test_bad_listen(void **state)
 {
     uv_loop_t loop;
@@ -1188,6 +1357,9 @@ int main(void)
         cmocka_unit_test(test_stream_gone),
         cmocka_unit_test(test_stream_backpressure),
         cmocka_unit_test(test_stream_stall),
+        cmocka_unit_test(test_pipelined_many),
+        cmocka_unit_test(test_large_response),
+        cmocka_unit_test(test_client_gone_mid_response),
     };
     /* A client that leaves mid-answer must not kill the test with SIGPIPE. */
     signal(SIGPIPE, SIG_IGN);
