@@ -4,11 +4,12 @@
 //   * the standard labels app.kubernetes.io/{name,instance,version,managed-by,component,part-of}
 //     and helm.sh/chart are on every object, and on every pod template;
 //   * ServiceMonitor/PrometheusRule (and PodMonitor) are present iff --expect-monitoring yes;
+//   * every volumeMount of a pod's first container names a volume of the pod;
 //   * with --extract DIR, writes the prewarmd config file (prewarmd.json), the API tokens file
 //     (tokens, from the Secret), the node-labels
-//     go-template (agent-labels.gotmpl) and the scheduler's and agent's container env and args
-//     (scheduler.env, agent.args: one per line) to DIR, for scripts/check-helm.sh to feed to the
-//     real binaries.
+//     go-template (agent-labels.gotmpl) and the scheduler's and agent's container env, args and
+//     volume mounts (scheduler.env, agent.env, agent.args, scheduler.mounts, agent.mounts: one
+//     per line) to DIR, for scripts/check-helm.sh to feed to the real binaries.
 // Usage: node tests/helm/validate.mjs [--expect-monitoring yes|no] [--extract DIR] RENDERED.yaml
 // Modules are resolved from .tools/node_modules (scripts/check-helm.sh installs them).
 import { createRequire } from "node:module";
@@ -92,18 +93,37 @@ for (const doc of docs) {
   } catch (e) {
     errors.push(`${id}: schema: ${e.message}${e.errors ? " " + JSON.stringify(e.errors) : ""}`);
   }
+  const c = obj.spec?.template?.spec?.containers?.[0];
+  // Volume mounts, "MOUNTPATH<TAB>SOURCE<TAB>ro|rw" per line (SOURCE secret:NAME,
+  // hostPath:PATH, configMap:NAME, emptyDir:, ...), so that run-rendered.sh puts files (e.g.
+  // certificates) where a Secret or host directory would be mounted.
+  const vols = Object.fromEntries((obj.spec?.template?.spec?.volumes ?? []).map((v) => {
+    if (v.secret) return [v.name, `secret:${v.secret.secretName}`];
+    if (v.hostPath) return [v.name, `hostPath:${v.hostPath.path}`];
+    if (v.configMap) return [v.name, `configMap:${v.configMap.name}`];
+    if (v.persistentVolumeClaim) return [v.name, `pvc:${v.persistentVolumeClaim.claimName}`];
+    return [v.name, `${Object.keys(v).find((k) => k !== "name") ?? "?"}:`];
+  }));
+  for (const m of c?.volumeMounts ?? []) {
+    if (!(m.name in vols)) errors.push(`${id}: volumeMount ${m.name} (${m.mountPath}) has no volume`);
+  }
   if (extract) {
     const out = (name, text) => writeFileSync(path.join(extract, name), text);
     if (obj.kind === "ConfigMap" && obj.data?.["prewarmd.json"]) out("prewarmd.json", obj.data["prewarmd.json"]);
     if (obj.kind === "ConfigMap" && obj.data?.["agent-labels.gotmpl"]) out("agent-labels.gotmpl", obj.data["agent-labels.gotmpl"]);
-    const c = obj.spec?.template?.spec?.containers?.[0];
     // Plain env values only (valueFrom ones come from the cluster).
     const env = (c?.env ?? []).filter((e) => e.value !== undefined).map((e) => `${e.name}=${e.value}\n`).join("");
-    if (obj.kind === "Deployment") out("scheduler.env", env);
+    const mounts = (c?.volumeMounts ?? [])
+      .map((m) => `${m.mountPath}\t${vols[m.name] ?? "missing:" + m.name}\t${m.readOnly ? "ro" : "rw"}\n`).join("");
+    if (obj.kind === "Deployment") {
+      out("scheduler.env", env);
+      out("scheduler.mounts", mounts);
+    }
     if (obj.kind === "Secret" && obj.data?.tokens) out("tokens", Buffer.from(obj.data.tokens, "base64").toString());
     if (obj.kind === "DaemonSet") {
       out("agent.env", env);
       out("agent.args", (c?.args ?? []).map((a) => a + "\n").join(""));
+      out("agent.mounts", mounts);
     }
   }
   const check = (labels, where) => {

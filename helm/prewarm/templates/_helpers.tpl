@@ -87,7 +87,54 @@ app.kubernetes.io/part-of: prewarm
 {{- if .Values.agent.schedulerURL -}}
 {{- .Values.agent.schedulerURL -}}
 {{- else -}}
-{{- printf "tcp://%s.%s.svc:%d" (include "prewarm.scheduler.fullname" .) .Release.Namespace (int .Values.scheduler.service.agentsPort) -}}
+{{- printf "%s://%s:%d" (ternary "tls+tcp" "tcp" .Values.tls.agents.enabled) (include "prewarm.schedulerHost" .) (int .Values.scheduler.service.agentsPort) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The scheduler Service's DNS name inside the cluster. */}}
+{{- define "prewarm.schedulerHost" -}}
+{{- printf "%s.%s.svc" (include "prewarm.scheduler.fullname" .) .Release.Namespace -}}
+{{- end -}}
+
+{{/* The name the agents expect in the scheduler's certificate (--tls-server-name), or "" to
+leave it to the agent (the host of a user-set agent.schedulerURL). */}}
+{{- define "prewarm.agentsTLSServerName" -}}
+{{- if .Values.tls.agents.serverName -}}
+{{- .Values.tls.agents.serverName -}}
+{{- else if not .Values.agent.schedulerURL -}}
+{{- include "prewarm.schedulerHost" . -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Secret with the CA of the agents' certificates (prewarmd --agents-tls-ca). */}}
+{{- define "prewarm.agentsCASecretName" -}}
+{{- default .Values.tls.agents.serverSecretName .Values.tls.agents.caSecretName -}}
+{{- end -}}
+
+{{/* Fails the render on TLS settings the schema cannot express. */}}
+{{- define "prewarm.validateTLS" -}}
+{{- $t := .Values.tls -}}
+{{- if and $t.api.enabled (not $t.api.secretName) -}}
+{{- fail "tls.api.enabled needs tls.api.secretName (a Secret with the certificate and key in one PEM file)" -}}
+{{- end -}}
+{{- if and $t.api.enabled (eq (int $t.api.containerPort) (int .Values.scheduler.httpPort)) -}}
+{{- fail "tls.api.containerPort must differ from scheduler.httpPort" -}}
+{{- end -}}
+{{- if and $t.api.enabled (eq (int $t.api.containerPort) (int .Values.scheduler.agentsPort)) -}}
+{{- fail "tls.api.containerPort must differ from scheduler.agentsPort" -}}
+{{- end -}}
+{{- if $t.agents.enabled -}}
+{{- if not $t.agents.serverSecretName -}}
+{{- fail "tls.agents.enabled needs tls.agents.serverSecretName (the scheduler's certificate and key)" -}}
+{{- end -}}
+{{- if and .Values.agent.enabled (eq (empty $t.agents.agentSecretName) (empty $t.agents.agentHostPath)) -}}
+{{- fail "tls.agents.enabled needs exactly one of tls.agents.agentSecretName and tls.agents.agentHostPath (the agents' certificates)" -}}
+{{- end -}}
+{{- range $u := splitList "," .Values.agent.schedulerURL -}}
+{{- if and $u (not (hasPrefix "tls+tcp://" (trim $u))) -}}
+{{- fail (printf "tls.agents.enabled: agent.schedulerURL must use tls+tcp:// URLs, not %s" $u) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
