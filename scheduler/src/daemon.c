@@ -31,6 +31,8 @@ static struct held_poll *held_find(struct pw_daemon *d, const char *agent_id)
     return n ? pw_container_of(n, struct held_poll, hnode) : NULL;
 }
 
+static void on_held_timer(uv_timer_t *t);
+
 /* answer_held replies to an agent's held long poll with whatever the core has for it now. */
 static void answer_held(struct pw_daemon *d, struct held_poll *hp)
 {
@@ -43,7 +45,41 @@ static void answer_held(struct pw_daemon *d, struct held_poll *hp)
     pw_agentlink_reply(hp->req, &reply);
     pw_msg_fini(&reply);
     pw_htab_remove(&d->held, &hp->hnode);
+    pw_list_remove(&hp->qlink);
     free(hp);
+}
+
+/* Held polls due within this much after now are answered together, a little early: one
+ * wakeup for every agent due in the window instead of one per agent (at 1,000 agents a 1 ms
+ * timer per agent raised prewarmd's CPU per message by half). */
+#define HELD_SLACK_MS 10
+
+/* answer_due answers the held polls whose heartbeat has passed (or passes within
+ * HELD_SLACK_MS) and arms held_timer for the next one. Before, they waited for the 100 ms
+ * tick: every agent's period became heartbeat + up to 100 ms (1.1 s at a 1 s heartbeat), and
+ * agents answered by the same tick reported, were held and were answered together again. */
+static void answer_due(struct pw_daemon *d, int64_t now)
+{
+    struct pw_list *e;
+    while ((e = pw_list_head(&d->held_q)) != NULL) {
+        struct held_poll *hp = pw_container_of(e, struct held_poll, qlink);
+        if (hp->until > now + HELD_SLACK_MS) {
+            uv_timer_start(&d->held_timer, on_held_timer, (uint64_t)(hp->until - now), 0);
+            return;
+        }
+        answer_held(d, hp);
+    }
+}
+
+static void on_held_timer(uv_timer_t *t)
+{
+    struct pw_daemon *d = t->data;
+    if (!pw_leader_may_act(d->leader)) {
+        /* As the tick: nothing is answered until leadership is confirmed again. */
+        uv_timer_start(&d->held_timer, on_held_timer, TICK_MS, 0);
+        return;
+    }
+    answer_due(d, pw_daemon_now(d));
 }
 
 /* ---- actions ---- */
@@ -233,6 +269,9 @@ static void on_agent_msg(void *arg, struct pw_agentlink_req *req, const struct p
         hp->req = req;
         hp->until = now + d->cfg.heartbeat_ms;
         pw_htab_insert(&d->held, &hp->hnode, pw_hash_str(hp->agent_id));
+        pw_list_push_tail(&d->held_q, &hp->qlink);
+        if (!uv_is_active((uv_handle_t *)&d->held_timer))
+            uv_timer_start(&d->held_timer, on_held_timer, (uint64_t)d->cfg.heartbeat_ms, 0);
     } else {
         pw_agentlink_reply(req, &reply);
     }
@@ -254,14 +293,7 @@ static void on_tick(uv_timer_t *t)
     pw_daemon_drain(d);
     placement_observe(d, t0, cmds0);
     pw_predict_tick(d->predict, pw_now_wall_ms());
-    /* Held polls at their heartbeat. */
-    size_t b = 0;
-    struct pw_hnode *n = NULL, *e;
-    while ((e = pw_htab_next(&d->held, &b, &n)) != NULL) {
-        struct held_poll *hp = pw_container_of(e, struct held_poll, hnode);
-        if (hp->until <= now)
-            answer_held(d, hp);
-    }
+    answer_due(d, now); /* normally held_timer's work already */
     pw_api_sweep(d);
     pw_daemon_drain(d);
 }
@@ -283,8 +315,10 @@ static void on_signal(uv_signal_t *s, int signum)
 static void shutdown_all(struct pw_daemon *d)
 {
     d->stopping = 1;
-    if (d->leading)
+    if (d->leading) {
         uv_timer_stop(&d->tick);
+        uv_timer_stop(&d->held_timer);
+    }
     /* Answer held polls so agents do not wait for a dead socket. */
     size_t b = 0;
     struct pw_hnode *n = NULL, *e;
@@ -303,8 +337,10 @@ static void shutdown_all(struct pw_daemon *d)
     d->leader = NULL;
     pw_store_close(d->store);
     d->store = NULL;
-    if (d->leading)
+    if (d->leading) {
         uv_close((uv_handle_t *)&d->tick, NULL);
+        uv_close((uv_handle_t *)&d->held_timer, NULL);
+    }
     uv_close((uv_handle_t *)&d->sigint, NULL);
     uv_close((uv_handle_t *)&d->sigterm, NULL);
 }
@@ -343,6 +379,7 @@ int pw_daemon_run(const struct pw_sched_config *cfg)
     d->started_wall_ms = pw_now_wall_ms();
     pw_daemon_metrics_init(d);
     pw_htab_init(&d->held);
+    pw_list_init(&d->held_q);
     pw_htab_init(&d->parked);
     int code = 1;
     char err[512] = "";
@@ -463,6 +500,8 @@ static int become_leader(struct pw_daemon *d, uint64_t epoch)
     uv_timer_init(d->loop, &d->tick);
     d->tick.data = d;
     uv_timer_start(&d->tick, on_tick, TICK_MS, TICK_MS);
+    uv_timer_init(d->loop, &d->held_timer);
+    d->held_timer.data = d;
     d->leading = 1;
     pw_log_info("prewarmd", "leading (epoch %" PRIu64 "): agents on %s", d->epoch, cfg->agents_url);
     return PW_OK;

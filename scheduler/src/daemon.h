@@ -23,6 +23,7 @@
 /* A long poll held for an agent until it has commands or the heartbeat passes. */
 struct held_poll {
     struct pw_hnode hnode; /* d->held by agent id */
+    struct pw_list qlink;  /* d->held_q: by deadline, since every hold lasts one heartbeat */
     char agent_id[PW_NAME_MAX];
     struct pw_agentlink_req *req;
     int64_t until;
@@ -60,9 +61,11 @@ struct pw_daemon {
     int leading;              /* elected: the core, predictor, agent link and tick are up */
     int exit_code;            /* of pw_daemon_run: 3 when deposed */
     uv_timer_t tick;
+    uv_timer_t held_timer; /* armed for the first held poll's deadline (once leading) */
     uv_signal_t sigint, sigterm;
     uint64_t epoch;
     struct pw_htab held;
+    struct pw_list held_q; /* the same held polls, oldest (first due) first */
     struct pw_htab parked;
     uint64_t next_req_id;
     int stopping;
