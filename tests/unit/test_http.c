@@ -1100,22 +1100,28 @@ static void cli_read_big(struct fx *f, struct cli *c)
     f->big_intact = intact;
 }
 
-static void cl_stream_backpressure(struct fx *f)
+/* cl_big_after_pause asks for a big answer (request is its request line and headers), reads
+ * nothing for a while so that the server has to queue, then reads it all (cli_read_big) and
+ * asks for /stats on the same connection. */
+static void cl_big_after_pause(struct fx *f, const char *request)
 {
     struct cli c;
-    if (cli_connect(&c, f->port) != 0) {
-        cli_close(&c);
-        return;
-    }
-    cli_send(&c, "GET /big HTTP/1.1\r\nHost: t\r\n\r\n");
-    /* Read nothing for a while: the server's queue grows. */
-    usleep(300 * 1000);
-    if (cli_read_until(&c, f->resp[0], "\r\n\r\n") == 0) {
-        cli_read_big(f, &c);
-        cli_send(&c, "GET /stats HTTP/1.1\r\nHost: t\r\n\r\n");
-        cli_read_response(&c, f->resp[1], 0);
+    if (cli_connect(&c, f->port) == 0) {
+        cli_send(&c, request);
+        usleep(300 * 1000);
+        if (cli_read_until(&c, f->resp[0], "\r\n\r\n") == 0) {
+            cli_read_big(f, &c);
+            cli_send(&c, "GET /stats HTTP/1.1\r\nHost: t\r\n\r\n");
+            cli_read_response(&c, f->resp[1], 0);
+        }
     }
     cli_close(&c);
+}
+
+/* The streamed answer: the server's queue grows while the client reads nothing. */
+static void cl_stream_backpressure(struct fx *f)
+{
+    cl_big_after_pause(f, "GET /big HTTP/1.1\r\nHost: t\r\n\r\n");
 }
 
 static void test_stream_backpressure(void **state)
@@ -1231,20 +1237,10 @@ static void test_pipelined_many(void **state)
     assert_true(f.frame_hi - f.frame_lo < 16 * 1024);
 }
 
+/* One answer: the socket takes part of it at once, the rest is queued. */
 static void cl_large(struct fx *f)
 {
-    struct cli c;
-    if (cli_connect(&c, f->port) == 0) {
-        cli_send(&c, "GET /large HTTP/1.1\r\nHost: t\r\n\r\n");
-        /* Read nothing for a while: the socket takes part of the answer, the rest is queued. */
-        usleep(300 * 1000);
-        if (cli_read_until(&c, f->resp[0], "\r\n\r\n") == 0) {
-            cli_read_big(f, &c);
-            cli_send(&c, "GET /stats HTTP/1.1\r\nHost: t\r\n\r\n");
-            cli_read_response(&c, f->resp[1], 0);
-        }
-    }
-    cli_close(&c);
+    cl_big_after_pause(f, "GET /large HTTP/1.1\r\nHost: t\r\n\r\n");
 }
 
 static void test_large_response(void **state)
