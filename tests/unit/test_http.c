@@ -1118,6 +1118,18 @@ static void cl_big_after_pause(struct fx *f, const char *request)
     cli_close(&c);
 }
 
+/* assert_big_answer: the big answer's head, and all of its body, intact. */
+static void assert_big_answer(const struct fx *f)
+{
+    char head[RESP_MAX];
+    snprintf(head, sizeof(head),
+             "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %zu\r\n\r\n",
+             f->big_total);
+    assert_string_equal(f->resp[0], head);
+    assert_int_equal(f->big_got, f->big_total);
+    assert_int_equal(f->big_intact, 1);
+}
+
 /* The streamed answer: the server's queue grows while the client reads nothing. */
 static void cl_stream_backpressure(struct fx *f)
 {
@@ -1127,17 +1139,11 @@ static void cl_stream_backpressure(struct fx *f)
 static void test_stream_backpressure(void **state)
 {
     struct fx f;
-    char head[RESP_MAX];
     fx_init(&f, MODE_STREAM, cl_stream_backpressure);
     f.big_total = 16 * 1024 * 1024;
     f.big_high = 512 * 1024;
     fx_run(&f);
-    snprintf(head, sizeof(head),
-             "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %zu\r\n\r\n",
-             f.big_total);
-    assert_string_equal(f.resp[0], head);
-    assert_int_equal(f.big_got, f.big_total);
-    assert_int_equal(f.big_intact, 1);
+    assert_big_answer(&f);
     /* Once the socket was full the writes reported what stayed queued, past the high mark
      * (how many writes that took depends on the kernel's socket buffers), and the drain
      * callback paced the rest. */
@@ -1246,17 +1252,11 @@ static void cl_large(struct fx *f)
 static void test_large_response(void **state)
 {
     struct fx f;
-    char head[RESP_MAX];
     fx_init(&f, MODE_ECHO, cl_large);
     /* Far more than loopback's socket buffers hold. */
     f.big_total = 16 * 1024 * 1024;
     fx_run(&f);
-    snprintf(head, sizeof(head),
-             "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %zu\r\n\r\n",
-             f.big_total);
-    assert_string_equal(f.resp[0], head);
-    assert_int_equal(f.big_got, f.big_total);
-    assert_int_equal(f.big_intact, 1);
+    assert_big_answer(&f);
     /* Keep-alive after the answer that went out in parts. */
     assert_string_equal(f.resp[1], expect_ok("conns=1 reqs=2 rejected=0", NULL));
 }
