@@ -19,6 +19,7 @@ last line and exits non-zero on any failure.
 """
 
 import atexit
+import contextlib
 import ctypes
 import http.client
 import json
@@ -805,6 +806,26 @@ class Checks:
     @property
     def ok(self):
         return self.failed == 0
+
+    @contextlib.contextmanager
+    def setup_guard(self, cleanup=None):
+        """Around a test's cluster: an error outside the checks (the cluster did not start, a
+        process it needs died) counts as one failed check, "cluster setup", not a traceback;
+        cleanup, if given, runs last in any case."""
+        try:
+            yield
+        except HarnessError as e:
+            self.fail("cluster setup", str(e))
+        except Exception as e:  # noqa: BLE001
+            self.fail("cluster setup", "%s: %s" % (type(e).__name__, e))
+        finally:
+            if cleanup is not None:
+                cleanup()
+
+    def done_with(self, cluster):
+        """After a cluster's checks: the sanitizer check, and keep its logs if anything failed."""
+        self.sanitizers_clean(cluster)
+        cluster.failed = not self.ok
 
     def sanitizers_clean(self, cluster):
         """After the checks passed: stop the cluster gracefully (so leak reports reach the logs)

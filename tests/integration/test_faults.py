@@ -892,7 +892,7 @@ def main():
     cluster = Cluster(agents=make_agents(), heartbeat_ms=HEARTBEAT_MS, sim_restore_ms=RESTORE_MS,
                       lease_ttl_ms=LEASE_TTL_MS, name="faults",
                       scheduler_args=["--telemetry-max-rows", str(TELEMETRY_MAX_ROWS)])
-    try:
+    with checks.setup_guard():
         with cluster as c:
             log("cluster up: http 127.0.0.1:%d, agents %s" % (c.http_port, c.agents_url))
             c.wait_adopt_grace()
@@ -913,12 +913,7 @@ def main():
                 checks.check("prewarmd never crashed (started %d times, all by the test)" % expect_starts,
                              lambda: expect(c.scheduler.running() and c.scheduler.starts == expect_starts,
                                             "prewarmd running, %d starts" % expect_starts, c.scheduler.starts))
-            checks.sanitizers_clean(c)
-            c.failed = not checks.ok
-    except HarnessError as e:
-        checks.fail("cluster setup", str(e))
-    except Exception as e:  # noqa: BLE001
-        checks.fail("cluster setup", "%s: %s" % (type(e).__name__, e))
+            checks.done_with(c)
     return checks.finish()
 
 

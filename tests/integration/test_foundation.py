@@ -23,7 +23,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import (Agent, Checks, Cluster, HarnessError, expect, is_error_body,  # noqa: E402
+from harness import (Agent, Checks, Cluster, expect, is_error_body,  # noqa: E402
                      is_hex_id, wait_until)
 
 HEARTBEAT_MS = 500
@@ -460,7 +460,7 @@ def main():
     checks = Checks("test_foundation: PostgreSQL + prewarmd + 2 agents (sim)")
     cluster = Cluster(agents=AGENTS, heartbeat_ms=HEARTBEAT_MS, sim_restore_ms=RESTORE_MS,
                       name="foundation")
-    try:
+    with checks.setup_guard():
         with cluster as c:
             log_line = "cluster up: http 127.0.0.1:%d, agents %s" % (c.http_port, c.agents_url)
             print(log_line, flush=True)
@@ -477,12 +477,7 @@ def main():
                              ("(j) invocations reach PostgreSQL per function per minute", check_j),
                              ("(k) placement persists; drain moves VMs, survives a restart", check_k)):
                 checks.check(name, fn, c)
-            checks.sanitizers_clean(c)
-            c.failed = not checks.ok
-    except HarnessError as e:
-        checks.fail("cluster setup", str(e))
-    except Exception as e:  # noqa: BLE001
-        checks.fail("cluster setup", "%s: %s" % (type(e).__name__, e))
+            checks.done_with(c)
     return checks.finish()
 
 

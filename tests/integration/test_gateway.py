@@ -493,7 +493,7 @@ def main():
                               "--qemu-restore-timeout-ms", "30000", "--vcpu-overcommit", "16"])
     cluster = Cluster(agents=[agent], heartbeat_ms=500, name="gateway")
     cluster.add_stop_hook(cleanup)
-    try:
+    with checks.setup_guard(cleanup=cleanup):
         with cluster as c:
             c.wait_adopt_grace()
             S.gateway = start_gateway(c, ["--acquire-timeout-ms", "20000", "--vm-timeout-ms", "10000"])
@@ -513,14 +513,7 @@ def main():
                              ("(e) streaming, backpressure, VM cut and client abort (fake prewarmd + VM)",
                               check_e)):
                 checks.check(name, fn, c)
-            checks.sanitizers_clean(c)
-            c.failed = not checks.ok
-    except HarnessError as e:
-        checks.fail("cluster setup", str(e))
-    except Exception as e:  # noqa: BLE001
-        checks.fail("cluster setup", "%s: %s" % (type(e).__name__, e))
-    finally:
-        cleanup()
+            checks.done_with(c)
     log("test_gateway took %.1f s" % (time.monotonic() - t_start))
     return checks.finish()
 

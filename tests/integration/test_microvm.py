@@ -364,7 +364,7 @@ def main():
                               "--vcpu-overcommit", "16"])
     cluster = Cluster(agents=[agent], heartbeat_ms=HEARTBEAT_MS, name="microvm")
     cluster.add_stop_hook(cleanup)
-    try:
+    with checks.setup_guard(cleanup=cleanup):
         with cluster as c:
             log("cluster up: http 127.0.0.1:%d, run dir %s, mem dir %s (%.1f s)"
                 % (c.http_port, S.run_dir, S.mem_dir, time.monotonic() - t_start))
@@ -379,14 +379,7 @@ def main():
                              ("(h) SIGTERM destroys the VMs", check_h)):
                 if not checks.check(name, fn, c) and name.startswith(("(a)", "(b)")):
                     break  # everything after needs the snapshot and the pool
-            checks.sanitizers_clean(c)
-            c.failed = not checks.ok
-    except HarnessError as e:
-        checks.fail("cluster setup", str(e))
-    except Exception as e:  # noqa: BLE001
-        checks.fail("cluster setup", "%s: %s" % (type(e).__name__, e))
-    finally:
-        cleanup()
+            checks.done_with(c)
     log("test_microvm took %.1f s" % (time.monotonic() - t_start))
     return checks.finish()
 

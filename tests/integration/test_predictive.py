@@ -11,7 +11,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Agent, Checks, Cluster, HarnessError, expect, wait_until  # noqa: E402
+from harness import Agent, Checks, Cluster, expect, wait_until  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODEL = os.path.join(REPO, "models", "default.json")
@@ -76,16 +76,13 @@ def check_traffic_then_forecast(c):
 
 def main():
     checks = Checks("test_predictive: prewarmd + shipped model + 1 agent (sim)")
-    try:
+    with checks.setup_guard():
         with Cluster(agents=[Agent("agent-p", "2node")], heartbeat_ms=500,
                      scheduler_args=["--model", MODEL], name="predictive") as c:
             checks.check("predictive pool registered, no forecast yet, model loaded", check_setup, c)
             checks.check("traffic -> forecast with contributions -> pool at its floor",
                          check_traffic_then_forecast, c)
-            checks.sanitizers_clean(c)
-            c.failed = not checks.ok
-    except HarnessError as e:
-        checks.fail("cluster setup", str(e))
+            checks.done_with(c)
     return checks.finish()
 
 

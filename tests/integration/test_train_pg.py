@@ -12,7 +12,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import BINARY_DIR, Checks, Cluster, HarnessError, expect  # noqa: E402
+from harness import BINARY_DIR, Checks, Cluster, expect  # noqa: E402
 
 TRAIN = os.path.join(BINARY_DIR, "bench", "train", "prewarm-train")
 PSQL = "/usr/lib/postgresql/15/bin/psql" if os.path.exists("/usr/lib/postgresql/15/bin/psql") else "psql"
@@ -60,14 +60,11 @@ def check_refuses(c):
 
 def main():
     checks = Checks("test_train_pg: prewarm-train --pg on prewarmd's PostgreSQL history")
-    try:
+    with checks.setup_guard():
         with Cluster(agents=[], name="trainpg") as c:
             checks.check("trains and saves a model from invocation_minutes", check_trains, c)
             checks.check("refuses clearly: too little history, no database, no --out", check_refuses, c)
-            checks.sanitizers_clean(c)
-            c.failed = not checks.ok
-    except HarnessError as e:
-        checks.fail("cluster setup", str(e))
+            checks.done_with(c)
     return checks.finish()
 
 
