@@ -683,9 +683,7 @@ def main():
                          ("HTTP framing: chunked, to close; not HTTP; timeout", check_framing),
                          ("server and token: flags > env > config file > default", check_precedence)]:
             checks.check(name, fn)
-        if not checks.ok:
-            c.failed = True
-        checks.sanitizers_clean(c)
+        checks.done_with(c)
     return checks.finish()
 
 

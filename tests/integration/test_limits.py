@@ -136,9 +136,7 @@ def main():
                          ("body, headers, malformed", check_body_headers_malformed),
                          ("connections: --max-connections", check_connections)]:
             checks.check(name, fn)
-        if not checks.ok:
-            c.failed = True
-        checks.sanitizers_clean(c)
+        checks.done_with(c)
     return checks.finish()
 
 
